@@ -1,0 +1,221 @@
+"""Settings: one validated pydantic model read from TOML with ``INSARWATCH_*`` overrides.
+
+The file is ``/etc/insarwatch/insarwatch.toml`` unless ``--config`` (or
+``INSARWATCH_CONFIG``) names another; a missing default file means "all defaults", a
+missing named file is an error. Environment variables override the file:
+``INSARWATCH_VAR_DIR`` and ``INSARWATCH_DROP_DIR`` for the two paths every command
+honours, and ``INSARWATCH_<SECTION>__<KEY>`` for anything else (``INSARWATCH_BATCH__SIZE=8``).
+An unknown key or a value of the wrong type is a one-line error naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InputError
+
+DEFAULT_CONFIG = Path("/etc/insarwatch/insarwatch.toml")
+ENV_PREFIX = "INSARWATCH_"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImagingSettings(Section):
+    rgba_policy: Literal["skip", "convert"] = Field(
+        "skip", description="RGBA frames: 'skip' with a reason (the paper's choice) or 'convert' to RGB"
+    )
+    max_pixels: int = Field(
+        89_478_485, gt=0, description="Largest image decoded; Pillow's decompression-bomb limit"
+    )
+    nodata_max_fraction: float = Field(0.25, ge=0, le=1, description="Reject when more no-data pixels")
+    coherence_min: float = Field(0.25, ge=0, le=1, description="Reject when mean coherence is lower")
+    artifact_max_score: float = Field(
+        0.5, ge=0, le=1, description="Reject when the colour-bar/legend detector scores higher"
+    )
+    tile_size: int = Field(224, gt=0)
+    tile_stride: int = Field(224, gt=0)
+
+
+class TriageSettings(Section):
+    enabled: bool = False
+    min_similarity: float = Field(0.9, ge=-1, le=1)
+    min_neighbours: int = Field(5, ge=1)
+
+
+class CaptioningSettings(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    num_beams: int = Field(5, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    min_new_tokens: int | None = Field(None, ge=0)
+    do_sample: bool = False
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    preprocess_workers: int = Field(2, ge=1)
+    triage: TriageSettings = TriageSettings()
+
+
+class RetrievalSettings(Section):
+    k: int = Field(5, ge=1)
+    index_type: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    exact_max_vectors: int = Field(200_000, ge=1, description="'auto' builds an exact index up to this size")
+
+
+class AlertSettings(Section):
+    alert_vote: float = Field(0.5, ge=0, le=1, description="Neighbour deformation vote needed to confirm")
+    review_vote: float = Field(0.5, ge=0, le=1, description="Neighbour vote that flags an unrecognised caption")
+
+
+class SmtpSettings(Section):
+    host: str = "localhost"
+    port: int = 25
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    sender: str = "insarwatch@localhost"
+    recipients: list[str] = []
+    recipients_by_frame: dict[str, list[str]] = {}
+    recipients_by_volcano: dict[str, list[str]] = {}
+    timeout_seconds: float = Field(30, gt=0)
+
+
+class WebhookSettings(Section):
+    url: str
+    timeout_seconds: float = Field(10, gt=0)
+
+
+class NotifySettings(Section):
+    smtp: SmtpSettings | None = None
+    webhook: WebhookSettings | None = None
+    retry_base_seconds: float = Field(30, gt=0)
+    retry_max_seconds: float = Field(3600, gt=0)
+    give_up_after_hours: float = Field(72, gt=0)
+    report_base_url: str | None = Field(None, description="Where reports/ is served, for links in messages")
+
+
+class WatchSettings(Section):
+    observer: Literal["auto", "inotify", "polling"] = "auto"
+    settle_seconds: float = Field(5, ge=0)
+    rescan_interval_seconds: float = Field(600, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    shutdown_timeout_seconds: float = Field(60, gt=0)
+    queue_max: int = Field(256, ge=1, description="Interferograms decoded ahead of the model, at most")
+    model_check_seconds: float = Field(300, gt=0)
+
+
+class BatchSettings(Section):
+    size: int = Field(16, ge=1)
+    max_wait_seconds: float = Field(2, ge=0)
+
+
+class DigestSettings(Section):
+    enabled: bool = True
+    time: str = Field("07:00", pattern=r"^\d{2}:\d{2}$", description="Local time of the daily digest")
+
+
+class Volcano(Section):
+    name: str
+    frames: list[str] = []
+
+
+class Settings(Section):
+    var_dir: Path = Path("/var/lib/insarwatch")
+    drop_dir: Path = Path("/srv/licsar")
+    imaging: ImagingSettings = ImagingSettings()
+    captioning: CaptioningSettings = CaptioningSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    alerts: AlertSettings = AlertSettings()
+    notify: NotifySettings = NotifySettings()
+    watch: WatchSettings = WatchSettings()
+    batch: BatchSettings = BatchSettings()
+    digest: DigestSettings = DigestSettings()
+    volcanoes: list[Volcano] = []
+
+    @property
+    def models_dir(self) -> Path:
+        return self.var_dir / "models"
+
+    @property
+    def state_db(self) -> Path:
+        return self.var_dir / "state.db"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.var_dir / "reports"
+
+    def volcano_for(self, frame_id: str) -> str | None:
+        for volcano in self.volcanoes:
+            if frame_id in volcano.frames:
+                return volcano.name
+        return None
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """``INSARWATCH_A__B=v`` → ``{"a": {"b": v}}``; values are JSON when they parse as JSON."""
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more)" if more else ""
+    return f"key '{key}': {message}{suffix}"
+
+
+def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read settings from ``path`` (or the default file) and the environment."""
+    environ = dict(os.environ if environ is None else environ)
+    explicit = path is not None or ENV_PREFIX + "CONFIG" in environ
+    config_path = Path(path or environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG)
+    data: dict[str, Any] = {}
+    if config_path.exists():
+        try:
+            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(config_path, f"not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise InputError(config_path, f"cannot be read: {exc.strerror}") from None
+    elif explicit:
+        raise InputError(config_path, "configuration file does not exist")
+    data = _merge(data, _env_overrides(environ))
+    source = str(config_path) if config_path.exists() else "environment"
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(source, _one_line(exc)) from None

@@ -1,0 +1,171 @@
+"""The LiCSAR drop layout: frame ids, date pairs, product files and discovery.
+
+LiCSAR publishes ``<FRAME>/interferograms/<D1>_<D2>/<D1>_<D2>.geo.diff.png`` with
+siblings (``.geo.cc.png``/``.geo.cc.tif`` coherence, ``.geo.diff_pha.tif`` wrapped phase,
+``.geo.unw.tif``). This module turns paths into ``Interferogram`` records and says, for
+anything that does not fit, exactly why; it never guesses a frame or a date. Paths that
+resolve outside the drop directory (through a symlink) are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+from .errors import InputError
+
+FRAME_RE = re.compile(r"^(\d{3})([AD])_(\d{5})_(\d{6})$")
+PAIR_RE = re.compile(r"^(\d{8})_(\d{8})$")
+DIFF_SUFFIX = ".geo.diff.png"
+SIBLING_SUFFIXES = (".geo.cc.png", ".geo.cc.tif", ".geo.diff_pha.tif", ".geo.unw.tif", ".geo.unw.png")
+PRODUCT_SUFFIXES = (DIFF_SUFFIX, *SIBLING_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class FrameId:
+    """A LiCSAR frame such as ``124D_04854_171313``: relative orbit (track) and direction."""
+
+    text: str
+    track: int
+    direction: str  # "ascending" | "descending"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Interferogram:
+    """One interferogram in the drop: the wrapped-phase PNG and whichever siblings exist."""
+
+    frame: FrameId
+    primary: date
+    secondary: date
+    diff_png: Path
+    coherence: Path | None = None
+    siblings: tuple[Path, ...] = ()
+
+    @property
+    def pair(self) -> str:
+        return f"{self.primary:%Y%m%d}_{self.secondary:%Y%m%d}"
+
+    @property
+    def key(self) -> str:
+        """Stable identity used by the state store and alert de-duplication."""
+        return f"{self.frame}/{self.pair}"
+
+    @property
+    def temporal_baseline_days(self) -> int:
+        return (self.secondary - self.primary).days
+
+
+@dataclass(frozen=True)
+class Unrecognised:
+    """A file in the drop that looks like a product but does not fit the layout."""
+
+    path: Path
+    reason: str
+
+
+def parse_frame_id(text: str) -> FrameId:
+    match = FRAME_RE.match(text)
+    if not match:
+        raise ValueError(f"frame id {text!r} is not of the form NNN[A|D]_NNNNN_NNNNNN")
+    direction = "ascending" if match.group(2) == "A" else "descending"
+    return FrameId(text=text, track=int(match.group(1)), direction=direction)
+
+
+def _parse_day(text: str) -> date:
+    try:
+        return datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        raise ValueError(f"{text!r} is not a real date") from None
+
+
+def parse_date_pair(text: str) -> tuple[date, date]:
+    match = PAIR_RE.match(text)
+    if not match:
+        raise ValueError(f"date pair {text!r} is not of the form YYYYMMDD_YYYYMMDD")
+    primary, secondary = _parse_day(match.group(1)), _parse_day(match.group(2))
+    if primary >= secondary:
+        raise ValueError(f"primary date {primary} is not before secondary date {secondary}")
+    return primary, secondary
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def interferogram_from_path(path: Path, drop_dir: Path) -> Interferogram:
+    """Parse a ``.geo.diff.png`` path under ``drop_dir``; ``InputError`` says why it does not fit."""
+    path = Path(path)
+    if not path.name.endswith(DIFF_SUFFIX):
+        raise InputError(path, f"not an interferogram product (expected a name ending {DIFF_SUFFIX})")
+    if not _inside(path, drop_dir):
+        raise InputError(path, "symlink leads outside the drop directory; refused")
+    try:
+        relative = path.relative_to(drop_dir)
+    except ValueError:
+        raise InputError(path, f"not under the drop directory {drop_dir}") from None
+    parts = relative.parts
+    if len(parts) != 4 or parts[1] != "interferograms":
+        raise InputError(path, "not laid out as <FRAME>/interferograms/<D1>_<D2>/<D1>_<D2>.geo.diff.png")
+    frame_text, _, pair_dir, name = parts
+    stem = name[: -len(DIFF_SUFFIX)]
+    if stem != pair_dir:
+        raise InputError(path, f"file name {stem!r} does not match its directory {pair_dir!r}")
+    try:
+        frame = parse_frame_id(frame_text)
+        primary, secondary = parse_date_pair(pair_dir)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+    siblings = tuple(
+        sibling
+        for suffix in SIBLING_SUFFIXES
+        if (sibling := path.with_name(stem + suffix)).exists() and _inside(sibling, drop_dir)
+    )
+    coherence = next((s for s in siblings if s.name.endswith(".geo.cc.png")), None)
+    return Interferogram(frame, primary, secondary, path, coherence, siblings)
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, list[str], Unrecognised | None]]:
+    """``os.walk`` that follows symlinked directories only while they stay inside ``root``."""
+    seen: set[str] = set()
+    for current, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(current)
+        current_path = Path(current)
+        if not _inside(current_path, root):
+            dirs[:] = []
+            yield current_path, [], Unrecognised(current_path, "symlink leads outside the drop directory; refused")
+            continue
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        yield current_path, sorted(files), None
+
+
+def discover(drop_dir: Path) -> Iterator[Interferogram | Unrecognised]:
+    """Every interferogram under ``drop_dir`` and every product-like file that does not fit."""
+    drop_dir = Path(drop_dir)
+    for current, files, refused in _walk(drop_dir):
+        if refused is not None:
+            yield refused
+            continue
+        for name in files:
+            path = current / name
+            if name.endswith(DIFF_SUFFIX):
+                try:
+                    yield interferogram_from_path(path, drop_dir)
+                except InputError as exc:
+                    yield Unrecognised(path, exc.reason)
+            elif name.endswith(".png") and not name.endswith(SIBLING_SUFFIXES):
+                yield Unrecognised(path, "PNG that is not a LiCSAR product (expected *.geo.diff.png)")

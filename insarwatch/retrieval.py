@@ -1,0 +1,241 @@
+"""Retrieval cross-check: a FAISS index of expert-captioned interferograms.
+
+Owns the index a caption is checked against: vision embeddings of the training split
+(L2-normalised, so inner product is cosine similarity) with one ``IndexRecord`` per vector.
+On disk it is ``index.faiss`` plus ``index.jsonl`` (line *i* describes vector *i*). Small
+indexes are searched exactly (``IndexFlatIP``); large ones use HNSW or IVF, chosen by
+``settings.retrieval``. When FAISS sees a GPU the index is searched there through
+``index_cpu_to_gpu``; the CPU copy is kept for saving, so the same code runs everywhere.
+Loading refuses an index whose dimension differs from the captioner's or whose records do
+not match its vectors one to one: that is an index built by another model, and searching
+it would give confident wrong answers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .config import RetrievalSettings
+from .errors import InputError, InsarwatchError
+
+INDEX_FILE = "index.faiss"
+RECORDS_FILE = "index.jsonl"
+
+
+@dataclass(frozen=True)
+class IndexRecord:
+    """What an indexed training image is known to show."""
+
+    caption: str
+    deformation: bool
+    activity_type: tuple[str, ...]
+    intensity: tuple[str, ...]
+    source: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexRecord:
+        return cls(
+            caption=str(data["caption"]),
+            deformation=bool(data["deformation"]),
+            activity_type=tuple(str(item) for item in data["activity_type"]),
+            intensity=tuple(str(item) for item in data["intensity"]),
+            source=str(data["source"]),
+        )
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    similarity: float
+    record: IndexRecord
+
+
+def normalised(vectors: np.ndarray) -> np.ndarray:
+    """A float32, C-contiguous, row-wise L2-normalised copy (zero rows stay zero)."""
+    out = np.array(vectors, dtype=np.float32, order="C", copy=True, ndmin=2)
+    faiss.normalize_L2(out)
+    return out
+
+
+def _ivf_lists(n: int, requested: int | None) -> int:
+    # FAISS wants ~39 training points per list; 4*sqrt(n) is its usual rule of thumb.
+    wanted = requested or int(4 * math.sqrt(n))
+    return max(1, min(wanted, n // 39 or 1))
+
+
+def _build_cpu_index(vectors: np.ndarray, kind: str, settings: RetrievalSettings) -> faiss.Index:
+    n, dim = vectors.shape
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = settings.hnsw_ef_construction
+        index.hnsw.efSearch = settings.hnsw_ef_search
+    else:
+        lists = _ivf_lists(n, settings.ivf_nlist)
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = min(settings.ivf_nprobe, lists)
+    index.add(vectors)
+    return index
+
+
+def _kind_of(index: faiss.Index) -> str:
+    name = type(faiss.downcast_index(index)).__name__
+    return {"IndexFlatIP": "flat", "IndexHNSWFlat": "hnsw", "IndexIVFFlat": "ivf"}.get(name, name)
+
+
+def _faiss_reason(exc: Exception) -> str:
+    """FAISS errors carry a C++ signature; keep only the sentence after it."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    match = re.search(r"\.cpp:\d+: (.*)", text)
+    return match.group(1) if match else text
+
+
+class RetrievalIndex:
+    """Normalised embeddings with one record each; cosine k-nearest-neighbour search."""
+
+    def __init__(self, cpu_index: faiss.Index, records: Sequence[IndexRecord], use_gpu: bool = True) -> None:
+        if cpu_index.ntotal != len(records):
+            raise InsarwatchError(f"index has {cpu_index.ntotal} vectors but {len(records)} records")
+        self._cpu = cpu_index
+        self.records: tuple[IndexRecord, ...] = tuple(records)
+        self._search_index = self._cpu
+        # HNSW has no GPU implementation in FAISS; it stays on the CPU.
+        if use_gpu and faiss.get_num_gpus() > 0 and self.kind != "hnsw" and cpu_index.ntotal > 0:
+            self._search_index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, cpu_index)
+
+    @property
+    def dim(self) -> int:
+        return int(self._cpu.d)
+
+    @property
+    def kind(self) -> str:
+        """``flat`` (exact), ``hnsw`` or ``ivf``."""
+        return _kind_of(self._cpu)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self._search_index is not self._cpu
+
+    def __len__(self) -> int:
+        return int(self._cpu.ntotal)
+
+    @classmethod
+    def build(
+        cls, embeddings: np.ndarray, records: Sequence[IndexRecord], settings: RetrievalSettings
+    ) -> RetrievalIndex:
+        """Index ``embeddings`` (N x dim; normalised here) described by ``records``."""
+        vectors = normalised(embeddings)
+        if len(vectors) != len(records):
+            raise InsarwatchError(f"{len(vectors)} embeddings but {len(records)} records")
+        kind = settings.index_type
+        if kind == "auto" or len(vectors) == 0:
+            kind = "flat" if len(vectors) <= settings.exact_max_vectors else settings.approximate_type
+        return cls(_build_cpu_index(vectors, kind, settings), records, settings.use_gpu)
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``index.faiss`` and ``index.jsonl`` into ``directory`` (each atomically)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        index_tmp = directory / f".{INDEX_FILE}.tmp"
+        faiss.write_index(self._cpu, str(index_tmp))
+        records_tmp = directory / f".{RECORDS_FILE}.tmp"
+        with records_tmp.open("w", encoding="utf-8") as out:
+            for record in self.records:
+                out.write(record.to_json() + "\n")
+        os.replace(index_tmp, directory / INDEX_FILE)
+        os.replace(records_tmp, directory / RECORDS_FILE)
+
+    @staticmethod
+    def exists(directory: str | Path) -> bool:
+        """Whether ``directory`` holds any part of an index (a lone part is an error on load)."""
+        return (Path(directory) / INDEX_FILE).exists() or (Path(directory) / RECORDS_FILE).exists()
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        expected_dim: int | None = None,
+        settings: RetrievalSettings | None = None,
+    ) -> RetrievalIndex:
+        """Read an index saved by ``save``; ``settings`` override its search-time parameters."""
+        directory = Path(directory)
+        index_path, records_path = directory / INDEX_FILE, directory / RECORDS_FILE
+        if not index_path.is_file():
+            raise InputError(index_path, "retrieval index file is missing")
+        try:
+            cpu_index = faiss.read_index(str(index_path))
+        except RuntimeError as exc:
+            raise InputError(index_path, f"not a readable FAISS index: {_faiss_reason(exc)}") from None
+        if cpu_index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise InputError(index_path, "index does not use inner-product (cosine) similarity")
+        if expected_dim is not None and cpu_index.d != expected_dim:
+            raise InputError(
+                index_path,
+                f"index dimension {cpu_index.d} does not match the captioner's embedding dimension "
+                f"{expected_dim}; the index was built by another model",
+            )
+        records = _read_records(records_path)
+        if len(records) != cpu_index.ntotal:
+            raise InputError(
+                records_path, f"{len(records)} records for {cpu_index.ntotal} vectors in {INDEX_FILE}"
+            )
+        if settings is not None:
+            _apply_search_settings(cpu_index, settings)
+        return cls(cpu_index, records, settings.use_gpu if settings is not None else True)
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[Neighbour]]:
+        """The ``k`` most similar records for each query row, most similar first."""
+        vectors = normalised(queries)
+        if vectors.shape[1] != self.dim:
+            raise InsarwatchError(f"query dimension {vectors.shape[1]} does not match index dimension {self.dim}")
+        k = min(k, len(self))
+        if k <= 0 or len(vectors) == 0:
+            return [[] for _ in range(len(vectors))]
+        similarities, ids = self._search_index.search(vectors, k)
+        return [
+            [
+                Neighbour(float(similarity), self.records[int(i)])
+                for similarity, i in zip(row_similarities, row_ids, strict=True)
+                if i >= 0
+            ]
+            for row_similarities, row_ids in zip(similarities, ids, strict=True)
+        ]
+
+
+def _apply_search_settings(index: faiss.Index, settings: RetrievalSettings) -> None:
+    concrete = faiss.downcast_index(index)
+    if isinstance(concrete, faiss.IndexHNSW):
+        concrete.hnsw.efSearch = settings.hnsw_ef_search
+    elif isinstance(concrete, faiss.IndexIVF):
+        concrete.nprobe = min(settings.ivf_nprobe, concrete.nlist)
+
+
+def _read_records(path: Path) -> list[IndexRecord]:
+    if not path.is_file():
+        raise InputError(path, "retrieval index records are missing")
+    records = []
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                try:
+                    records.append(IndexRecord.from_dict(json.loads(line)))
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise InputError(path, f"line {number}: not an index record ({exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "not UTF-8 text") from None
+    return records

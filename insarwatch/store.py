@@ -19,8 +19,8 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -32,6 +32,9 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 MessageKind = Literal["alert", "digest"]
 DeliveryStatus = Literal["pending", "delivered", "given_up"]
+State = Literal["discovered", "queued", "processing", "done", "rejected", "failed", "quarantined"]
+STATES: tuple[State, ...] = ("discovered", "queued", "processing", "done", "rejected", "failed", "quarantined")
+Level = Literal["alert", "review", "quiet"]
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -55,6 +58,51 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UNIQUE (key, channel, target)
         )""",
         "CREATE INDEX deliveries_due ON deliveries (status, next_attempt)",
+    ),
+    (
+        # frame and dates are NULL only for a rejected file that does not fit the drop layout.
+        """CREATE TABLE interferograms (
+            key TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            frame TEXT,
+            primary_date TEXT,
+            secondary_date TEXT,
+            state TEXT NOT NULL CHECK (state IN
+                ('discovered', 'queued', 'processing', 'done', 'rejected', 'failed', 'quarantined')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            received_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            finished_at TEXT,
+            reason TEXT,
+            error TEXT,
+            level TEXT CHECK (level IN ('alert', 'review', 'quiet')),
+            model_version TEXT
+        )""",
+        "CREATE INDEX interferograms_state ON interferograms (state, received_at)",
+        "CREATE INDEX interferograms_received ON interferograms (received_at)",
+        "CREATE INDEX interferograms_finished ON interferograms (finished_at)",
+        """CREATE TABLE tile_results (
+            interferogram TEXT NOT NULL REFERENCES interferograms(key),
+            model_version TEXT NOT NULL,
+            tile_index INTEGER NOT NULL,
+            box TEXT NOT NULL,
+            caption TEXT NOT NULL,
+            finding TEXT NOT NULL,
+            neighbours TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            created TEXT NOT NULL,
+            PRIMARY KEY (interferogram, model_version, tile_index)
+        )""",
+        """CREATE TABLE alerts (
+            key TEXT PRIMARY KEY,
+            interferogram TEXT NOT NULL REFERENCES interferograms(key),
+            level TEXT NOT NULL CHECK (level IN ('alert', 'review')),
+            severity TEXT CHECK (severity IN ('low', 'medium', 'high')),
+            model_version TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            created TEXT NOT NULL
+        )""",
+        "CREATE INDEX alerts_created ON alerts (created)",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -95,6 +143,90 @@ class Delivery:
     status: DeliveryStatus = "pending"
     finished: datetime | None = None
     last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class InterferogramRecord:
+    """An interferogram as the store tracks it through the state machine."""
+
+    key: str
+    path: str
+    frame: str | None
+    primary: date | None
+    secondary: date | None
+    state: State
+    attempts: int
+    received_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    reason: str | None = None
+    error: str | None = None
+    level: Level | None = None
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class TileResult:
+    """What the model and the decision rules made of one tile, in JSON-ready form."""
+
+    tile_index: int
+    box: tuple[int, int, int, int]
+    caption: str
+    finding: dict[str, Any]
+    neighbours: list[dict[str, Any]]
+    decision: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """One alert (or review request) raised for an interferogram; ``key`` de-duplicates it."""
+
+    key: str
+    interferogram: str
+    level: Literal["alert", "review"]
+    severity: Literal["low", "medium", "high"] | None
+    model_version: str
+    payload: dict[str, Any]
+    created: datetime
+
+
+@dataclass(frozen=True)
+class FrameActivity:
+    """What happened to one frame's interferograms in a period (for the digest)."""
+
+    frame: str | None
+    arrived: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    processed: int = 0
+    review: int = 0
+    alert: int = 0
+    quarantined: int = 0
+    alert_keys: tuple[str, ...] = ()
+
+
+def _day(text: str | None) -> date | None:
+    return None if text is None else date.fromisoformat(text)
+
+
+def _record(row: sqlite3.Row) -> InterferogramRecord:
+    return InterferogramRecord(
+        key=row["key"], path=row["path"], frame=row["frame"], primary=_day(row["primary_date"]),
+        secondary=_day(row["secondary_date"]), state=row["state"], attempts=row["attempts"],
+        received_at=from_text(row["received_at"]), updated_at=from_text(row["updated_at"]),
+        finished_at=from_text(row["finished_at"]), reason=row["reason"], error=row["error"],
+        level=row["level"], model_version=row["model_version"],
+    )
+
+
+def _alert(row: sqlite3.Row) -> AlertRecord:
+    return AlertRecord(
+        key=row["key"], interferogram=row["interferogram"], level=row["level"], severity=row["severity"],
+        model_version=row["model_version"], payload=json.loads(row["payload"]), created=from_text(row["created"]),
+    )
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
 
 
 _DELIVERY_COLUMNS = (
@@ -283,3 +415,295 @@ class Store:
             (key,),
         )
         return [_delivery(row) for row in rows]
+
+    # -- interferogram state machine --------------------------------------------------
+
+    def discover(
+        self, key: str, path: Path | str, frame: str, primary: date, secondary: date, received_at: datetime,
+    ) -> bool:
+        """Start tracking an interferogram; False, and nothing changed, when it is already known."""
+        stamp = to_text(received_at)
+        with self.transaction():
+            return bool(self._db.execute(
+                "INSERT INTO interferograms (key, path, frame, primary_date, secondary_date, state, received_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, 'discovered', ?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, str(path), frame, primary.isoformat(), secondary.isoformat(), stamp, stamp),
+            ).rowcount)
+
+    def record_unrecognised(self, path: Path | str, reason: str, now: datetime) -> bool:
+        """Record a file that does not fit the drop layout as rejected (keyed by its path), once."""
+        stamp = to_text(now)
+        with self.transaction():
+            return bool(self._db.execute(
+                "INSERT INTO interferograms (key, path, state, received_at, updated_at, finished_at, reason, error)"
+                " VALUES (?, ?, 'rejected', ?, ?, ?, 'unrecognised', ?) ON CONFLICT (key) DO NOTHING",
+                (str(path), str(path), stamp, stamp, stamp, reason),
+            ).rowcount)
+
+    def seen(self, key: str) -> bool:
+        return self._one("SELECT 1 FROM interferograms WHERE key = ?", (key,)) is not None
+
+    def get(self, key: str) -> InterferogramRecord | None:
+        row = self._one("SELECT * FROM interferograms WHERE key = ?", (key,))
+        return None if row is None else _record(row)
+
+    def in_state(self, state: State, limit: int | None = None) -> list[InterferogramRecord]:
+        """Interferograms in one state, first received first."""
+        rows = self._all(
+            "SELECT * FROM interferograms WHERE state = ? ORDER BY received_at, key LIMIT ?",
+            (state, -1 if limit is None else limit),
+        )
+        return [_record(row) for row in rows]
+
+    def _transition(self, key: str, expected: tuple[State, ...], assignments: str, params: Sequence[Any]) -> None:
+        """Apply ``assignments`` to ``key`` only if it is in one of the ``expected`` states."""
+        with self.transaction():
+            changed = self._db.execute(
+                f"UPDATE interferograms SET {assignments} WHERE key = ? AND state IN ({_marks(len(expected))})",
+                (*params, key, *expected),
+            ).rowcount
+            if not changed:
+                row = self._db.execute("SELECT state FROM interferograms WHERE key = ?", (key,)).fetchone()
+                actual = row["state"] if row else "unknown"
+                raise StaleTransition(f"{key}: is {actual}, not {' or '.join(expected)}")
+
+    def queue(self, key: str, now: datetime) -> None:
+        """discovered → queued: the file is complete and may be processed."""
+        self._transition(key, ("discovered",), "state = 'queued', updated_at = ?", (to_text(now),))
+
+    def claim(self, limit: int, now: datetime) -> list[InterferogramRecord]:
+        """Atomically move up to ``limit`` queued interferograms (first received first) to processing.
+
+        Each claim counts as an attempt, so a frame that crashes the daemon again and again
+        is quarantined by ``requeue_processing`` instead of crashing it for ever.
+        """
+        with self.transaction():
+            rows = self._db.execute(
+                "UPDATE interferograms SET state = 'processing', attempts = attempts + 1, updated_at = ?"
+                " WHERE key IN (SELECT key FROM interferograms WHERE state = 'queued'"
+                " ORDER BY received_at, key LIMIT ?) RETURNING *",
+                (to_text(now), limit),
+            ).fetchall()
+        return sorted((_record(row) for row in rows), key=lambda record: (record.received_at, record.key))
+
+    def release(self, keys: Sequence[str], now: datetime) -> None:
+        """processing → queued without using up an attempt: the daemon stopped before trying."""
+        with self.transaction():
+            for key in keys:
+                self._transition(
+                    key, ("processing",), "state = 'queued', attempts = max(attempts - 1, 0), updated_at = ?",
+                    (to_text(now),),
+                )
+
+    def requeue_processing(self, now: datetime, max_attempts: int | None = None) -> int:
+        """On start-up: whatever a previous run left in processing goes back to queued.
+
+        With ``max_attempts``, one that has already been claimed that many times is
+        quarantined instead (it probably took the daemon down with it). Returns how many
+        went back to the queue.
+        """
+        stamp = to_text(now)
+        with self.transaction():
+            if max_attempts is not None:
+                self._db.execute(
+                    "UPDATE interferograms SET state = 'quarantined', updated_at = ?, finished_at = ?,"
+                    " error = 'interrupted while processing ' || attempts || ' times'"
+                    " WHERE state = 'processing' AND attempts >= ?",
+                    (stamp, stamp, max_attempts),
+                )
+            return self._db.execute(
+                "UPDATE interferograms SET state = 'queued', updated_at = ? WHERE state = 'processing'", (stamp,),
+            ).rowcount
+
+    def reject(self, key: str, reason: str, now: datetime, detail: str | None = None) -> None:
+        """→ rejected: ``reason`` is a short category the digest groups by (a quality check's
+        name, ``decode``, ``rgba``); ``detail`` the one-line message naming file and reason."""
+        stamp = to_text(now)
+        self._transition(
+            key, ("discovered", "queued", "processing"),
+            "state = 'rejected', reason = ?, error = ?, updated_at = ?, finished_at = ?",
+            (reason, detail, stamp, stamp),
+        )
+
+    def fail(self, key: str, error: str, now: datetime, max_attempts: int) -> State:
+        """processing → failed, or → quarantined once it has been tried ``max_attempts`` times."""
+        stamp = to_text(now)
+        with self.transaction():
+            record = self.get(key)
+            attempts = record.attempts if record else 0
+            state: State = "quarantined" if attempts >= max_attempts else "failed"
+            self._transition(
+                key, ("processing",), "state = ?, error = ?, updated_at = ?, finished_at = ?",
+                (state, error, stamp, stamp if state == "quarantined" else None),
+            )
+        return state
+
+    def requeue_failed(self, now: datetime) -> int:
+        """failed → queued for another attempt (the daemon calls this on its rescan)."""
+        with self.transaction():
+            return self._db.execute(
+                "UPDATE interferograms SET state = 'queued', updated_at = ? WHERE state = 'failed'", (to_text(now),),
+            ).rowcount
+
+    def retry(self, key: str, now: datetime) -> None:
+        """An operator's second chance: rejected, failed or quarantined → queued, attempts reset."""
+        self._transition(
+            key, ("rejected", "failed", "quarantined"),
+            "state = 'queued', attempts = 0, finished_at = NULL, updated_at = ?", (to_text(now),),
+        )
+
+    # -- results and alerts -------------------------------------------------------------
+
+    def record_results(self, key: str, tiles: Sequence[TileResult], model_version: str, now: datetime) -> None:
+        """Store the tiles' results for an interferogram being processed (replacing a previous
+        run of the same model version)."""
+        stamp = to_text(now)
+        with self.transaction():
+            self._transition(key, ("processing",), "updated_at = ?", (stamp,))
+            self._db.executemany(
+                "INSERT OR REPLACE INTO tile_results (interferogram, model_version, tile_index, box, caption,"
+                " finding, neighbours, decision, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (key, model_version, tile.tile_index, json.dumps(list(tile.box)), tile.caption,
+                     json.dumps(tile.finding, sort_keys=True), json.dumps(tile.neighbours, sort_keys=True),
+                     json.dumps(tile.decision, sort_keys=True), stamp)
+                    for tile in tiles
+                ],
+            )
+
+    def record_alert(self, alert: AlertRecord, targets: Sequence[tuple[str, str]]) -> bool:
+        """Store an alert and enqueue its message in one transaction; False when the key exists."""
+        with self.transaction():
+            inserted = self._db.execute(
+                "INSERT INTO alerts (key, interferogram, level, severity, model_version, payload, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                (alert.key, alert.interferogram, alert.level, alert.severity, alert.model_version,
+                 json.dumps(alert.payload, sort_keys=True), to_text(alert.created)),
+            ).rowcount
+            if not inserted:
+                return False
+            return self.enqueue_message(alert.key, "alert", alert.payload, targets, alert.created)
+
+    def finish(self, key: str, level: Level, model_version: str, now: datetime) -> None:
+        """processing → done, noting the interferogram's decision level and the model that made it."""
+        stamp = to_text(now)
+        self._transition(
+            key, ("processing",),
+            "state = 'done', level = ?, model_version = ?, error = NULL, updated_at = ?, finished_at = ?",
+            (level, model_version, stamp, stamp),
+        )
+
+    def complete(
+        self, key: str, tiles: Sequence[TileResult], model_version: str, level: Level, now: datetime,
+        alert: AlertRecord | None = None, targets: Sequence[tuple[str, str]] = (),
+    ) -> bool:
+        """Results, alert, outbox messages and processing → done as ONE transaction.
+
+        A crash before the commit leaves the interferogram in processing with nothing
+        stored (it is requeued and redone); after it, everything is there once. Returns
+        whether a new alert was enqueued.
+        """
+        with self.transaction():
+            self.record_results(key, tiles, model_version, now)
+            enqueued = self.record_alert(alert, targets) if alert is not None else False
+            self.finish(key, level, model_version, now)
+        return enqueued
+
+    def results_for(self, key: str, model_version: str) -> list[TileResult]:
+        rows = self._all(
+            "SELECT * FROM tile_results WHERE interferogram = ? AND model_version = ? ORDER BY tile_index",
+            (key, model_version),
+        )
+        return [
+            TileResult(
+                tile_index=row["tile_index"], box=tuple(json.loads(row["box"])), caption=row["caption"],
+                finding=json.loads(row["finding"]), neighbours=json.loads(row["neighbours"]),
+                decision=json.loads(row["decision"]),
+            )
+            for row in rows
+        ]
+
+    def alerts(self, since: datetime, until: datetime) -> list[AlertRecord]:
+        """Alerts raised in [since, until), oldest first."""
+        rows = self._all(
+            "SELECT * FROM alerts WHERE created >= ? AND created < ? ORDER BY created, key",
+            (to_text(since), to_text(until)),
+        )
+        return [_alert(row) for row in rows]
+
+    # -- reading ------------------------------------------------------------------------
+
+    def counts(self) -> dict[State, int]:
+        """Interferograms per state; every state is present."""
+        rows = self._all("SELECT state, count(*) AS n FROM interferograms GROUP BY state")
+        found = {row["state"]: row["n"] for row in rows}
+        return {state: found.get(state, 0) for state in STATES}
+
+    def status_summary(self, now: datetime) -> dict[str, Any]:
+        """One consistent snapshot for ``insarwatch status``, the systemd STATUS line and the digest."""
+        with self.transaction():
+            counts = self.counts()
+            alerts_total, alerts_7d = self._db.execute(
+                "SELECT count(*), count(*) FILTER (WHERE created >= ?) FROM alerts",
+                (to_text(now - timedelta(days=7)),),
+            ).fetchone()
+            last = self._db.execute(
+                "SELECT key, finished_at, model_version FROM interferograms WHERE state = 'done'"
+                " ORDER BY finished_at DESC, key LIMIT 1"
+            ).fetchone()
+            error = self._db.execute(
+                "SELECT key, error, updated_at FROM interferograms WHERE state IN ('failed', 'quarantined')"
+                " ORDER BY updated_at DESC, key LIMIT 1"
+            ).fetchone()
+            given_up = self._db.execute("SELECT count(*) FROM deliveries WHERE status = 'given_up'").fetchone()[0]
+            return {
+                "counts": counts,
+                "queue_length": counts["discovered"] + counts["queued"] + counts["processing"],
+                "alerts_total": alerts_total,
+                "alerts_7d": alerts_7d,
+                "pending_deliveries": self.pending_deliveries(),
+                "given_up_deliveries": given_up,
+                "last_processed": None if last is None else {"key": last["key"], "at": last["finished_at"]},
+                "last_model_version": None if last is None else last["model_version"],
+                "last_error": None if error is None else {
+                    "key": error["key"], "error": error["error"], "at": error["updated_at"],
+                },
+            }
+
+    def activity(self, since: datetime, until: datetime) -> list[FrameActivity]:
+        """Per frame, what happened in [since, until): arrivals by receipt time; rejections,
+        completions and quarantines by when they happened; alerts by when they were raised."""
+        window = (to_text(since), to_text(until))
+        per_frame: dict[str | None, dict[str, Any]] = {}
+
+        def entry(frame: str | None) -> dict[str, Any]:
+            return per_frame.setdefault(frame, {"rejected": {}, "alert_keys": []})
+
+        with self.transaction():
+            for row in self._db.execute(
+                "SELECT frame, count(*) AS n FROM interferograms WHERE received_at >= ? AND received_at < ?"
+                " GROUP BY frame", window,
+            ):
+                entry(row["frame"])["arrived"] = row["n"]
+            for row in self._db.execute(
+                "SELECT frame, state, reason, level, count(*) AS n FROM interferograms"
+                " WHERE finished_at >= ? AND finished_at < ? GROUP BY frame, state, reason, level", window,
+            ):
+                counts = entry(row["frame"])
+                if row["state"] == "rejected":
+                    counts["rejected"][row["reason"]] = counts["rejected"].get(row["reason"], 0) + row["n"]
+                elif row["state"] == "quarantined":
+                    counts["quarantined"] = counts.get("quarantined", 0) + row["n"]
+                elif row["state"] == "done":
+                    counts["processed"] = counts.get("processed", 0) + row["n"]
+                    if row["level"] in ("review", "alert"):
+                        counts[row["level"]] = counts.get(row["level"], 0) + row["n"]
+            for row in self._db.execute(
+                "SELECT i.frame, a.key FROM alerts a JOIN interferograms i ON i.key = a.interferogram"
+                " WHERE a.created >= ? AND a.created < ? ORDER BY a.created, a.key", window,
+            ):
+                entry(row["frame"])["alert_keys"].append(row["key"])
+        return [
+            FrameActivity(frame=frame, **{**values, "alert_keys": tuple(values["alert_keys"])})
+            for frame, values in sorted(per_frame.items(), key=lambda item: item[0] or "")
+        ]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+import subprocess
+import sys
+import textwrap
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from insarwatch.errors import InsarwatchError
-from insarwatch.store import SCHEMA_VERSION, StaleTransition, Store
+from insarwatch.store import SCHEMA_VERSION, AlertRecord, StaleTransition, Store, TileResult
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 TARGETS = [("email", "ops@example.org"), ("webhook", "https://chat.example.org/hook")]
@@ -110,3 +113,294 @@ def test_naive_times_are_utc(store: Store) -> None:
     store.enqueue_message("alert:1", "alert", {}, TARGETS[:1], T0.replace(tzinfo=None))
     (delivery,) = store.due_deliveries(T0.astimezone(timezone(timedelta(hours=-5))))
     assert delivery.created == T0
+
+
+# -- interferogram state machine -------------------------------------------------------
+
+FRAME = "124D_04854_171313"
+
+
+def _key(n: int, frame: str = FRAME) -> str:
+    return f"{frame}/202611{n:02d}_202611{n + 6:02d}"
+
+
+def _discover(store: Store, n: int, frame: str = FRAME, at: datetime = T0) -> str:
+    key = _key(n, frame)
+    store.discover(key, f"/drop/{key}.geo.diff.png", frame, date(2026, 11, n), date(2026, 11, n + 6),
+                   at + timedelta(minutes=n))
+    return key
+
+
+def _queued(store: Store, *numbers: int, frame: str = FRAME) -> list[str]:
+    keys = [_discover(store, n, frame) for n in numbers]
+    for key in keys:
+        store.queue(key, T0)
+    return keys
+
+
+def _tiles(caption: str = "a dyke - type deformation pattern of high intensity") -> list[TileResult]:
+    return [
+        TileResult(index, (index * 224, 0, index * 224 + 224, 224), caption,
+                   {"recognized": True, "deformation": True}, [{"similarity": 0.9, "caption": caption}],
+                   {"level": "alert", "severity": "high"})
+        for index in range(2)
+    ]
+
+
+def _alert(key: str, at: datetime = T0, model: str = "v1") -> AlertRecord:
+    return AlertRecord(f"alert:{key}:{model}", key, "alert", "high", model, {"interferogram": key}, at)
+
+
+def test_discover_is_idempotent(store: Store) -> None:
+    key = _discover(store, 1)
+    assert store.discover(key, "/elsewhere.png", FRAME, date(2026, 11, 1), date(2026, 11, 7), T0) is False
+    record = store.get(key)
+    assert (record.state, record.path, record.primary, record.attempts) == (
+        "discovered", f"/drop/{key}.geo.diff.png", date(2026, 11, 1), 0)
+    assert store.seen(key) and not store.seen(_key(2))
+    assert store.get(_key(2)) is None
+
+
+def test_happy_path_through_every_state(store: Store) -> None:
+    (key,) = _queued(store, 1)
+    assert store.get(key).state == "queued"
+    (claimed,) = store.claim(10, T0)
+    assert (claimed.key, claimed.state, claimed.attempts) == (key, "processing", 1)
+    new_alert = store.complete(key, _tiles(), "v1", "alert", T0 + timedelta(seconds=5), _alert(key), TARGETS)
+    done = store.get(key)
+    assert new_alert and (done.state, done.level, done.model_version, done.finished_at) == (
+        "done", "alert", "v1", T0 + timedelta(seconds=5))
+    assert store.results_for(key, "v1") == _tiles()
+    assert [d.key for d in store.deliveries_for(f"alert:{key}:v1")] == [f"alert:{key}:v1"] * 2
+    assert store.alerts(T0, T0 + timedelta(days=1)) == [_alert(key)]
+
+
+def test_claim_is_first_received_first_and_bounded(store: Store) -> None:
+    keys = _queued(store, 3, 1, 2)
+    first = store.claim(2, T0)
+    assert [r.key for r in first] == [_key(1), _key(2)]
+    assert [r.key for r in store.claim(2, T0)] == [_key(3)]
+    assert store.claim(2, T0) == []
+    assert store.counts()["processing"] == len(keys)
+
+
+def test_stale_transitions_are_refused_and_change_nothing(store: Store) -> None:
+    (key,) = _queued(store, 1)
+    with pytest.raises(StaleTransition, match="is queued, not processing"):
+        store.finish(key, "quiet", "v1", T0)
+    with pytest.raises(StaleTransition, match="is queued, not discovered"):
+        store.queue(key, T0)
+    store.claim(1, T0)
+    store.complete(key, _tiles(), "v1", "alert", T0, _alert(key), TARGETS)
+    # A second worker finishing the same interferogram after it was done: nothing is added.
+    with pytest.raises(StaleTransition, match="is done, not processing"):
+        store.complete(key, _tiles("other"), "v2", "alert", T0, _alert(key, model="v2"), TARGETS)
+    assert store.results_for(key, "v2") == [] and store.deliveries_for(f"alert:{key}:v2") == []
+    with pytest.raises(StaleTransition, match="is done"):
+        store.reject(key, "coherence", T0)
+    with pytest.raises(StaleTransition, match="unknown"):
+        store.queue(_key(9), T0)
+    assert store.get(key).state == "done"
+
+
+def test_rejection_keeps_reason_and_detail(store: Store) -> None:
+    discovered = _discover(store, 1)
+    (processing,) = _queued(store, 2)
+    store.claim(1, T0)
+    store.reject(discovered, "decode", T0, f"{discovered}: zero-byte file")
+    store.reject(processing, "coherence", T0, "mean coherence 0.12 < 0.25")
+    assert (store.get(processing).state, store.get(processing).reason, store.get(processing).error) == (
+        "rejected", "coherence", "mean coherence 0.12 < 0.25")
+    assert store.counts()["rejected"] == 2
+
+
+def test_unrecognised_files_are_recorded_once(store: Store) -> None:
+    assert store.record_unrecognised("/drop/x/notes.png", "not a LiCSAR product", T0) is True
+    assert store.record_unrecognised("/drop/x/notes.png", "not a LiCSAR product", T0) is False
+    record = store.get("/drop/x/notes.png")
+    assert (record.state, record.reason, record.error, record.frame) == (
+        "rejected", "unrecognised", "not a LiCSAR product", None)
+
+
+def test_failures_retry_then_quarantine_after_max_attempts(store: Store) -> None:
+    (key,) = _queued(store, 1)
+    for attempt in (1, 2):
+        (claimed,) = store.claim(1, T0)
+        assert claimed.attempts == attempt
+        assert store.fail(key, f"CUDA error {attempt}", T0, max_attempts=3) == "failed"
+        assert store.claim(1, T0) == []  # failed frames wait for the retry pass
+        assert store.requeue_failed(T0) == 1
+    store.claim(1, T0)
+    assert store.fail(key, "CUDA error 3", T0 + timedelta(hours=1), max_attempts=3) == "quarantined"
+    record = store.get(key)
+    assert (record.state, record.error, record.attempts) == ("quarantined", "CUDA error 3", 3)
+    assert store.requeue_failed(T0) == 0
+    store.retry(key, T0)
+    assert (store.get(key).state, store.get(key).attempts) == ("queued", 0)
+
+
+def test_requeue_processing_on_start_up(store: Store) -> None:
+    keys = _queued(store, 1, 2)
+    store.claim(2, T0)
+    assert store.requeue_processing(T0 + timedelta(minutes=1)) == 2
+    assert [store.get(key).state for key in keys] == ["queued", "queued"]
+    assert [r.attempts for r in store.claim(2, T0)] == [2, 2]
+
+
+def test_a_frame_that_keeps_killing_the_daemon_is_quarantined(store: Store) -> None:
+    (poison,) = _queued(store, 1)
+    for _ in range(3):
+        store.claim(1, T0)
+        store.requeue_processing(T0, max_attempts=3)
+    record = store.get(poison)
+    assert (record.state, record.error) == ("quarantined", "interrupted while processing 3 times")
+
+
+def test_release_does_not_use_up_an_attempt(store: Store) -> None:
+    (key,) = _queued(store, 1)
+    store.claim(1, T0)
+    store.release([key], T0)
+    assert (store.get(key).state, store.get(key).attempts) == ("queued", 0)
+
+
+def test_an_alert_key_is_recorded_and_enqueued_once(store: Store) -> None:
+    (key,) = _queued(store, 1)
+    store.claim(1, T0)
+    assert store.complete(key, _tiles(), "v1", "alert", T0, _alert(key), TARGETS) is True
+    assert store.record_alert(_alert(key, at=T0 + timedelta(hours=1)), [("email", "late@example.org")]) is False
+    assert store.alerts(T0, T0 + timedelta(days=1)) == [_alert(key)]
+    assert len(store.deliveries_for(_alert(key).key)) == len(TARGETS)
+
+
+# -- concurrency and crashes -----------------------------------------------------------
+
+
+def test_reader_sees_a_snapshot_while_the_writer_holds_a_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with Store(path) as writer:
+        _queued(writer, 1)
+        with Store(path, readonly=True) as reader:
+            with writer.transaction():
+                _queued(writer, 2, 3)
+                writer.claim(1, T0)
+                # The reader is not blocked by the open write transaction and sees none of it.
+                assert reader.counts()["queued"] == 1
+                assert reader.status_summary(T0)["queue_length"] == 1
+            assert reader.counts()["queued"] == 2 and reader.counts()["processing"] == 1
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                reader.discover("x", "x", FRAME, date(2026, 1, 1), date(2026, 1, 7), T0)
+
+
+def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with Store(path) as store, Store(path, readonly=True) as other:
+        (key,) = _queued(store, 1)
+        store.claim(1, T0)
+        with pytest.raises(StaleTransition), store.transaction():
+            store.record_results(key, _tiles(), "v1", T0)
+            store.record_alert(_alert(key), TARGETS)
+            store.finish(_key(9), "alert", "v1", T0)
+        for view in (store, other):
+            assert view.get(key).state == "processing"
+            assert view.results_for(key, "v1") == [] and view.alerts(T0, T0 + timedelta(days=1)) == []
+            assert view.pending_deliveries() == 0
+
+
+def _run_and_kill(path: Path, commit: bool) -> None:
+    """Complete an interferogram in a child process that SIGKILLs itself before or after the commit."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_store import T0, TARGETS, _alert, _key, _tiles
+        from insarwatch.store import Store
+        store = Store({str(path)!r})
+        key = _key(1)
+        store.claim(1, T0)
+        with store.transaction():
+            store.complete(key, _tiles(), "v1", "alert", T0, _alert(key), TARGETS)
+            if not {commit}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert child.returncode == -9, child.stderr
+
+
+def test_killed_before_commit_loses_nothing_and_sends_once(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with Store(path) as store:
+        (key,) = _queued(store, 1)
+    _run_and_kill(path, commit=False)
+    with Store(path) as store:
+        assert store.get(key).state == "processing"
+        assert store.results_for(key, "v1") == [] and store.pending_deliveries() == 0
+        assert store.requeue_processing(T0, max_attempts=3) == 1
+        store.claim(1, T0)
+        assert store.complete(key, _tiles(), "v1", "alert", T0, _alert(key), TARGETS) is True
+        assert store.pending_deliveries() == len(TARGETS)
+
+
+def test_killed_after_commit_keeps_everything_once(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with Store(path) as store:
+        (key,) = _queued(store, 1)
+    _run_and_kill(path, commit=True)
+    with Store(path) as store:
+        assert store.requeue_processing(T0) == 0
+        assert store.get(key).state == "done"
+        assert store.results_for(key, "v1") == _tiles()
+        assert [a.key for a in store.alerts(T0, T0 + timedelta(days=1))] == [_alert(key).key]
+        assert store.pending_deliveries() == len(TARGETS)
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def _populate(store: Store) -> dict[str, str]:
+    """Two frames: an alert, a quiet frame, a rejection, a quarantine, a queued and a pending one."""
+    other = "087A_05372_131313"
+    alert, quiet, rejected, broken, waiting = _queued(store, 1, 2, 3, 4, 5)
+    (later,) = _queued(store, 6, frame=other)
+    store.claim(4, T0)
+    store.complete(alert, _tiles(), "v1", "alert", T0 + timedelta(hours=1), _alert(alert, T0 + timedelta(hours=1)),
+                   TARGETS)
+    store.complete(quiet, _tiles("no deformation activity can be detected"), "v1", "quiet", T0 + timedelta(hours=2))
+    store.reject(rejected, "coherence", T0 + timedelta(hours=1), "mean coherence 0.1 < 0.25")
+    store.fail(broken, "CUDA out of memory", T0 + timedelta(hours=3), max_attempts=1)
+    return {"alert": alert, "quiet": quiet, "rejected": rejected, "broken": broken, "waiting": waiting, "other": later}
+
+
+def test_status_summary_of_an_empty_store(store: Store) -> None:
+    summary = store.status_summary(T0)
+    assert summary["counts"] == {state: 0 for state in
+                                 ("discovered", "queued", "processing", "done", "rejected", "failed", "quarantined")}
+    assert (summary["alerts_total"], summary["alerts_7d"], summary["pending_deliveries"]) == (0, 0, 0)
+    assert (summary["queue_length"], summary["last_processed"], summary["last_error"]) == (0, None, None)
+
+
+def test_status_summary_of_a_busy_store(store: Store) -> None:
+    keys = _populate(store)
+    summary = store.status_summary(T0 + timedelta(days=1))
+    assert summary["counts"] == {"discovered": 0, "queued": 2, "processing": 0, "done": 2, "rejected": 1,
+                                 "failed": 0, "quarantined": 1}
+    assert (summary["alerts_total"], summary["alerts_7d"], summary["pending_deliveries"]) == (1, 1, 2)
+    assert summary["queue_length"] == 2
+    assert summary["last_processed"] == {"key": keys["quiet"], "at": "2026-11-20T14:00:00.000000Z"}
+    assert summary["last_model_version"] == "v1"
+    assert summary["last_error"] == {"key": keys["broken"], "error": "CUDA out of memory",
+                                     "at": "2026-11-20T15:00:00.000000Z"}
+    assert store.status_summary(T0 + timedelta(days=8))["alerts_7d"] == 0
+
+
+def test_activity_per_frame_for_the_digest(store: Store) -> None:
+    keys = _populate(store)
+    store.record_unrecognised("/drop/stray.png", "not a LiCSAR product", T0 + timedelta(hours=1))
+    (unrecognised, other, mine) = store.activity(T0, T0 + timedelta(days=1))
+    assert (unrecognised.frame, unrecognised.arrived, unrecognised.rejected) == (None, 1, {"unrecognised": 1})
+    assert mine.frame == FRAME
+    assert (mine.arrived, mine.rejected, mine.processed, mine.review, mine.alert, mine.quarantined) == (
+        5, {"coherence": 1}, 2, 0, 1, 1)
+    assert mine.alert_keys == (_alert(keys["alert"]).key,)
+    assert (other.frame, other.arrived, other.processed, other.alert_keys) == ("087A_05372_131313", 1, 0, ())
+    later = store.activity(T0 + timedelta(hours=1, minutes=30), T0 + timedelta(days=1))
+    assert [(a.frame, a.arrived, a.processed, a.alert, a.quarantined) for a in later] == [(FRAME, 0, 1, 0, 1)]

@@ -1,0 +1,285 @@
+"""Delivery of alert and digest reports: the reports directory, SMTP e-mail and a webhook.
+
+Delivery goes through the store's outbox. ``publish`` renders nothing itself: it stores
+a rendered ``reports.Report`` as a message with one delivery per channel (the reports
+directory always; e-mail and webhook when configured), keyed by the alert key so a
+second publish of the same interferogram and model version stores nothing.
+``deliver_due`` then sends what is due and records each outcome: delivered, or failed
+with the next attempt after an exponential back-off (``retry_base_seconds`` doubling up
+to ``retry_max_seconds``), or given up ``give_up_after_hours`` after the message was
+stored. Because the outbox is in SQLite, a restart loses no pending delivery and never
+re-sends a delivered one. SMTP passwords are read at send time from ``password_file``
+or ``password_env``; they are never logged and are scrubbed from recorded errors.
+Webhook URLs often carry a secret token, so the outbox records only their origin.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import smtplib
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config import NotifySettings, Settings, SmtpSettings, WebhookSettings
+from .errors import InsarwatchError
+from .reports import Figure, Report, build_alert_report, load_frame_image, write_report
+
+log = logging.getLogger(__name__)
+
+FILE, EMAIL, WEBHOOK = "file", "email", "webhook"
+
+
+class DeliveryError(InsarwatchError):
+    """One attempt to deliver failed; the outbox records the message and retries."""
+
+
+@dataclass(frozen=True)
+class DeliveryRun:
+    """What one ``deliver_due`` pass did."""
+
+    delivered: int = 0
+    retrying: int = 0
+    given_up: int = 0
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def report_payload(report: Report) -> dict[str, Any]:
+    """A report as the JSON the outbox stores: everything every channel needs to send it
+    later without the reports directory or the interferogram."""
+    return {
+        "kind": report.kind,
+        "name": report.name,
+        "subject": report.subject,
+        "summary": report.summary,
+        "document": report.document,
+        "html": report.html,
+        "email_html": report.email_html,
+        "figures": [
+            {"name": figure.name, "alt": figure.alt, "subtype": figure.subtype, "width": figure.width,
+             "height": figure.height, "base64": base64.b64encode(figure.data).decode("ascii")}
+            for figure in report.figures
+        ],
+    }
+
+
+def report_from_payload(payload: Mapping[str, Any]) -> Report:
+    figures = tuple(
+        Figure(item["name"], item["alt"], base64.b64decode(item["base64"]), item["subtype"], item["width"],
+               item["height"])
+        for item in payload["figures"]
+    )
+    return Report(payload["kind"], payload["name"], payload["document"], payload["html"], payload["email_html"],
+                  figures, subject=payload["subject"], summary=payload["summary"])
+
+
+def recipients_for(document: Mapping[str, Any], smtp: SmtpSettings) -> list[str]:
+    """``recipients`` plus the lists of every frame and volcano the report is about, each once."""
+    if document["kind"] == "alert":
+        places = [(document["frame"], document.get("volcano"))]
+    else:
+        places = [(frame["frame"], frame.get("volcano")) for frame in document["frames"]]
+    addresses = list(smtp.recipients)
+    for frame, volcano in places:
+        addresses += smtp.recipients_by_frame.get(frame, [])
+        if volcano:
+            addresses += smtp.recipients_by_volcano.get(volcano, [])
+    return list(dict.fromkeys(address.strip() for address in addresses if address.strip()))
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def targets_for(document: Mapping[str, Any], settings: Settings) -> list[tuple[str, str]]:
+    targets = [(FILE, str(settings.reports_dir))]
+    smtp = settings.notify.smtp
+    if smtp is not None:
+        recipients = recipients_for(document, smtp)
+        if recipients:
+            targets.append((EMAIL, ", ".join(recipients)))
+    if settings.notify.webhook is not None:
+        targets.append((WEBHOOK, _origin(settings.notify.webhook.url)))
+    return targets
+
+
+def publish(store: Any, key: str, report: Report, settings: Settings, now: datetime) -> bool:
+    """Store ``report`` in the outbox under ``key``; False (and nothing stored) when the key
+    was published before."""
+    stored = store.enqueue_message(key, report.kind, report_payload(report),
+                                   targets_for(report.document, settings), now)
+    if stored:
+        log.info("queued %s %s for delivery", report.kind, key)
+    else:
+        log.info("%s %s was published before; not sending it again", report.kind, key)
+    return stored
+
+
+def publish_alert(store: Any, alert: Any, settings: Settings, now: datetime) -> bool:
+    """Render ``alert``'s report (reading its interferogram) and store it for delivery."""
+    frame, problem = load_frame_image(alert, settings.imaging.max_pixels)
+    report = build_alert_report(alert, frame, image_problem=problem, base_url=settings.notify.report_base_url)
+    return publish(store, alert.key, report, settings, now)
+
+
+# --------------------------------------------------------------------------- channels
+
+
+def build_email(report: Report, sender: str, recipients: list[str], key: str, now: datetime) -> EmailMessage:
+    """Plain-text summary, HTML body with its figures as related parts (many clients block
+    data-URI images), and the report's JSON attached as ``application/json``. The
+    Message-ID derives from the key, so a client can tell a re-send after a crash from a
+    new alert."""
+    message = EmailMessage()
+    message["Subject"] = report.subject
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@insarwatch>"
+    message.set_content(report.summary + "\n")
+    message.add_alternative(report.email_html, subtype="html")
+    html_part = message.get_payload()[-1]
+    for figure in report.figures:
+        html_part.add_related(figure.data, maintype="image", subtype=figure.subtype,
+                              cid=f"<{figure.content_id}>", filename=f"{figure.name}.{figure.subtype}")
+    message.add_attachment(json.dumps(report.document, indent=2, ensure_ascii=False).encode("utf-8"),
+                           maintype="application", subtype="json", filename=f"{report.name}.json")
+    return message
+
+
+def smtp_password(smtp: SmtpSettings, environ: Mapping[str, str]) -> str | None:
+    if smtp.password_file is not None:
+        try:
+            return Path(smtp.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise DeliveryError(f"{smtp.password_file}: SMTP password file cannot be read: {exc.strerror}") from None
+    if smtp.password_env is not None:
+        if smtp.password_env not in environ:
+            raise DeliveryError(f"SMTP password variable {smtp.password_env} is not set")
+        return environ[smtp.password_env]
+    return None
+
+
+def send_email(smtp: SmtpSettings, message: EmailMessage, recipients: list[str],
+               environ: Mapping[str, str]) -> None:
+    password = smtp_password(smtp, environ)
+    context = None if smtp.security == "none" else ssl.create_default_context(
+        cafile=str(smtp.ca_file) if smtp.ca_file else None)
+    try:
+        if smtp.security == "tls":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds,
+                                                    context=context)
+        else:
+            client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
+        with client:
+            if smtp.security == "starttls":
+                client.starttls(context=context)
+            if smtp.username:
+                if password is None:
+                    raise DeliveryError(f"SMTP user {smtp.username} has no password_file or password_env")
+                client.login(smtp.username, password)
+            refused = client.send_message(message, from_addr=smtp.sender, to_addrs=recipients)
+    except (OSError, smtplib.SMTPException) as exc:
+        text = f"SMTP {smtp.host}:{smtp.port}: {type(exc).__name__}: {exc}"
+        # A server may echo what it was sent; the password must not reach the store or the log.
+        raise DeliveryError(text.replace(password, "***") if password else text) from None
+    if refused:
+        # The others have the message; retrying would send it to them twice.
+        log.warning("SMTP server refused %s", ", ".join(sorted(refused)))
+
+
+def webhook_body(report: Report) -> dict[str, Any]:
+    """Slack/Mattermost/Rocket.Chat-style incoming webhooks read ``text``; integrations that
+    want the data read the report document beside it."""
+    return {"text": report.summary, "kind": report.kind, report.kind: report.document}
+
+
+def post_webhook(webhook: WebhookSettings, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(
+        webhook.url, data=json.dumps(body).encode("utf-8"), method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "insarwatch"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=webhook.timeout_seconds) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        raise DeliveryError(f"webhook {_origin(webhook.url)}: HTTP {exc.code} {exc.reason}") from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DeliveryError(f"webhook {_origin(webhook.url)}: {reason}") from None
+
+
+def _send(delivery: Any, settings: Settings, environ: Mapping[str, str], now: datetime) -> None:
+    report = report_from_payload(delivery.payload)
+    if delivery.channel == FILE:
+        write_report(report, Path(delivery.target))
+    elif delivery.channel == EMAIL:
+        smtp = settings.notify.smtp
+        if smtp is None:
+            raise DeliveryError("e-mail delivery pending but notify.smtp is no longer configured")
+        recipients = [address.strip() for address in delivery.target.split(",")]
+        send_email(smtp, build_email(report, smtp.sender, recipients, delivery.key, now), recipients, environ)
+    elif delivery.channel == WEBHOOK:
+        if settings.notify.webhook is None:
+            raise DeliveryError("webhook delivery pending but notify.webhook is no longer configured")
+        post_webhook(settings.notify.webhook, webhook_body(report))
+    else:
+        raise DeliveryError(f"unknown delivery channel {delivery.channel!r}")
+
+
+# --------------------------------------------------------------------------- outbox
+
+
+def next_attempt(created: datetime, attempts_before: int, now: datetime, notify: NotifySettings) -> datetime | None:
+    """When to retry after a failure, or None to give up. The delay doubles from
+    ``retry_base_seconds`` up to ``retry_max_seconds``; the last attempt falls exactly at
+    the give-up deadline so a message is never abandoned untried."""
+    deadline = created + timedelta(hours=notify.give_up_after_hours)
+    if now >= deadline:
+        return None
+    delay = min(notify.retry_base_seconds * 2 ** min(attempts_before, 60), notify.retry_max_seconds)
+    return min(now + timedelta(seconds=delay), deadline)
+
+
+def deliver_due(store: Any, settings: Settings, now: datetime,
+                environ: Mapping[str, str] | None = None) -> DeliveryRun:
+    """Attempt every delivery due at ``now`` once and record each outcome."""
+    environ = os.environ if environ is None else environ
+    delivered = retrying = given_up = 0
+    # Every outcome moves a delivery out of "due at now" (a retry is always later than now),
+    # so this ends once the backlog has been tried.
+    while batch := store.due_deliveries(now):
+        for delivery in batch:
+            try:
+                _send(delivery, settings, environ, now)
+            except (InsarwatchError, OSError, smtplib.SMTPException) as exc:
+                retry = next_attempt(delivery.created, delivery.attempts, now, settings.notify)
+                store.mark_failed(delivery.id, str(exc), now, retry)
+                if retry is None:
+                    given_up += 1
+                    log.error("gave up delivering %s via %s after %d attempts: %s",
+                              delivery.key, delivery.channel, delivery.attempts + 1, exc)
+                else:
+                    retrying += 1
+                    log.warning("delivering %s via %s failed (%s); next attempt %s",
+                                delivery.key, delivery.channel, exc, retry.isoformat())
+            else:
+                store.mark_delivered(delivery.id, now)
+                delivered += 1
+                log.info("delivered %s via %s", delivery.key, delivery.channel)
+    return DeliveryRun(delivered, retrying, given_up)

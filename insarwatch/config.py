@@ -93,6 +93,9 @@ class SmtpSettings(Section):
     username: str | None = None
     password_file: Path | None = None
     password_env: str | None = None
+    ca_file: Path | None = Field(
+        None, description="PEM bundle to verify the server's certificate against (a private CA); system store if unset"
+    )
     sender: str = "insarwatch@localhost"
     recipients: list[str] = []
     recipients_by_frame: dict[str, list[str]] = {}

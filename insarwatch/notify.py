@@ -130,11 +130,13 @@ def publish(store: Any, key: str, report: Report, settings: Settings, now: datet
     return stored
 
 
-def publish_alert(store: Any, alert: Any, settings: Settings, now: datetime) -> bool:
-    """Render ``alert``'s report (reading its interferogram) and store it for delivery."""
+def alert_outbox(alert: Any, settings: Settings) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Render ``alert``'s report (reading its interferogram) as the outbox payload and its
+    targets: what ``Store.record_alert``/``Store.complete`` store in the same transaction
+    as the interferogram's results."""
     frame, problem = load_frame_image(alert, settings.imaging.max_pixels)
     report = build_alert_report(alert, frame, image_problem=problem, base_url=settings.notify.report_base_url)
-    return publish(store, alert.key, report, settings, now)
+    return report_payload(report), targets_for(report.document, settings)
 
 
 # --------------------------------------------------------------------------- channels

@@ -707,3 +707,11 @@ class Store:
             FrameActivity(frame=frame, **{**values, "alert_keys": tuple(values["alert_keys"])})
             for frame, values in sorted(per_frame.items(), key=lambda item: item[0] or "")
         ]
+
+
+def read_status(state_db: Path, now: datetime) -> dict[str, Any]:
+    """The status summary, read without disturbing a running daemon; all zeros (and
+    nothing created on disk) when there is no database yet."""
+    # An in-memory database has the schema and no rows: the same summary code gives the zeros.
+    with Store(state_db if state_db.exists() else Path(":memory:"), readonly=state_db.exists()) as store:
+        return store.status_summary(now)

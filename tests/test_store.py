@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -10,9 +11,11 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from insarwatch.cli import app
 from insarwatch.errors import InsarwatchError
-from insarwatch.store import SCHEMA_VERSION, AlertRecord, StaleTransition, Store, TileResult
+from insarwatch.store import SCHEMA_VERSION, STATES, AlertRecord, StaleTransition, Store, TileResult
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 TARGETS = [("email", "ops@example.org"), ("webhook", "https://chat.example.org/hook")]
@@ -404,3 +407,52 @@ def test_activity_per_frame_for_the_digest(store: Store) -> None:
     assert (other.frame, other.arrived, other.processed, other.alert_keys) == ("087A_05372_131313", 1, 0, ())
     later = store.activity(T0 + timedelta(hours=1, minutes=30), T0 + timedelta(days=1))
     assert [(a.frame, a.arrived, a.processed, a.alert, a.quarantined) for a in later] == [(FRAME, 0, 1, 0, 1)]
+
+
+
+# -- insarwatch status -----------------------------------------------------------------
+
+
+def _status(var_dir: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["status", *args], env={"INSARWATCH_VAR_DIR": str(var_dir)})
+    return result.exit_code, result.output
+
+
+def test_status_of_an_empty_var_dir_is_all_zeros_and_creates_nothing(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    code, output = _status(var, "--json")
+    assert code == 0, output
+    summary = json.loads(output)
+    assert summary["counts"] == {state: 0 for state in STATES}
+    assert (summary["alerts_total"], summary["pending_deliveries"], summary["model_version"]) == (0, 0, None)
+    code, output = _status(var)
+    assert code == 0 and "pending deliveries" in output and "never" in output
+    assert not var.exists()
+
+
+def test_status_of_a_running_installation(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    (var / "models" / "20261120-0700").mkdir(parents=True)
+    (var / "models" / "current").symlink_to("20261120-0700")
+    with Store(var / "state.db") as daemon:
+        keys = _populate(daemon)
+        with daemon.transaction():  # the daemon is mid-write while status reads
+            daemon.claim(1, T0)
+            code, output = _status(var, "--json")
+    assert code == 0, output
+    summary = json.loads(output)
+    assert {"counts", "alerts_total", "pending_deliveries", "model_version", "queue_length", "alerts_7d",
+            "last_processed", "last_error"} <= summary.keys()
+    assert (summary["counts"]["done"], summary["counts"]["queued"], summary["counts"]["processing"]) == (2, 2, 0)
+    assert (summary["alerts_total"], summary["pending_deliveries"]) == (1, 2)
+    assert summary["model_version"] == "20261120-0700"
+    assert summary["last_processed"]["key"] == keys["quiet"]
+    code, output = _status(var)
+    assert code == 0 and "20261120-0700" in output and "CUDA out of" in output
+
+
+def test_status_on_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    (tmp_path / "state.db").write_text("not sqlite at all, just some text " * 50)
+    code, output = _status(tmp_path)
+    assert code == 1
+    assert "state.db: cannot open state database" in output

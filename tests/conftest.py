@@ -1,0 +1,98 @@
+"""Shared fixtures: a tiny but real BLIP captioner saved with ``save_pretrained``.
+
+The model has BLIP's exact architecture at toy size (64 px input, 16 px patches, two
+32-wide layers per tower, a WordPiece vocabulary of ~150 entries learnt from a few expert
+captions), so loading, preprocessing, the vision pass and beam search all run the real
+transformers code in milliseconds. ``tiny_blip_dir`` is built once per session; use
+``build_tiny_blip`` for a variant (another image size, a tokenizer that does not fit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TINY_CAPTIONS = (
+    "A dyke - type deformation pattern of high intensity can be detected on the top side of the image.",
+    "A mogi - type deformation pattern of low intensity can be detected in the center of the image.",
+    "A sill - type deformation pattern of medium intensity can be detected on the bottom side of the image.",
+    "Turbulent mixing effect can be detected on the top, right and bottom side.",
+    "Stratification effect can be detected on the left side. No deformation activity can be detected.",
+    "An earthquake - type deformation pattern can be detected on the right side of the image.",
+    "A spheroid - type deformation pattern of low intensity can be detected on the left side of the image.",
+    "No deformation activity can be detected.",
+)
+TINY_IMAGE_SIZE = 64
+
+
+def build_tiny_blip(
+    directory: Path,
+    *,
+    image_size: int = TINY_IMAGE_SIZE,
+    processor_image_size: int | None = None,
+    vocab_size: int = 160,
+    model_vocab_size: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Save a randomly initialised tiny BLIP + processor into ``directory`` (safetensors).
+
+    ``processor_image_size`` and ``model_vocab_size`` let a test save a processor that does
+    not fit its model, as a careless hand-copied snapshot would.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    wordpiece.train_from_iterator(TINY_CAPTIONS, trainer)
+    tokenizer = BertTokenizerFast(
+        tokenizer_object=wordpiece, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+        cls_token="[CLS]", mask_token="[MASK]", bos_token="[DEC]",
+    )
+    processor_size = processor_image_size or image_size
+    processor = BlipProcessor(
+        image_processor=BlipImageProcessorPil(size={"height": processor_size, "width": processor_size}),
+        tokenizer=tokenizer,
+    )
+    tower: dict[str, Any] = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = BlipConfig(
+        # BLIP's default vision init (1e-10) would make every image look alike to a random model.
+        vision_config={**tower, "image_size": image_size, "patch_size": 16, "initializer_range": 0.02},
+        text_config={
+            **tower,
+            "vocab_size": model_vocab_size or len(tokenizer),
+            "max_position_embeddings": 128,
+            # Wider than BLIP's 0.02 so a random decoder's words depend on the image.
+            "initializer_range": 0.1,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.sep_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+    )
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    processor.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BLIP captioner directory shared by the whole session; treat it as read-only."""
+    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip") / "captioner")
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_builder() -> Callable[..., Path]:
+    return build_tiny_blip

@@ -1,0 +1,175 @@
+"""The BLIP captioner on a tiny real model: one vision pass per tile, batching, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from insarwatch.captioner import Captioner
+from insarwatch.config import CaptioningSettings
+from insarwatch.errors import InputError
+
+FAST = CaptioningSettings(max_new_tokens=10, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def captioner(tiny_blip_dir: Path) -> Captioner:
+    return Captioner.load(tiny_blip_dir, FAST)
+
+
+@pytest.fixture(scope="module")
+def tiles() -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    noisy = [rng.integers(0, 256, (70 + 5 * i, 90, 3), dtype=np.uint8) for i in range(6)]
+    ramps = [np.broadcast_to(np.linspace(0, 255, 64, dtype=np.uint8)[:, None, None] * c, (64, 64, 3)).copy()
+             for c in (np.array([1, 0, 0], np.uint8), np.array([0, 1, 1], np.uint8), np.array([1, 1, 1], np.uint8))]
+    return noisy + ramps
+
+
+class Counter:
+    """Counts forward calls of a module through a real forward hook."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.calls: list[int] = []
+        self._handle = module.register_forward_hook(lambda _m, args, kwargs, _out: self.calls.append(
+            len(kwargs.get("pixel_values", args[0] if args else None))), with_kwargs=True)
+
+    def __enter__(self) -> Counter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+
+def test_one_vision_pass_per_batch_feeds_the_same_text_as_model_generate(captioner, tiles) -> None:
+    with Counter(captioner.model.vision_model) as vision:
+        captions = captioner.caption(tiles)
+    assert vision.calls == [4, 4, 1]  # 9 tiles, batch size 4: each tile encoded exactly once
+
+    expected: list[str] = []
+    for start in range(0, len(tiles), 4):
+        pixels = captioner.preprocess(tiles[start:start + 4])
+        with torch.inference_mode():
+            tokens = captioner.model.generate(pixel_values=pixels, **captioner.generation_options())
+        expected += [text.strip() for text in captioner.processor.batch_decode(tokens, skip_special_tokens=True)]
+    assert [c.text for c in captions] == expected
+    assert len(set(expected)) > 1, "a model whose captions ignore the image would make this test vacuous"
+
+
+def test_batched_results_equal_one_tile_at_a_time(captioner, tiles) -> None:
+    batched = captioner.caption(tiles)
+    single = [captioner.caption([tile])[0] for tile in tiles]
+    assert [c.text for c in batched] == [c.text for c in single]
+    np.testing.assert_allclose(
+        np.stack([c.embedding for c in batched]), np.stack([c.embedding for c in single]), atol=1e-5
+    )
+
+
+def test_embeddings_are_unit_norm_pooled_vision_outputs_without_decoding(captioner, tiles) -> None:
+    with Counter(captioner.model.text_decoder) as decoder:
+        embeddings = captioner.embed(tiles)
+    assert decoder.calls == []
+    assert embeddings.shape == (len(tiles), captioner.embedding_dim) and embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+
+    pooled = captioner.model.vision_model(pixel_values=captioner.preprocess(tiles)).pooler_output.detach().numpy()
+    np.testing.assert_allclose(embeddings, pooled / np.linalg.norm(pooled, axis=1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(embeddings, np.stack([c.embedding for c in captioner.caption(tiles)]), atol=1e-5)
+
+
+def test_pil_images_and_arrays_give_the_same_caption(captioner, tiles) -> None:
+    as_pil = [Image.fromarray(tile) for tile in tiles[:3]]
+    assert [c.text for c in captioner.caption(as_pil)] == [c.text for c in captioner.caption(tiles[:3])]
+
+
+def test_captions_for_chosen_rows_reuse_the_vision_pass(captioner, tiles) -> None:
+    with Counter(captioner.model.vision_model) as vision:
+        (encoded,) = list(captioner.encode(tiles[:4]))
+        chosen = captioner.describe(encoded, rows=[1, 3])
+    assert vision.calls == [4]
+    full = [c.text for c in captioner.caption(tiles[:4])]
+    assert chosen == [full[1], full[3]]
+
+
+def test_no_images_means_no_work(captioner) -> None:
+    assert captioner.caption([]) == []
+    assert captioner.embed([]).shape == (0, captioner.embedding_dim)
+
+
+def test_generation_options_come_from_settings(tiny_blip_dir) -> None:
+    settings = CaptioningSettings(num_beams=2, max_new_tokens=3, min_new_tokens=3, repetition_penalty=1.3)
+    short = Captioner.load(tiny_blip_dir, settings)
+    assert short.generation_options() == {
+        "num_beams": 2, "max_new_tokens": 3, "min_new_tokens": 3, "do_sample": False, "repetition_penalty": 1.3,
+    }
+    (caption,) = short.caption([np.zeros((64, 64, 3), np.uint8)])
+    assert len(short.processor.tokenizer(caption.text, add_special_tokens=False).input_ids) <= 3
+    assert CaptioningSettings().num_beams == 5 and CaptioningSettings().do_sample is False
+
+
+def test_decoding_longer_than_the_position_table_is_capped(tiny_blip_dir) -> None:
+    captioner = Captioner.load(tiny_blip_dir, CaptioningSettings(max_new_tokens=10_000, num_beams=1))
+    assert captioner.generation_options()["max_new_tokens"] == 127
+    assert captioner.device.type == "cpu"
+
+
+def copy_of(tiny_blip_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_blip_dir, tmp_path / "captioner"))
+
+
+def drop_half_the_tensors(model_dir: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(model_dir / "model.safetensors")
+    kept = {name: tensor for name, tensor in tensors.items() if not name.startswith("text_decoder")}
+    save_file(kept, model_dir / "model.safetensors", metadata={"format": "pt"})
+
+
+def pickle_only(model_dir: Path) -> None:
+    (model_dir / "model.safetensors").rename(model_dir / "pytorch_model.bin")
+
+
+DAMAGES = {
+    "missing-dir": (lambda d: shutil.rmtree(d), "does not exist"),
+    "no-config": (lambda d: (d / "config.json").unlink(), "no config.json"),
+    "not-blip": (lambda d: (d / "config.json").write_text(json.dumps({"model_type": "bert"})), "not a BLIP"),
+    "no-weights": (lambda d: (d / "model.safetensors").unlink(), "no model weights"),
+    "pickle-only": (pickle_only, "refusing pickle weights"),
+    "garbage-weights": (lambda d: (d / "model.safetensors").write_bytes(b"\x07\x00\x00\x00\x00\x00\x00\x00{bad"),
+                        "corrupt safetensors"),
+    "truncated-weights": (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
+                          "corrupt safetensors"),
+    "missing-tensors": (drop_half_the_tensors, "missing"),
+    "no-tokenizer": (lambda d: [(d / name).unlink() for name in ("tokenizer.json", "tokenizer_config.json")],
+                     "processor/tokenizer"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES.values(), ids=DAMAGES.keys())
+def test_unusable_model_directory_is_a_one_line_input_error(tiny_blip_dir, tmp_path, damage) -> None:
+    harm, reason = damage
+    model_dir = copy_of(tiny_blip_dir, tmp_path)
+    harm(model_dir)
+    with pytest.raises(InputError) as error:
+        Captioner.load(model_dir, FAST)
+    assert reason in error.value.reason
+    assert error.value.path.startswith(str(model_dir))
+    assert "\n" not in str(error.value)
+
+
+def test_tokenizer_larger_than_the_model_vocabulary_is_refused(tiny_blip_builder, tmp_path) -> None:
+    model_dir = tiny_blip_builder(tmp_path / "m", model_vocab_size=40)
+    with pytest.raises(InputError, match="tokenizer has .* tokens but the model's text vocabulary has 40"):
+        Captioner.load(model_dir, FAST)
+
+
+def test_processor_resizing_to_another_size_than_the_model_is_refused(tiny_blip_builder, tmp_path) -> None:
+    model_dir = tiny_blip_builder(tmp_path / "m", processor_image_size=96)
+    with pytest.raises(InputError, match="processor resizes to 96x96 but the model expects 64x64"):
+        Captioner.load(model_dir, FAST)

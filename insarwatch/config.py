@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InputError
 
@@ -40,8 +40,14 @@ class ImagingSettings(Section):
     artifact_max_score: float = Field(
         0.5, ge=0, le=1, description="Reject when the colour-bar/legend detector scores higher"
     )
-    tile_size: int = Field(224, gt=0)
-    tile_stride: int = Field(224, gt=0)
+    tile_size: int = Field(224, gt=0, description="Tile side in pixels (the Hephaestus patch size)")
+    tile_stride: int = Field(224, gt=0, description="Pixels between tile origins; at most tile_size")
+
+    @model_validator(mode="after")
+    def _tiles_cover_frame(self) -> ImagingSettings:
+        if self.tile_stride > self.tile_size:
+            raise ValueError(f"tile_stride {self.tile_stride} exceeds tile_size {self.tile_size}: tiles would leave gaps")
+        return self
 
 
 class TriageSettings(Section):

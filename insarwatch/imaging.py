@@ -1,0 +1,345 @@
+"""Pixels: safe PNG decoding, P/RGBA → RGB, pixel-based quality checks and tiling.
+
+This module owns everything between a PNG on disk and the HxWx3 ``uint8`` arrays the
+captioner sees. Decoding refuses what it cannot trust (zero-byte, truncated, not a PNG,
+more pixels than ``imaging.max_pixels`` or Pillow's own decompression-bomb limit) with an
+``InputError`` naming the file, and it refuses oversized images from the PNG header alone,
+before a single pixel is decompressed. Frames that arrive without expert labels get three
+checks mirroring the Hephaestus label filters: the no-data fraction (``no_info`` /
+``corrupted``), the mean coherence of the ``.geo.cc.png`` sibling (``low_coherence``) and
+an embedded colour-bar detector (``image_artifacts``). Pixel conventions shared with
+``synth.py``: no-data is palette index ``transparency`` (0, black) in P-mode PNGs and
+alpha 0 or pure black in RGB(A); the cyclic phase palette never uses pure black; coherence
+PNGs are 8-bit grayscale with 0 meaning no data.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from .config import ImagingSettings
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+# Pillow's modes for each PNG colour type (and, for grayscale, bit depth).
+_COLOUR_TYPE_MODES = {2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
+_GRAY_MODES = {1: "1", 2: "L", 4: "L", 8: "L", 16: "I;16"}
+# Modes whose pixels mean the same thing in RGB (gray levels, palette colours).
+_DIRECT_MODES = ("RGB", "P", "L", "1")
+_ALPHA_MODES = ("RGBA", "LA", "PA")
+
+# Colour-bar detector geometry: a legend sits within FRAME_MAX px of the edge (a white
+# frame may come first), is at least BAND_MIN px thick and the search looks no deeper than
+# a quarter of the image; a legend along a quarter of the edge sweeping LEGEND_COLOURS
+# distinct colours scores 1.
+BAND_MIN = 8
+FRAME_MAX = 4
+LEGEND_MIN_FRACTION = 0.25
+LEGEND_COLOURS = 16
+WHITE_MIN = 240
+
+
+@dataclass(frozen=True)
+class PngHeader:
+    """What the PNG's IHDR chunk says, read without decompressing any pixel data."""
+
+    width: int
+    height: int
+    bit_depth: int
+    colour_type: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def mode(self) -> str:
+        """The Pillow mode the image will decode to (``P``, ``RGB``, ``RGBA``, ``L``, ``I;16``...)."""
+        if self.colour_type == 0:
+            return _GRAY_MODES.get(self.bit_depth, f"gray{self.bit_depth}")
+        return _COLOUR_TYPE_MODES.get(self.colour_type, f"colour-type-{self.colour_type}")
+
+
+@dataclass(frozen=True)
+class QualityCheck:
+    """One pixel-based check: its value (None when it could not be measured), the threshold
+    from ``settings.imaging``, whether the frame passed, and why when it could not be measured."""
+
+    name: str
+    value: float | None
+    threshold: float
+    passed: bool
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "value": self.value, "threshold": self.threshold,
+                "passed": self.passed, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One square (or, at a small frame, smaller) piece of a frame; ``pixels`` is a view."""
+
+    index: int
+    box: tuple[int, int, int, int]  # (left, top, right, bottom), right/bottom exclusive
+    pixels: np.ndarray
+
+
+def read_png_header(path: Path) -> PngHeader:
+    """Size and colour type from the IHDR chunk; ``InputError`` when the file is not a PNG."""
+    path = Path(path)
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(33)
+    except OSError as exc:
+        raise InputError(path, f"cannot be read: {exc.strerror or exc}") from None
+    if not head:
+        raise InputError(path, "empty file (0 bytes)")
+    if not head.startswith(PNG_SIGNATURE):
+        raise InputError(path, "not a PNG (bad signature)")
+    if len(head) < 33 or head[12:16] != b"IHDR":
+        raise InputError(path, "truncated PNG (no complete IHDR header)")
+    length, width, height, bit_depth, colour_type = struct.unpack(">I4xIIBB", head[8:26])
+    if length != 13 or width == 0 or height == 0:
+        raise InputError(path, f"corrupt PNG header (IHDR length {length}, size {width}x{height})")
+    return PngHeader(width, height, bit_depth, colour_type)
+
+
+def _ends_with_iend(path: Path) -> bool:
+    """Pillow decodes a file cut after its last IDAT without complaint; the IEND chunk tells."""
+    try:
+        with path.open("rb") as stream:
+            stream.seek(-len(PNG_END), 2)
+            return stream.read() == PNG_END
+    except OSError:
+        return False
+
+
+def pixel_limit(max_pixels: int) -> int:
+    """The effective limit: ``max_pixels`` but never above Pillow's decompression-bomb limit."""
+    pillow = Image.MAX_IMAGE_PIXELS
+    return max_pixels if pillow is None else min(max_pixels, pillow)
+
+
+def decode_png(path: Path, max_pixels: int) -> Image.Image:
+    """Fully decode a PNG; ``InputError`` for zero-byte, truncated, not-a-PNG or too-large files.
+
+    The size is checked from the header against ``pixel_limit(max_pixels)`` first, so an
+    oversized image is refused before any pixel is decompressed and Pillow's own
+    ``DecompressionBombWarning`` can never fire; a ``DecompressionBombError`` (a lying
+    header) is still turned into an ``InputError``.
+    """
+    path = Path(path)
+    header = read_png_header(path)
+    limit = pixel_limit(max_pixels)
+    if header.pixels > limit:
+        raise InputError(
+            path, f"image too large: {header.width}x{header.height} = {header.pixels} pixels > limit {limit}"
+        )
+    if not _ends_with_iend(path):
+        raise InputError(path, "truncated PNG (file does not end with the IEND chunk)")
+    try:
+        with Image.open(path, formats=["PNG"]) as image:
+            image.load()
+            return image.copy()
+    except Image.DecompressionBombError as exc:
+        raise InputError(path, f"image too large: {exc}") from None
+    except UnidentifiedImageError:
+        raise InputError(path, "not a PNG Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason or isinstance(exc, EOFError):
+            reason = f"truncated PNG ({reason})"
+        else:
+            reason = f"corrupt PNG ({reason})"
+        raise InputError(path, reason) from None
+
+
+def to_rgb(image: Image.Image, rgba_policy: str, path: Path | str) -> np.ndarray:
+    """HxWx3 ``uint8``: P, L and 1 convert directly; RGBA follows ``rgba_policy``.
+
+    ``"skip"`` (the paper's choice) raises ``InputError``; ``"convert"`` composites over
+    black, so fully transparent pixels stay no-data (pure black) in RGB. Other modes
+    (16-bit gray, gray+alpha, CMYK...) have no meaningful phase colours: ``InputError``.
+    """
+    mode = image.mode
+    if mode in _DIRECT_MODES:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    if mode == "RGBA":
+        if rgba_policy != "convert":
+            raise InputError(path, f"RGBA frame skipped by imaging.rgba_policy={rgba_policy}")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        return np.asarray(Image.alpha_composite(background, image).convert("RGB"), dtype=np.uint8)
+    raise InputError(path, f"unsupported image mode {mode} (expected P, RGB, RGBA or L)")
+
+
+# --------------------------------------------------------------------------- quality
+
+
+def nodata_mask(image: Image.Image, rgb: np.ndarray) -> np.ndarray:
+    """Boolean HxW: the transparency index in P mode, alpha 0 with alpha, pure black otherwise."""
+    black = np.all(rgb == 0, axis=-1)
+    if image.mode == "P":
+        transparency = image.info.get("transparency")
+        indices = np.asarray(image)
+        if isinstance(transparency, int):
+            return indices == transparency
+        if isinstance(transparency, bytes):
+            clear = [index for index, alpha in enumerate(transparency) if alpha == 0]
+            return np.isin(indices, clear) | black
+        return black
+    if image.mode in _ALPHA_MODES:
+        return (np.asarray(image.getchannel("A")) == 0) | black
+    return black
+
+
+def nodata_fraction(image: Image.Image, rgb: np.ndarray) -> float:
+    mask = nodata_mask(image, rgb)
+    return float(mask.mean()) if mask.size else 1.0
+
+
+def mean_coherence(path: Path, max_pixels: int) -> float:
+    """Mean coherence over valid (nonzero) pixels of an 8-bit grayscale ``.geo.cc.png``."""
+    image = decode_png(path, max_pixels)
+    if image.mode != "L":
+        raise InputError(path, f"coherence PNG is mode {image.mode}, expected 8-bit grayscale (L)")
+    values = np.asarray(image)
+    valid = values[values > 0]
+    if valid.size == 0:
+        raise InputError(path, "coherence PNG has no valid (nonzero) pixels")
+    return float(valid.mean() / 255.0)
+
+
+def _edge_strips(rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """Each edge as (along, depth, 3): depth 0 is the outermost line of pixels."""
+    height, width = rgb.shape[:2]
+    vertical = min(width, max(2 * BAND_MIN + FRAME_MAX, width // 4))
+    horizontal = min(height, max(2 * BAND_MIN + FRAME_MAX, height // 4))
+    return {
+        "left": rgb[:, :vertical],
+        "right": rgb[:, ::-1][:, :vertical],
+        "top": rgb[:horizontal].transpose(1, 0, 2),
+        "bottom": rgb[::-1][:horizontal].transpose(1, 0, 2),
+    }
+
+
+def _band_score(strip: np.ndarray) -> float:
+    """How much ``strip`` looks like a legend band: lines across it single-coloured from a
+    common start to a common inner edge, and the colours along it sweeping the palette."""
+    along, depth = strip.shape[:2]
+    if depth <= BAND_MIN or along == 0:
+        return 0.0
+    colours = strip.astype(np.uint32)
+    packed = (colours[..., 0] << 16) | (colours[..., 1] << 8) | colours[..., 2]
+    white = np.all(strip >= WHITE_MIN, axis=-1)
+    starts = np.argmin(white[:, : FRAME_MAX + 1], axis=1)
+    starts_white = white[np.arange(along), starts]
+    same_next = packed[:, 1:] == packed[:, :-1]
+    # Run length of the start pixel's colour: count of consecutive "same as next" from start.
+    runs = np.zeros(along, dtype=np.int64)
+    for start in range(FRAME_MAX + 1):
+        rows = starts == start
+        if rows.any():
+            runs[rows] = np.cumprod(same_next[rows, start:], axis=1).sum(axis=1) + 1
+    ends = starts + runs
+    start_colour = packed[np.arange(along), starts]
+    candidate = (~starts_white) & (start_colour != 0) & (runs >= BAND_MIN) & (ends < depth)
+    if not candidate.any():
+        return 0.0
+    geometry = starts.astype(np.int64) * depth + ends
+    values, counts = np.unique(geometry[candidate], return_counts=True)
+    modal = values[np.argmax(counts)]
+    matching = candidate & (geometry == modal)
+    best_length, best_colours, run_start = 0, 0, None
+    for position in range(along + 1):
+        inside = position < along and matching[position]
+        if inside and run_start is None:
+            run_start = position
+        elif not inside and run_start is not None:
+            length = position - run_start
+            if length > best_length:
+                best_length = length
+                best_colours = len(np.unique(start_colour[run_start:position]))
+            run_start = None
+    length_score = min(1.0, best_length / (LEGEND_MIN_FRACTION * along))
+    sweep_score = min(1.0, best_colours / LEGEND_COLOURS)
+    return length_score * sweep_score
+
+
+def colour_bar_score(rgb: np.ndarray) -> float:
+    """Score in [0, 1] for an embedded legend along any edge (the strongest edge counts).
+
+    A legend is a band at least ``BAND_MIN`` px thick along one edge, optionally behind a
+    white frame up to ``FRAME_MAX`` px, in which every line across the band is one colour
+    and the colours along it sweep the palette. The score is the product of the legend's
+    length relative to a quarter of the edge and its number of distinct colours relative to
+    ``LEGEND_COLOURS`` (both capped at 1). Interferogram fringes, noise, flat no-data
+    borders and axis-aligned ramps score near 0: their lines do not stop at a common inner
+    edge, or their colours do not sweep.
+    """
+    return max(_band_score(strip) for strip in _edge_strips(rgb).values())
+
+
+def check_quality(
+    image: Image.Image, rgb: np.ndarray, coherence_path: Path | None, settings: ImagingSettings
+) -> tuple[QualityCheck, ...]:
+    """The pixel checks for a frame without expert labels, thresholds from ``settings``.
+
+    ``mean_coherence`` is present only when a coherence sibling is; an unreadable sibling
+    makes that check fail with the reason instead of raising.
+    """
+    fraction = nodata_fraction(image, rgb)
+    checks = [QualityCheck("nodata_fraction", fraction, settings.nodata_max_fraction,
+                           fraction <= settings.nodata_max_fraction)]
+    if coherence_path is not None:
+        try:
+            coherence = mean_coherence(coherence_path, settings.max_pixels)
+        except InputError as exc:
+            checks.append(QualityCheck("mean_coherence", None, settings.coherence_min, False, str(exc)))
+        else:
+            checks.append(QualityCheck("mean_coherence", coherence, settings.coherence_min,
+                                       coherence >= settings.coherence_min))
+    score = colour_bar_score(rgb)
+    checks.append(QualityCheck("colour_bar", score, settings.artifact_max_score,
+                               score <= settings.artifact_max_score))
+    return tuple(checks)
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+def _starts(length: int, size: int, stride: int) -> list[int]:
+    """Tile origins along one axis; the last is moved back to end exactly at the edge."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, stride))
+    if starts[-1] + size < length:
+        starts.append(length - size)
+    return starts
+
+
+def tile(rgb: np.ndarray, size: int, stride: int) -> list[Tile]:
+    """Split a frame into ``size``-square tiles every ``stride`` px, row by row.
+
+    Every pixel is covered: the last row and column of tiles are aligned to the bottom and
+    right edges (overlapping their neighbours when the frame is not a multiple of the
+    stride), and a frame smaller than ``size`` along an axis gets one tile spanning it.
+    """
+    if size <= 0 or stride <= 0 or stride > size:
+        raise ValueError(f"tile stride {stride} must be in 1..size ({size}) so tiles cover the frame")
+    height, width = rgb.shape[:2]
+    tiles = []
+    for top in _starts(height, size, stride):
+        for left in _starts(width, size, stride):
+            right, bottom = min(left + size, width), min(top + size, height)
+            tiles.append(Tile(len(tiles), (left, top, right, bottom), rgb[top:bottom, left:right]))
+    return tiles

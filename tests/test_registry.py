@@ -1,0 +1,176 @@
+"""The model store on a real directory: staging, atomic registration, ``current``, loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from insarwatch.captioner import Captioner
+from insarwatch.config import Settings
+from insarwatch.errors import InputError, InsarwatchError
+from insarwatch.registry import ModelStore, ModelVersion, load_bundle
+from insarwatch.retrieval import INDEX_FILE, IndexRecord, RetrievalIndex
+
+T0 = datetime(2026, 11, 23, 22, 15, 0, tzinfo=timezone.utc)
+SETTINGS = Settings(captioning={"max_new_tokens": 8, "batch_size": 4})
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def stage_version(store: ModelStore, tiny_blip_dir: Path, *, index_dim: int | None = None, rougeL: float = 0.7) -> Path:
+    """A staged version as training writes it: captioner, index of its own embeddings, metrics."""
+    staged = store.stage()
+    shutil.copytree(tiny_blip_dir, staged / "captioner")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(6)]
+    if index_dim is None:
+        embeddings = Captioner.load(staged / "captioner", SETTINGS.captioning).embed(images)
+    else:
+        embeddings = rng.normal(size=(6, index_dim)).astype(np.float32)
+    records = [IndexRecord(f"caption {i}", i % 2 == 0, (), (), f"img{i}") for i in range(6)]
+    RetrievalIndex.build(embeddings, records, SETTINGS.retrieval).save(staged)
+    (staged / "metrics.json").write_text(json.dumps({"rougeL": rougeL}), encoding="utf-8")
+    return staged
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    return ModelStore(tmp_path / "var" / "models", clock=Clock(T0))
+
+
+def test_stage_gives_a_private_directory_inside_the_store(store) -> None:
+    staged = store.stage()
+    assert staged.is_dir() and staged.parent == store.models_dir
+    assert store.versions() == [] and store.current() is None
+
+
+def test_current_moves_only_when_asked(tmp_path, tiny_blip_dir) -> None:
+    clock = Clock(T0)
+    store = ModelStore(tmp_path / "models", clock=clock)
+    first = store.register(stage_version(store, tiny_blip_dir), make_current=True)
+    assert first.name == "20261123T221500Z"
+    assert store.current() == first
+    assert os.readlink(store.current_link) == first.name  # relative: the var dir can move
+
+    clock.now = T0 + timedelta(hours=1)
+    failed_evaluation = store.register(stage_version(store, tiny_blip_dir, rougeL=0.1), make_current=False)
+    assert store.current() == first
+    assert [v.name for v in store.versions()] == [first.name, failed_evaluation.name]
+
+    clock.now = T0 + timedelta(hours=2)
+    better = store.register(stage_version(store, tiny_blip_dir, rougeL=0.9), make_current=True)
+    assert store.current() == better and better.metrics() == {"rougeL": 0.9}
+    assert sorted(p.name for p in store.models_dir.iterdir()) == sorted(
+        [first.name, failed_evaluation.name, better.name, "current"]
+    ), "no staging directories or temporary links left behind"
+
+
+def test_versions_registered_in_the_same_second_get_distinct_ordered_names(store, tiny_blip_dir) -> None:
+    names = []
+    for _ in range(11):
+        staged = store.stage()
+        (staged / "captioner").mkdir()
+        names.append(store.register(staged, make_current=False).name)
+    assert names[:3] == ["20261123T221500Z", "20261123T221500Z-2", "20261123T221500Z-3"]
+    assert [v.name for v in store.versions()] == names  # -10 sorts after -9
+
+
+def test_resolve_accepts_a_name_current_or_a_directory(store, tiny_blip_dir) -> None:
+    version = store.register(stage_version(store, tiny_blip_dir), make_current=True)
+    assert store.resolve(version.name) == version
+    assert store.resolve("current") == version
+    by_path = store.resolve(str(version.path))
+    assert by_path.name == version.name and by_path.captioner_dir == version.captioner_dir
+
+    bare = store.resolve(tiny_blip_dir)
+    assert bare.captioner_dir == tiny_blip_dir.resolve()
+
+
+def test_resolve_refuses_unknown_names_and_an_empty_store(store, tmp_path) -> None:
+    with pytest.raises(InputError, match="no current model"):
+        store.resolve("current")
+    with pytest.raises(InputError, match="neither a model version"):
+        store.resolve("20990101T000000Z")
+    with pytest.raises(InputError, match="neither a model version"):
+        store.resolve(tmp_path / "nowhere")
+
+
+def test_a_dangling_current_link_is_an_input_error(store, tiny_blip_dir) -> None:
+    version = store.register(stage_version(store, tiny_blip_dir), make_current=True)
+    shutil.rmtree(version.path)
+    with pytest.raises(InputError) as error:
+        store.current()
+    assert error.value.path == str(store.current_link)
+
+
+def test_register_refuses_directories_it_did_not_stage(store, tmp_path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(InsarwatchError, match="not staged by this model store"):
+        store.register(elsewhere, make_current=True)
+    with pytest.raises(InputError, match="no captioner/ directory"):
+        store.register(store.stage(), make_current=True)
+    assert store.current() is None and store.versions() == []
+
+
+def test_discard_removes_a_staged_version(store) -> None:
+    staged = store.stage()
+    (staged / "partial.bin").write_bytes(b"x")
+    store.discard(staged)
+    assert not staged.exists()
+
+
+def test_corrupt_metrics_are_an_input_error(tmp_path) -> None:
+    (tmp_path / "metrics.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(InputError) as error:
+        ModelVersion("v", tmp_path).metrics()
+    assert error.value.path == str(tmp_path / "metrics.json")
+    assert ModelVersion("v", tmp_path / "absent").metrics() == {}
+
+
+def test_load_bundle_gives_a_captioner_and_an_index_that_fit(store, tiny_blip_dir) -> None:
+    version = store.register(stage_version(store, tiny_blip_dir), make_current=True)
+    bundle = load_bundle(store.resolve("current"), SETTINGS)
+    assert bundle.version == version and bundle.index is not None
+    assert bundle.index.dim == bundle.captioner.embedding_dim and len(bundle.index) == 6
+
+    (caption,) = bundle.captioner.caption([np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)])
+    (neighbours,) = bundle.index.search(caption.embedding[None], SETTINGS.retrieval.k)
+    assert neighbours[0].record.source == "img0" and neighbours[0].similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_load_bundle_refuses_an_index_built_by_another_model(store, tiny_blip_dir) -> None:
+    version = store.register(stage_version(store, tiny_blip_dir, index_dim=48), make_current=True)
+    with pytest.raises(InputError) as error:
+        load_bundle(version, SETTINGS)
+    assert error.value.path == str(version.path / INDEX_FILE) and "another model" in error.value.reason
+
+
+def test_load_bundle_of_a_bare_captioner_has_no_index_unless_required(tiny_blip_dir) -> None:
+    bare = ModelVersion(tiny_blip_dir.name, tiny_blip_dir)
+    assert load_bundle(bare, SETTINGS).index is None
+    with pytest.raises(InputError, match="missing"):
+        load_bundle(bare, SETTINGS, require_index=True)
+
+
+def test_load_bundle_of_a_version_without_its_captioner_names_the_directory(store, tiny_blip_dir) -> None:
+    version = store.register(stage_version(store, tiny_blip_dir), make_current=True)
+    (version.captioner_dir / "model.safetensors").write_bytes(b"")
+    with pytest.raises(InputError) as error:
+        load_bundle(version, SETTINGS)
+    assert error.value.path.startswith(str(version.captioner_dir))
+    shutil.rmtree(version.captioner_dir)
+    with pytest.raises(InputError, match="does not exist"):
+        load_bundle(version, SETTINGS)

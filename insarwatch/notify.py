@@ -158,7 +158,8 @@ def build_email(report: Report, sender: str, recipients: list[str], key: str, no
     html_part = message.get_payload()[-1]
     for figure in report.figures:
         html_part.add_related(figure.data, maintype="image", subtype=figure.subtype,
-                              cid=f"<{figure.content_id}>", filename=f"{figure.name}.{figure.subtype}")
+                              cid=f"<{figure.content_id}>", disposition="inline",
+                              filename=f"{figure.name}.{figure.subtype}")
     message.add_attachment(json.dumps(report.document, indent=2, ensure_ascii=False).encode("utf-8"),
                            maintype="application", subtype="json", filename=f"{report.name}.json")
     return message

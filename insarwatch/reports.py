@@ -207,7 +207,7 @@ def alert_document(alert: Any) -> dict[str, Any]:
         ],
         "quality": [
             {"name": check.name, "value": jsonable(check.value), "threshold": jsonable(check.threshold),
-             "passed": bool(check.passed)}
+             "passed": bool(check.passed), "detail": check.detail}
             for check in alert.quality
         ],
     }

@@ -41,13 +41,16 @@ LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, Safetenso
 TileImage = np.ndarray | Image.Image
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value; compare fields explicitly
 class Caption:
+    """A tile's caption and retrieval embedding; ``retrieved`` when triage copied a neighbour's."""
+
     text: str
     embedding: np.ndarray
+    retrieved: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class VisionBatch:
     """One vision pass over a batch: the decoder's input and the retrieval embeddings."""
 

@@ -7,7 +7,8 @@ then, if asked, made current by atomically replacing the ``current`` symlink. A 
 therefore sees either the old model or the new one, never half of one. ``load_bundle`` is
 the single way the caption command, evaluation and the daemon turn a version into a
 loaded ``Captioner`` and its ``RetrievalIndex``, with the check that the index was built
-by that captioner.
+by that captioner; ``Bundle.describe`` is the one captioning path (with optional triage).
+Torch and FAISS are imported only when a bundle is loaded, so reading the store is cheap.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 from .errors import InputError, InsarwatchError
 
 if TYPE_CHECKING:
-    from .captioner import Captioner
-    from .config import Settings
-    from .retrieval import RetrievalIndex
+    from .captioner import Captioner, TileImage
+    from .config import Settings, TriageSettings
+    from .retrieval import Neighbour, RetrievalIndex
 
 CURRENT = "current"
 STAGING_PREFIX = ".staging-"
@@ -66,12 +67,51 @@ class ModelVersion:
 
 
 @dataclass(frozen=True)
+class Described:
+    """One tile's caption with the indexed examples most like it."""
+
+    caption: Caption
+    neighbours: tuple[Neighbour, ...]
+
+
+def confidently_quiet(neighbours: Sequence[Neighbour], triage: TriageSettings) -> bool:
+    """Triage: the nearest examples agree, closely enough, that nothing deforms here."""
+    nearest = neighbours[: triage.min_neighbours]
+    return len(nearest) >= triage.min_neighbours and all(
+        n.similarity >= triage.min_similarity and not n.record.deformation for n in nearest
+    )
+
+
+@dataclass(frozen=True)
 class Bundle:
     """What captioning needs from one model version, loaded and checked against each other."""
 
     version: ModelVersion
     captioner: Captioner
     index: RetrievalIndex | None
+
+    def describe(self, images: Sequence[TileImage], k: int) -> list[Described]:
+        """Caption ``images`` and find each one's ``k`` nearest indexed examples.
+
+        One vision pass per batch feeds the search and the decoder. With
+        ``captioning.triage.enabled`` the decoder only runs for tiles that are not
+        ``confidently_quiet``; the others take their nearest example's caption, marked
+        ``retrieved``.
+        """
+        from .captioner import Caption
+
+        triage = self.captioner.settings.triage
+        use_triage = triage.enabled and self.index is not None
+        wanted = max(k, triage.min_neighbours) if use_triage else k
+        described: list[Described] = []
+        for vision in self.captioner.encode(images):
+            found = self.index.search(vision.embeddings, wanted) if self.index else [[] for _ in range(len(vision))]
+            quiet = [use_triage and confidently_quiet(row, triage) for row in found]
+            generated = iter(self.captioner.describe(vision, [i for i, q in enumerate(quiet) if not q]))
+            for embedding, row, retrieved in zip(vision.embeddings, found, quiet, strict=True):
+                text = row[0].record.caption if retrieved else next(generated)
+                described.append(Described(Caption(text, embedding, retrieved), tuple(row[:k])))
+        return described
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -174,3 +174,44 @@ def test_load_bundle_of_a_version_without_its_captioner_names_the_directory(stor
     shutil.rmtree(version.captioner_dir)
     with pytest.raises(InputError, match="does not exist"):
         load_bundle(version, SETTINGS)
+
+
+def indexed_images() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(6)]
+
+
+def test_describe_captions_each_tile_once_and_attaches_its_neighbours(store, tiny_blip_dir) -> None:
+    bundle = load_bundle(store.register(stage_version(store, tiny_blip_dir), make_current=True), SETTINGS)
+    images = indexed_images()[:5]
+    calls: list[int] = []
+    hook = bundle.captioner.model.vision_model.register_forward_hook(lambda *_: calls.append(1))
+    described = bundle.describe(images, k=3)
+    hook.remove()
+
+    assert len(calls) == 2  # 5 tiles in batches of 4
+    assert [d.caption.text for d in described] == [c.text for c in bundle.captioner.caption(images)]
+    for position, item in enumerate(described):
+        assert not item.caption.retrieved and len(item.neighbours) == 3
+        assert item.neighbours[0].record.source == f"img{position}"
+        similarities = [n.similarity for n in item.neighbours]
+        assert similarities == sorted(similarities, reverse=True)
+
+
+def test_triage_copies_the_caption_of_confidently_quiet_tiles_without_decoding(store, tiny_blip_dir) -> None:
+    version = store.register(stage_version(store, tiny_blip_dir), make_current=True)
+    triage = Settings(captioning={**SETTINGS.captioning.model_dump(), "triage": {
+        "enabled": True, "min_similarity": 0.999, "min_neighbours": 1}})
+    bundle = load_bundle(version, triage)
+    images = indexed_images()  # img0, img2, img4 are indexed as deforming; img1, img3, img5 as quiet
+    decoder_calls: list[int] = []
+    hook = bundle.captioner.model.text_decoder.register_forward_hook(lambda *_: decoder_calls.append(1))
+    quiet_only = bundle.describe([images[1], images[3]], k=2)
+    assert decoder_calls == []
+    described = bundle.describe(images[:2], k=2)
+    hook.remove()
+
+    assert [(d.caption.text, d.caption.retrieved) for d in quiet_only] == [("caption 1", True), ("caption 3", True)]
+    assert (described[1].caption.text, described[1].caption.retrieved) == ("caption 1", True)
+    assert not described[0].caption.retrieved and decoder_calls
+    assert described[0].caption.text == bundle.captioner.caption([images[0]])[0].text

@@ -173,3 +173,163 @@ def report(
                 console.stderr.print(f"digest {digest.key} was sent before; not sending it again")
             run = notify.deliver_due(store, settings, now)
             console.stderr.print(f"delivered {run.delivered}, retrying {run.retrying}, given up {run.given_up}")
+
+
+def _with_beams(settings: Settings, beams: int | None) -> Settings:
+    if beams is None:
+        return settings
+    return settings.model_copy(update={"captioning": settings.captioning.model_copy(update={"num_beams": beams})})
+
+
+def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+@command(examples=[
+    "insarwatch train --data /srv/datasets/hephaestus-clean --preset tiny",
+    "insarwatch train --data /srv/datasets/hephaestus-clean --base /srv/models/blip-image-captioning-base",
+    "insarwatch train --data DATASET --preset tiny --epochs 5 --only-if-better --json",
+])
+def train(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory made by `insarwatch prepare`.")],
+    preset: Annotated[str | None, typer.Option(
+        "--preset", help="Preset name (tiny, base) or a preset JSON file; default tiny, or base with --base.")] = None,
+    base: Annotated[Path | None, typer.Option(
+        "--base", help="Fine-tune this local BLIP snapshot instead of training from scratch.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override the preset's epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Override the batch size.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(
+        "--learning-rate", min=0, help="Override the peak learning rate.")] = None,
+    beams: Annotated[int | None, typer.Option(
+        "--beams", min=1, help="Beam width for the test evaluation (default captioning.num_beams).")] = None,
+    only_if_better: Annotated[bool, typer.Option(
+        "--only-if-better", help="Make the new version current only if its test ROUGE-L >= the current one's.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Train a captioner, index the training split, evaluate on the test split and register
+    the result under <var>/models/. `current` moves to it only if evaluation succeeded
+    (and, with --only-if-better, it beats the current model). Ctrl-C keeps the best epoch so far.
+    """
+    import json
+
+    import training
+
+    settings = _with_beams(settings_of(ctx), beams)
+    chosen = training.load_preset(preset or ("base" if base else "tiny")).with_training(
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate
+    )
+    with console.progress(transient=True) as bars:
+        outcome = training.train(data, chosen, settings, bars, base=base, only_if_better=only_if_better)
+    if as_json:
+        typer.echo(json.dumps({
+            "version": outcome.version.name, "path": str(outcome.version.path),
+            "made_current": outcome.made_current, "reason": outcome.reason,
+            "best_epoch": outcome.fit.best_epoch, "interrupted": outcome.fit.interrupted,
+            "metrics": outcome.metrics,
+        }, indent=2))
+        return
+    _print_metrics(f"test metrics of {outcome.version.name}", outcome.metrics)
+    moved = "made current" if outcome.made_current else "NOT made current"
+    typer.echo(f"registered {outcome.version.path} ({moved}: {outcome.reason})")
+
+
+@command(examples=[
+    "insarwatch evaluate --model current --data /srv/datasets/hephaestus-clean",
+    "insarwatch evaluate --model 20261123T221500Z --data DATASET --json",
+    "insarwatch evaluate --model /srv/models/my-blip --data DATASET --beams 1",
+])
+def evaluate(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory made by `insarwatch prepare`.")],
+    model: Annotated[str, typer.Option(
+        "--model", help="Registered version name, `current`, or a model directory.")] = "current",
+    beams: Annotated[int | None, typer.Option(
+        "--beams", min=1, help="Beam width (default captioning.num_beams).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Recompute a model's test metrics (ROUGE, BLEU, retrieval exact match, deformation
+    precision/recall/F1) on a dataset's test split, exactly as `insarwatch train` does."""
+    import json
+
+    import training
+
+    settings = _with_beams(settings_of(ctx), beams)
+    with console.progress(transient=True) as bars:
+        version, evaluation = training.evaluate(model, data, settings, bars)
+    if as_json:
+        typer.echo(json.dumps({"version": version.name, "metrics": evaluation.metrics}, indent=2))
+        return
+    _print_metrics(f"test metrics of {version.name}", evaluation.metrics)
+
+
+@command(examples=[
+    "insarwatch prepare hephaestus/ --out dataset/",
+    "insarwatch synth-dataset /tmp/heph --n 400 --seed 1 && insarwatch prepare /tmp/heph --out /tmp/dataset",
+])
+def prepare(
+    ctx: typer.Context,
+    root: Annotated[Path, typer.Argument(help="Hephaestus-style ROOT: annotations/*.json with images/ or a LiCSAR layout.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="DATASET directory to write images/ and manifest.jsonl into.")],
+) -> None:
+    """Curate annotated interferograms into a training set exactly as the captioning paper did.
+
+    Drops annotations by the Hephaestus label rules, keeps palette (P-mode) PNGs only, uses
+    every deforming sample and as many non-deforming ones (random.Random(17)), converts to
+    RGB and splits 90/10 then 10% of train for validation (seed 17). Malformed annotations
+    and missing images are listed and skipped.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from collections.abc import Iterator, Sequence
+
+    from .hephaestus import RULES, Candidate, prepare as prepare_dataset
+
+    settings = settings_of(ctx)
+    with console.progress() as bar:
+
+        def track(items: Sequence[Candidate]) -> Iterator[Candidate]:
+            task = bar.add_task("converting to RGB", total=len(items))
+            for item in items:
+                yield item
+                bar.advance(task)
+
+        result = prepare_dataset(root, out, settings.imaging, track)
+    for skipped in (*result.malformed, *result.unusable):
+        console.stderr.print(f"skipped {skipped.path}: {skipped.reason}", markup=False, highlight=False, soft_wrap=True)
+    out_console = Console()
+    descriptions = {rule.name: rule.description for rule in RULES} | {"not_palette": "source PNG not palette (P) mode"}
+    removed = Table(title=f"Curation of {result.annotations} annotations ({result.layout} layout)")
+    removed.add_column("rule")
+    removed.add_column("removes")
+    removed.add_column("removed", justify="right")
+    removed.add_row("malformed", "annotation JSON unreadable or invalid", str(len(result.malformed)))
+    for name, count in result.removed.items():
+        if name == "not_palette":
+            removed.add_row("unusable", "image missing or unreadable", str(len(result.unusable)))
+        removed.add_row(name, descriptions[name], str(count))
+    out_console.print(removed)
+    remaining = Table(title="Clean annotations per class and source mode")
+    remaining.add_column("class")
+    for mode in ("P", "RGBA", "other"):
+        remaining.add_column(mode, justify="right")
+    remaining.add_column("selected", justify="right")
+    for name, modes in result.remaining.items():
+        remaining.add_row(name, *(str(modes[mode]) for mode in ("P", "RGBA", "other")),
+                          str(result.selected.get(name, 0)))
+    out_console.print(remaining)
+    splits = Table(title=f"Dataset written to {result.manifest}")
+    for name in result.splits:
+        splits.add_column(name, justify="right")
+    splits.add_column("total", justify="right")
+    splits.add_row(*(str(count) for count in result.splits.values()), str(sum(result.splits.values())))
+    out_console.print(splits)

@@ -95,7 +95,8 @@ def parse_date_pair(text: str) -> tuple[date, date]:
     return primary, secondary
 
 
-def _inside(path: Path, root: Path) -> bool:
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, symlinks resolved, lies under ``root`` (also resolved)."""
     try:
         path.resolve().relative_to(root.resolve())
     except ValueError:
@@ -108,7 +109,7 @@ def interferogram_from_path(path: Path, drop_dir: Path) -> Interferogram:
     path = Path(path)
     if not path.name.endswith(DIFF_SUFFIX):
         raise InputError(path, f"not an interferogram product (expected a name ending {DIFF_SUFFIX})")
-    if not _inside(path, drop_dir):
+    if not is_inside(path, drop_dir):
         raise InputError(path, "symlink leads outside the drop directory; refused")
     try:
         relative = path.relative_to(drop_dir)
@@ -129,7 +130,7 @@ def interferogram_from_path(path: Path, drop_dir: Path) -> Interferogram:
     siblings = tuple(
         sibling
         for suffix in SIBLING_SUFFIXES
-        if (sibling := path.with_name(stem + suffix)).exists() and _inside(sibling, drop_dir)
+        if (sibling := path.with_name(stem + suffix)).exists() and is_inside(sibling, drop_dir)
     )
     coherence = next((s for s in siblings if s.name.endswith(".geo.cc.png")), None)
     return Interferogram(frame, primary, secondary, path, coherence, siblings)
@@ -141,7 +142,7 @@ def _walk(root: Path) -> Iterator[tuple[Path, list[str], Unrecognised | None]]:
     for current, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(current)
         current_path = Path(current)
-        if not _inside(current_path, root):
+        if not is_inside(current_path, root):
             dirs[:] = []
             yield current_path, [], Unrecognised(current_path, "symlink leads outside the drop directory; refused")
             continue

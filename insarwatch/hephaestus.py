@@ -1,0 +1,371 @@
+"""Hephaestus annotations and the captioning paper's curation, as used by ``insarwatch prepare``.
+
+This module owns the annotation schema (one JSON per interferogram, Bountos et al. 2022),
+the curation rules of Yazbeck & Rundle (2026) as pure functions applied in the order
+DESIGN.md states them, the balancing and the train/val/test split, and ``prepare``, which
+turns a Hephaestus-style ROOT into ``DATASET/images/<id>.png`` (RGB) plus
+``DATASET/manifest.jsonl``. ROOT is either flat patches (``annotations/<id>.json`` +
+``images/<id>.png``) or the raw LiCSAR layout (``<FRAME>/interferograms/<D1>_<D2>/...`` +
+``annotations/*.json``, matched by frame id and dates). Files that cannot be used are
+listed with the reason and skipped; only an empty ROOT is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import imaging, licsar
+from .config import ImagingSettings
+from .errors import InputError
+
+SEED = 17
+TEST_FRACTION = 0.1
+VAL_FRACTION = 0.1
+DEFORMATION = "Deformation"
+
+Flag = Annotated[int, Field(ge=0, le=1)]
+
+
+class Annotation(BaseModel):
+    """One Hephaestus annotation. The named fields are validated; extra keys are kept.
+
+    Lenient where real Hephaestus files vary: ``confidence`` may be a number, a string or
+    null, ``phase`` may be null, and the lists may be empty.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    uniqueID: int
+    frameID: str
+    primary_date: str = Field(pattern=r"^\d{8}$")
+    secondary_date: str = Field(pattern=r"^\d{8}$")
+    corrupted: Flag
+    processing_error: Flag
+    glacier_fringes: Flag
+    orbital_fringes: Flag
+    atmospheric_fringes: int = Field(ge=0, le=3)
+    low_coherence: Flag
+    no_info: Flag
+    image_artifacts: Flag
+    is_crowd: Flag
+    label: list[Literal["Deformation", "Non_Deformation"]]
+    activity_type: list[Literal["Mogi", "Dyke", "Sill", "Spheroid", "Earthquake", "Unidentified"]]
+    intensity_level: list[Literal["Low", "Medium", "High"]]
+    phase: Literal["Rest", "Unrest", "Rebound"] | None
+    confidence: float | str | None
+    segmentation_mask: list[list[float]]
+    caption: str
+
+    @field_validator("segmentation_mask")
+    @classmethod
+    def _flat_xy_polygons(cls, polygons: list[list[float]]) -> list[list[float]]:
+        for polygon in polygons:
+            if len(polygon) % 2:
+                raise ValueError("each polygon must be a flat [x1, y1, x2, y2, ...] list (even length)")
+        return polygons
+
+    @property
+    def deformation(self) -> bool:
+        return DEFORMATION in self.label
+
+    @property
+    def pair(self) -> str:
+        return f"{self.primary_date}_{self.secondary_date}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One curation rule: ``removes(annotation)`` is True when the paper drops it."""
+
+    name: str
+    description: str
+    removes: Callable[[Annotation], bool]
+
+
+# DESIGN.md's order; the first rule that removes an annotation is its reason.
+RULES: tuple[Rule, ...] = (
+    Rule("corrupted", "corrupted != 0", lambda a: a.corrupted != 0),
+    Rule("no_info", "no_info != 0", lambda a: a.no_info != 0),
+    Rule("processing_error", "processing_error != 0", lambda a: a.processing_error != 0),
+    Rule("low_coherence", "low_coherence != 0", lambda a: a.low_coherence != 0),
+    Rule("orbital_fringes", "orbital_fringes != 0", lambda a: a.orbital_fringes != 0),
+    Rule("glacier_fringes", "glacier_fringes != 0", lambda a: a.glacier_fringes != 0),
+    Rule("atmospheric_fringes", "atmospheric_fringes > 2", lambda a: a.atmospheric_fringes > 2),
+    Rule("image_artifacts", "image_artifacts != 0", lambda a: a.image_artifacts != 0),
+    Rule("is_crowd", "deforming and is_crowd != 0", lambda a: a.deformation and a.is_crowd != 0),
+    Rule("unidentified_activity", "deforming and activity type Unidentified",
+         lambda a: a.deformation and "Unidentified" in a.activity_type),
+)
+NOT_PALETTE = "not_palette"
+
+
+def rejection_reason(annotation: Annotation) -> str | None:
+    """The name of the first rule in ``RULES`` that removes ``annotation``, or None if it is clean."""
+    return next((rule.name for rule in RULES if rule.removes(annotation)), None)
+
+
+def mode_group(mode: str) -> str:
+    """``P``, ``RGBA`` or ``other``: the groups the paper counts."""
+    return mode if mode in ("P", "RGBA") else "other"
+
+
+def load_annotation(path: Path) -> Annotation:
+    """Read and validate one annotation JSON; ``InputError`` names the file and what is wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(path, "not valid JSON (not UTF-8 text)") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise InputError(path, f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return Annotation.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(path, _one_line(exc)) from None
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    name = ".".join(str(part) for part in first["loc"])
+    message = "missing field" if first["type"] == "missing" else first["msg"]
+    more = len(error.errors()) - 1
+    return f"field '{name}': {message}" + (f" (and {more} more problems)" if more else "")
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def balance(deforming: Iterable[int], non_deforming: Iterable[int], seed: int = SEED) -> list[int]:
+    """Every deforming id plus as many non-deforming ids, sorted.
+
+    Exactly: ``random.Random(seed).sample(sorted(non_deforming), k)`` with
+    ``k = min(len(deforming), len(non_deforming))``; the result is the sorted union.
+    """
+    deforming, pool = sorted(deforming), sorted(non_deforming)
+    chosen = random.Random(seed).sample(pool, min(len(deforming), len(pool)))
+    return sorted(deforming + chosen)
+
+
+def _train_test(items: Sequence[int], test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    n_test = math.ceil(test_fraction * len(items))
+    permutation = np.random.default_rng(seed).permutation(len(items))
+    return [items[i] for i in permutation[n_test:]], [items[i] for i in permutation[:n_test]]
+
+
+def split(ids: Sequence[int], seed: int = SEED) -> dict[int, str]:
+    """Assign each id to "train", "val" or "test", as Hugging Face ``datasets`` would.
+
+    Exactly ``Dataset.train_test_split(test_size=0.1, seed=17)`` on ``sorted(ids)``, then the
+    same call on the resulting train part for validation. Each call takes
+    ``n_test = math.ceil(0.1 * n)`` (float arithmetic),
+    ``p = numpy.random.default_rng(17).permutation(n)``, test = items at ``p[:n_test]``,
+    train = items at ``p[n_test:]`` in that order. For the paper's 1,162 images this gives
+    117 test, 105 val, 940 train.
+    """
+    train, test = _train_test(sorted(ids), TEST_FRACTION, seed)
+    train, val = _train_test(train, VAL_FRACTION, seed)
+    return {**{i: "train" for i in train}, **{i: "val" for i in val}, **{i: "test" for i in test}}
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file ``prepare`` could not use, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A clean annotation with its source image and the image's mode from the PNG header."""
+
+    annotation: Annotation
+    image: Path
+    mode: str
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    """What ``prepare`` found, removed and wrote; counts keyed by rule, class and split."""
+
+    root: Path
+    manifest: Path
+    layout: str  # "flat" | "raw"
+    annotations: int
+    malformed: tuple[Skipped, ...]
+    removed: dict[str, int]  # rule name (RULES order, then NOT_PALETTE) → count
+    unusable: tuple[Skipped, ...]  # clean annotations whose image is missing or unreadable
+    remaining: dict[str, dict[str, int]]  # "deforming"/"non_deforming" → mode group → count
+    selected: dict[str, int]  # class → count after balancing
+    splits: dict[str, int]  # images written per split
+
+
+def find_annotations(root: Path) -> list[Path]:
+    """``ROOT/annotations/*.json``, sorted; ``InputError`` when there are none."""
+    root = Path(root)
+    paths = sorted((root / "annotations").glob("*.json"))
+    if not paths:
+        raise InputError(root, "no annotations found (expected annotations/*.json)")
+    return paths
+
+
+def layout_of(root: Path) -> str:
+    """``flat`` when ROOT has an ``images/`` directory, otherwise the raw LiCSAR layout."""
+    return "flat" if (Path(root) / "images").is_dir() else "raw"
+
+
+def source_image(annotation: Annotation, root: Path, layout: str) -> Path:
+    """The PNG an annotation describes; ``InputError`` when it is missing or leads out of ROOT."""
+    if layout == "flat":
+        path = root / "images" / f"{annotation.uniqueID}.png"
+        if not licsar.is_inside(path, root):
+            raise InputError(path, "symlink leads outside the dataset root; refused")
+    else:
+        path = root / annotation.frameID / "interferograms" / annotation.pair / f"{annotation.pair}{licsar.DIFF_SUFFIX}"
+        licsar.interferogram_from_path(path, root)
+    if not path.is_file():
+        raise InputError(path, f"image missing for annotation {annotation.uniqueID}")
+    return path
+
+
+def curate(
+    paths: Sequence[Path], root: Path, layout: str
+) -> tuple[list[Candidate], tuple[Skipped, ...], dict[str, int], tuple[Skipped, ...]]:
+    """Load, validate and filter annotations: (P-mode candidates, malformed, removed, unusable)."""
+    removed = {rule.name: 0 for rule in RULES} | {NOT_PALETTE: 0}
+    malformed: list[Skipped] = []
+    unusable: list[Skipped] = []
+    candidates: list[Candidate] = []
+    seen: dict[int, Path] = {}
+    for path in paths:
+        try:
+            annotation = load_annotation(path)
+        except InputError as exc:
+            malformed.append(Skipped(path, exc.reason))
+            continue
+        if annotation.uniqueID in seen:
+            malformed.append(Skipped(path, f"duplicate uniqueID {annotation.uniqueID} (also {seen[annotation.uniqueID].name})"))
+            continue
+        seen[annotation.uniqueID] = path
+        reason = rejection_reason(annotation)
+        if reason is not None:
+            removed[reason] += 1
+            continue
+        try:
+            image = source_image(annotation, root, layout)
+            mode = imaging.read_png_header(image).mode
+        except InputError as exc:
+            unusable.append(Skipped(Path(exc.path), exc.reason))
+            continue
+        candidates.append(Candidate(annotation, image, mode))
+    return candidates, tuple(malformed), removed, tuple(unusable)
+
+
+def class_name(deformation: bool) -> str:
+    return "deforming" if deformation else "non_deforming"
+
+
+def manifest_record(annotation: Annotation, image: str, split_name: str) -> dict[str, Any]:
+    """One manifest line, exactly the fields ``insarwatch train`` reads."""
+    return {
+        "id": annotation.uniqueID,
+        "image": image,
+        "caption": annotation.caption,
+        "deformation": annotation.deformation,
+        "activity_type": list(annotation.activity_type),
+        "intensity": list(annotation.intensity_level),
+        "split": split_name,
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def prepare(
+    root: Path,
+    out: Path,
+    settings: ImagingSettings,
+    track: Callable[[Sequence[Candidate]], Iterable[Candidate]] = iter,
+) -> PrepareReport:
+    """Curate ROOT into OUT: filter, keep P-mode, balance, split, write RGB PNGs and the manifest.
+
+    ``track`` wraps the conversion loop (the CLI passes a progress bar). A selected image
+    that turns out not to decode is listed in ``unusable`` and left out of the manifest;
+    the split of every other image is unchanged by it.
+    """
+    root, out = Path(root), Path(out)
+    paths = find_annotations(root)
+    layout = layout_of(root)
+    candidates, malformed, removed, unusable = curate(paths, root, layout)
+    remaining: dict[str, dict[str, int]] = {name: {"P": 0, "RGBA": 0, "other": 0}
+                                            for name in ("deforming", "non_deforming")}
+    for candidate in candidates:
+        remaining[class_name(candidate.annotation.deformation)][mode_group(candidate.mode)] += 1
+    palette = [c for c in candidates if c.mode == "P"]
+    removed[NOT_PALETTE] = len(candidates) - len(palette)
+    chosen = set(balance([c.annotation.uniqueID for c in palette if c.annotation.deformation],
+                         [c.annotation.uniqueID for c in palette if not c.annotation.deformation]))
+    selected = sorted((c for c in palette if c.annotation.uniqueID in chosen), key=lambda c: c.annotation.uniqueID)
+    assignment = split([c.annotation.uniqueID for c in selected])
+    images_dir = out / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    failed: list[Skipped] = []
+    written: Counter[str] = Counter()
+    for candidate in track(selected):
+        annotation = candidate.annotation
+        relative = f"images/{annotation.uniqueID}.png"
+        try:
+            rgb = imaging.to_rgb(imaging.decode_png(candidate.image, settings.max_pixels), "skip", candidate.image)
+        except InputError as exc:
+            failed.append(Skipped(candidate.image, exc.reason))
+            continue
+        Image.fromarray(rgb).save(out / relative, format="PNG")
+        split_name = assignment[annotation.uniqueID]
+        lines.append(json.dumps(manifest_record(annotation, relative, split_name)))
+        written[split_name] += 1
+    manifest = out / "manifest.jsonl"
+    _write_atomic(manifest, "".join(line + "\n" for line in lines))
+    return PrepareReport(
+        root=root,
+        manifest=manifest,
+        layout=layout,
+        annotations=len(paths),
+        malformed=malformed,
+        removed=removed,
+        unusable=unusable + tuple(failed),
+        remaining=remaining,
+        selected=dict(Counter(class_name(c.annotation.deformation) for c in selected)),
+        splits={name: written[name] for name in ("train", "val", "test")},
+    )
+

@@ -1,0 +1,138 @@
+"""The training dataset: ``manifest.jsonl`` from ``insarwatch prepare`` and its RGB PNGs.
+
+``load_dataset`` reads and validates the whole manifest before any training starts, so a
+malformed line, a missing image or an empty dataset is a one-line ``InputError`` naming the
+file, not a crash twenty minutes in. ``CaptionCollator`` turns a batch of samples into the
+tensors ``BlipForConditionalGeneration`` trains on; images are decoded per batch so a
+dataset never has to fit in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from insarwatch.errors import InputError
+
+MANIFEST = "manifest.jsonl"
+Split = Literal["train", "val", "test"]
+
+
+class Sample(BaseModel):
+    """One manifest line: an image, its expert caption and the labels behind it."""
+
+    model_config = ConfigDict(frozen=True, coerce_numbers_to_str=True)
+
+    id: str = Field(min_length=1)
+    image: Path
+    caption: str = Field(min_length=1)
+    deformation: bool
+    activity_type: tuple[str, ...] = ()
+    intensity: tuple[str, ...] = ()
+    split: Split
+
+
+@dataclass(frozen=True)
+class Dataset:
+    root: Path
+    samples: tuple[Sample, ...]
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    def split(self, name: Split) -> tuple[Sample, ...]:
+        return tuple(sample for sample in self.samples if sample.split == name)
+
+
+def _parse_line(line: str, where: str) -> Sample:
+    try:
+        return Sample.model_validate_json(line)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise InputError(where, f"not valid JSON: {first['msg']}") from None
+        field = ".".join(str(part) for part in first["loc"]) or "(line)"
+        raise InputError(where, f"field '{field}': {first['msg']}") from None
+
+
+def load_dataset(root: Path) -> Dataset:
+    """Read ``root/manifest.jsonl``; image paths in it are relative to ``root``."""
+    if not root.is_dir():
+        raise InputError(root, "dataset directory does not exist")
+    manifest = root / MANIFEST
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(manifest, "no manifest; make one with 'insarwatch prepare'") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(manifest, f"cannot be read: {exc}") from None
+    samples: list[Sample] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{manifest}:{number}"
+        sample = _parse_line(line, where)
+        if sample.id in seen:
+            raise InputError(where, f"duplicate id {sample.id!r}")
+        seen.add(sample.id)
+        image = root / sample.image
+        if not image.is_file():
+            raise InputError(image, f"image listed on {MANIFEST} line {number} does not exist")
+        samples.append(sample.model_copy(update={"image": image}))
+    if not samples:
+        raise InputError(manifest, "lists no images")
+    return Dataset(root, tuple(samples))
+
+
+def load_image(path: Path) -> Image.Image:
+    """Decode one dataset image as RGB; a corrupt file is an ``InputError``."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise InputError(path, f"not a readable image: {exc}") from None
+
+
+def load_images(samples: Sequence[Sample]) -> list[Image.Image]:
+    return [load_image(sample.image) for sample in samples]
+
+
+class CaptionCollator:
+    """Batch of samples → ``pixel_values``, ``input_ids``, ``attention_mask`` and ``labels``.
+
+    BLIP's text decoder starts every caption with its ``[DEC]`` token (``generate`` puts it
+    in place of ``[CLS]``), so training does the same; padding never counts in the loss.
+    """
+
+    def __init__(self, processor, max_length: int) -> None:
+        self.processor = processor
+        self.max_length = max_length
+        self.bos_token_id = processor.tokenizer.bos_token_id
+
+    def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        batch = self.processor(
+            images=load_images(samples),
+            text=[sample.caption for sample in samples],
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        input_ids = batch["input_ids"].clone()
+        input_ids[:, 0] = self.bos_token_id
+        labels = input_ids.masked_fill(batch["attention_mask"] == 0, -100)
+        return {
+            "pixel_values": batch["pixel_values"],
+            "input_ids": input_ids,
+            "attention_mask": batch["attention_mask"],
+            "labels": labels,
+        }

@@ -1,0 +1,207 @@
+"""The optimisation loop: epochs of AdamW over the training split, validation, best checkpoint.
+
+``fit`` trains with AdamW, linear warm-up then linear decay, gradient accumulation and
+clipping, and mixed precision (bf16, or fp16 with loss scaling) on CUDA. After every epoch
+it captions the validation split (greedy by default: cheap) and scores it with ROUGE and
+BLEU; an epoch that beats the best validation ROUGE-L so far is written to the checkpoint
+directory with ``save_pretrained``. A Ctrl-C stops training between two batches and leaves
+that checkpoint as it was: the best model so far is never lost or half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import Progress
+from torch.utils.data import DataLoader
+from transformers import get_linear_schedule_with_warmup
+
+from insarwatch.captioner import autocast_dtype
+
+from .dataset import CaptionCollator, Sample, load_images
+from .factory import TrainingSpec
+from .metrics import caption_scores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    train_loss: float
+    val: dict[str, float] | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FitResult:
+    history: tuple[EpochStats, ...]
+    best_epoch: int | None
+    interrupted: bool
+
+    @property
+    def best(self) -> EpochStats | None:
+        return next((stats for stats in self.history if stats.epoch == self.best_epoch), None)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _optimizer(model: torch.nn.Module, recipe: TrainingSpec) -> torch.optim.AdamW:
+    # Biases and normalisation gains are not decayed (the usual transformer recipe).
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": recipe.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=recipe.learning_rate,
+    )
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def generate_captions(
+    model,
+    processor,
+    samples: Sequence[Sample],
+    *,
+    batch_size: int,
+    num_beams: int,
+    max_new_tokens: int,
+    progress: Progress,
+    description: str,
+) -> list[str]:
+    """Captions for ``samples`` from the model as it is now (deterministic decoding)."""
+    device = next(model.parameters()).device
+    dtype = autocast_dtype(device, "auto")
+    model.eval()
+    task = progress.add_task(description, total=len(samples))
+    captions: list[str] = []
+    with torch.inference_mode(), _autocast(device, dtype):
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start:start + batch_size]
+            pixels = processor.image_processor(images=load_images(chunk), return_tensors="pt")["pixel_values"]
+            tokens = model.generate(
+                pixel_values=pixels.to(device), num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False
+            )
+            captions.extend(text.strip() for text in processor.batch_decode(tokens, skip_special_tokens=True))
+            progress.advance(task, len(chunk))
+    progress.remove_task(task)
+    return captions
+
+
+def save_checkpoint(model, processor, directory: Path) -> None:
+    """Replace ``directory`` with the model and processor, never leaving it half-written."""
+    fresh = directory.with_name(directory.name + ".partial")
+    stale = directory.with_name(directory.name + ".stale")
+    shutil.rmtree(fresh, ignore_errors=True)
+    model.save_pretrained(fresh)
+    processor.save_pretrained(fresh)
+    if directory.exists():
+        directory.rename(stale)
+    fresh.rename(directory)
+    shutil.rmtree(stale, ignore_errors=True)
+
+
+def fit(
+    model,
+    processor,
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    recipe: TrainingSpec,
+    *,
+    max_caption_tokens: int,
+    device: torch.device,
+    checkpoint_dir: Path,
+    progress: Progress,
+) -> FitResult:
+    """Train ``model`` in place; the best epoch by validation ROUGE-L ends up in ``checkpoint_dir``.
+
+    With no validation samples every epoch counts as the best so far (the last one is kept).
+    """
+    seed_everything(recipe.seed)
+    model.to(device)
+    dtype = autocast_dtype(device, "auto")
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    loader = DataLoader(
+        list(train),
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        collate_fn=CaptionCollator(processor, max_caption_tokens),
+        generator=torch.Generator().manual_seed(recipe.seed),
+    )
+    steps_per_epoch = math.ceil(len(loader) / recipe.grad_accum_steps)
+    total_steps = steps_per_epoch * recipe.epochs
+    optimizer = _optimizer(model, recipe)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total_steps), total_steps)
+    history: list[EpochStats] = []
+    best_epoch: int | None = None
+    best_score = -math.inf
+    task = progress.add_task("training", total=len(loader))
+    try:
+        for epoch in range(1, recipe.epochs + 1):
+            started = time.monotonic()
+            progress.reset(task, total=len(loader), description=f"epoch {epoch}/{recipe.epochs}")
+            model.train()
+            loss_sum, batches = 0.0, 0
+            for index, batch in enumerate(loader, start=1):
+                batch = {name: tensor.to(device) for name, tensor in batch.items()}
+                with _autocast(device, dtype):
+                    loss = model(**batch).loss
+                scaler.scale(loss / recipe.grad_accum_steps).backward()
+                if index % recipe.grad_accum_steps == 0 or index == len(loader):
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    schedule.step()
+                loss_sum += loss.item()
+                batches += 1
+                progress.update(
+                    task, advance=1, description=f"epoch {epoch}/{recipe.epochs} loss {loss_sum / batches:.3f}"
+                )
+            scores = None
+            if val:
+                generated = generate_captions(
+                    model, processor, val, batch_size=recipe.batch_size, num_beams=recipe.val_num_beams,
+                    max_new_tokens=recipe.val_max_new_tokens, progress=progress, description="validating",
+                )
+                scores = caption_scores(generated, [sample.caption for sample in val])
+            stats = EpochStats(epoch, loss_sum / max(batches, 1), scores, time.monotonic() - started)
+            history.append(stats)
+            improved = scores is None or scores["rougeL"] > best_score
+            if improved:
+                save_checkpoint(model, processor, checkpoint_dir)
+                best_epoch = epoch
+                best_score = scores["rougeL"] if scores else best_score
+            log.info("%s%s", _describe(stats), " (best so far, saved)" if improved else "")
+    except KeyboardInterrupt:
+        log.warning("interrupted during epoch %d; keeping the best epoch so far (%s)",
+                    len(history) + 1, best_epoch or "none")
+        return FitResult(tuple(history), best_epoch, interrupted=True)
+    finally:
+        progress.remove_task(task)
+    return FitResult(tuple(history), best_epoch, interrupted=False)
+
+
+def _describe(stats: EpochStats) -> str:
+    text = f"epoch {stats.epoch}: train loss {stats.train_loss:.4f}"
+    if stats.val:
+        text += ", val " + " ".join(f"{name} {value:.3f}" for name, value in stats.val.items())
+    return text + f" ({stats.seconds:.0f} s)"

@@ -1,0 +1,95 @@
+"""Caption quality metrics and the per-image prediction records they are computed from.
+
+A model's test metrics are a pure function of its ``predictions.jsonl``: every number in
+``metrics.json`` except ``seconds`` comes out of ``metrics_from_predictions`` so anyone can
+recompute it. ROUGE-1/2/L are rouge-score F-measures with the Porter stemmer, averaged over
+images (rouge-score lowercases and splits on non-alphanumerics, so "sill - type" and
+"sill-type" agree). BLEU is sacrebleu's corpus BLEU on its 0–100 scale with
+``lowercase=True, tokenize="intl"``: the international tokenizer splits hyphens and full
+stops the same way the BERT tokenizer spaces them in generated captions. Deformation
+precision/recall/F1 compare the deformation that ``findings.parse_caption`` reads from
+the generated caption with the label; ``retrieval_exact_match`` is the paper's raw accuracy
+(the top retrieved caption is the reference string, character for character).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import sacrebleu
+from rouge_score import rouge_scorer
+
+from insarwatch.errors import InsarwatchError
+from insarwatch.findings import parse_caption
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model said about one test image, next to what the expert wrote."""
+
+    id: str
+    reference: str
+    generated: str
+    retrieved: str
+    similarity: float
+    deformation_true: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def caption_scores(generated: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measures and corpus BLEU of generated captions against references."""
+    if len(generated) != len(references):
+        raise ValueError(f"{len(generated)} generated captions for {len(references)} references")
+    if not references:
+        raise InsarwatchError("no captions to score")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for hypothesis, reference in zip(generated, references, strict=True):
+        for name, score in scorer.score(reference, hypothesis).items():
+            totals[name] += score.fmeasure
+    scores = {name: total / len(references) for name, total in totals.items()}
+    scores["bleu"] = sacrebleu.corpus_bleu(list(generated), [list(references)], lowercase=True, tokenize="intl").score
+    return scores
+
+
+def deformation_scores(predicted: Sequence[bool], actual: Sequence[bool]) -> dict[str, float]:
+    """Precision, recall and F1 of "deformation" as the positive class (0 where undefined)."""
+    true_positive = sum(p and a for p, a in zip(predicted, actual, strict=True))
+    predicted_positive = sum(predicted)
+    actual_positive = sum(actual)
+    precision = true_positive / predicted_positive if predicted_positive else 0.0
+    recall = true_positive / actual_positive if actual_positive else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"deformation_precision": precision, "deformation_recall": recall, "deformation_f1": f1}
+
+
+def metrics_from_predictions(rows: Sequence[Prediction]) -> dict[str, float | int]:
+    """Every test metric that ``metrics.json`` holds, from the predictions alone."""
+    if not rows:
+        raise InsarwatchError("no test predictions to compute metrics from")
+    generated = [row.generated for row in rows]
+    references = [row.reference for row in rows]
+    metrics: dict[str, float | int] = dict(caption_scores(generated, references))
+    metrics["retrieval_exact_match"] = sum(row.retrieved == row.reference for row in rows) / len(rows)
+    metrics.update(
+        deformation_scores(
+            [parse_caption(text).deformation for text in generated],
+            [row.deformation_true for row in rows],
+        )
+    )
+    metrics["n_test"] = len(rows)
+    return metrics
+
+
+def write_predictions(rows: Sequence[Prediction], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row.to_dict(), ensure_ascii=False) + "\n")
+

@@ -1,0 +1,267 @@
+"""Model refresh end to end: dataset → train → index → evaluate → register.
+
+``train`` is what ``insarwatch train`` runs. It stages a new version in the model store,
+trains into its ``captioner/`` directory (best validation epoch), builds the FAISS index
+from the training split with the trained vision encoder, captions the test split exactly
+as the service will (``Captioner`` with the configured decoding, one vision pass per image
+feeding caption and retrieval), writes ``predictions.jsonl``, ``metrics.json`` and
+``train_config.json``, and registers the version. ``current`` moves only when evaluation
+succeeded, training ran to the end, and (with ``only_if_better``) test ROUGE-L is no worse
+than the current model's. ``evaluate`` recomputes the same metrics for any registered model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from rich.progress import Progress
+from transformers.utils import logging as hf_logging
+
+from insarwatch.captioner import Captioner, pick_device
+from insarwatch.config import CaptioningSettings, Settings
+from insarwatch.errors import InputError, InsarwatchError
+from insarwatch.registry import ModelStore, ModelVersion, load_bundle
+from insarwatch.retrieval import IndexRecord, RetrievalIndex
+
+from .dataset import Dataset, Sample, load_dataset, load_images
+from .factory import Preset, create_from_scratch, load_pretrained
+from .loop import FitResult, fit
+from .metrics import Prediction, metrics_from_predictions, write_predictions
+
+log = logging.getLogger(__name__)
+
+CAPTIONER_DIR = "captioner"
+
+
+class TrainingInterrupted(InsarwatchError):
+    """Ctrl-C stopped the run; ``checkpoint`` (if any) holds the best epoch so far."""
+
+    exit_code = 130
+
+    def __init__(self, checkpoint: Path | None) -> None:
+        self.checkpoint = checkpoint
+        where = f"best checkpoint so far left in {checkpoint}" if checkpoint else "no epoch had finished; nothing kept"
+        super().__init__(f"interrupted: {where}")
+
+
+class EvaluationFailed(InsarwatchError):
+    """The model trained but could not be evaluated: registered, never made current."""
+
+    def __init__(self, cause: InsarwatchError, version: ModelVersion) -> None:
+        self.exit_code = cause.exit_code
+        self.version = version
+        super().__init__(f"{cause} (evaluation failed; kept as version {version.name}, current unchanged)")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, float | int]
+    predictions: tuple[Prediction, ...]
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    version: ModelVersion
+    metrics: dict[str, float | int]
+    fit: FitResult
+    made_current: bool
+    reason: str
+
+
+def index_records(samples: Sequence[Sample]) -> list[IndexRecord]:
+    return [
+        IndexRecord(sample.caption, sample.deformation, sample.activity_type, sample.intensity, sample.id)
+        for sample in samples
+    ]
+
+
+def _chunks(samples: Sequence[Sample], size: int) -> list[Sequence[Sample]]:
+    return [samples[start:start + size] for start in range(0, len(samples), size)]
+
+
+def build_index(
+    captioner: Captioner, samples: Sequence[Sample], settings: Settings, progress: Progress
+) -> RetrievalIndex:
+    """The retrieval index of ``samples`` as ``captioner``'s vision encoder sees them."""
+    task = progress.add_task("indexing", total=len(samples))
+    embeddings = []
+    for chunk in _chunks(samples, settings.captioning.batch_size):
+        embeddings.append(captioner.embed(load_images(chunk)))
+        progress.advance(task, len(chunk))
+    progress.remove_task(task)
+    return RetrievalIndex.build(np.concatenate(embeddings), index_records(samples), settings.retrieval)
+
+
+def predict(
+    captioner: Captioner, index: RetrievalIndex, samples: Sequence[Sample], progress: Progress
+) -> list[Prediction]:
+    """Caption, embed and retrieve for each sample: what the service would say about it."""
+    task = progress.add_task("evaluating", total=len(samples))
+    rows: list[Prediction] = []
+    for chunk in _chunks(samples, captioner.settings.batch_size):
+        captions = captioner.caption(load_images(chunk))
+        neighbours = index.search(np.stack([c.embedding for c in captions]), k=1)
+        for sample, caption, found in zip(chunk, captions, neighbours, strict=True):
+            top = found[0] if found else None
+            rows.append(
+                Prediction(
+                    id=sample.id,
+                    reference=sample.caption,
+                    generated=caption.text,
+                    retrieved=top.record.caption if top else "",
+                    similarity=top.similarity if top else 0.0,
+                    deformation_true=sample.deformation,
+                )
+            )
+        progress.advance(task, len(chunk))
+    progress.remove_task(task)
+    return rows
+
+
+def _test_split(dataset: Dataset) -> tuple[Sample, ...]:
+    test = dataset.split("test")
+    if not test:
+        raise InputError(dataset.manifest, "no images in the 'test' split to evaluate on")
+    return test
+
+
+def evaluate_on(
+    captioner: Captioner, index: RetrievalIndex, dataset: Dataset, progress: Progress
+) -> Evaluation:
+    started = time.monotonic()
+    rows = predict(captioner, index, _test_split(dataset), progress)
+    metrics = metrics_from_predictions(rows)
+    metrics["seconds"] = round(time.monotonic() - started, 3)
+    return Evaluation(metrics, tuple(rows))
+
+
+def evaluate(model: str, data: Path, settings: Settings, progress: Progress) -> tuple[ModelVersion, Evaluation]:
+    """Recompute the test metrics of a registered model (a version name or a directory)."""
+    dataset = load_dataset(data)
+    _test_split(dataset)
+    version = ModelStore(settings.models_dir).resolve(model)
+    bundle = load_bundle(version, settings, require_index=True)
+    return version, evaluate_on(bundle.captioner, bundle.index, dataset, progress)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _train_config(
+    preset: Preset, dataset: Dataset, base: Path | None, result: FitResult, settings: CaptioningSettings
+) -> dict[str, Any]:
+    return {
+        "preset": preset.model_dump(),
+        "base": str(base) if base else None,
+        "dataset": str(dataset.root),
+        "samples": {split: len(dataset.split(split)) for split in ("train", "val", "test")},
+        "best_epoch": result.best_epoch,
+        "interrupted": result.interrupted,
+        "history": [asdict(stats) for stats in result.history],
+        "test_decoding": settings.model_dump(include={"num_beams", "max_new_tokens", "do_sample"}),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__},
+    }
+
+
+def _promotion(store: ModelStore, metrics: dict[str, float | int], only_if_better: bool) -> tuple[bool, str]:
+    """Whether the new version should become ``current``, and why (or why not)."""
+    current = store.current()
+    if not only_if_better or current is None:
+        return True, "evaluation succeeded"
+    previous = current.metrics()
+    if not previous or "rougeL" not in previous:
+        return True, f"current version {current.name} has no test ROUGE-L to beat"
+    if metrics["rougeL"] >= previous["rougeL"]:
+        return True, f"test ROUGE-L {metrics['rougeL']:.4f} >= {previous['rougeL']:.4f} of {current.name}"
+    return False, f"test ROUGE-L {metrics['rougeL']:.4f} < {previous['rougeL']:.4f} of current {current.name}"
+
+
+def train(
+    data: Path,
+    preset: Preset,
+    settings: Settings,
+    progress: Progress,
+    *,
+    base: Path | None = None,
+    only_if_better: bool = False,
+) -> TrainOutcome:
+    """Train, index, evaluate and register a new model version (see the module docstring)."""
+    dataset = load_dataset(data)
+    train_split, val_split = dataset.split("train"), dataset.split("val")
+    if not train_split:
+        raise InputError(dataset.manifest, "no images in the 'train' split to learn from")
+    _test_split(dataset)
+    recipe = preset.training
+    hf_logging.disable_progress_bar()
+    torch.manual_seed(recipe.seed)
+    if base is None:
+        model, processor = create_from_scratch(preset.model, [sample.caption for sample in train_split])
+    else:
+        model, processor = load_pretrained(base, settings.captioning)
+    log.info(
+        "training %s (%.1fM parameters) on %d images, validating on %d",
+        f"from {base}" if base else f"preset {preset.name} from scratch",
+        sum(p.numel() for p in model.parameters()) / 1e6, len(train_split), len(val_split),
+    )
+    store = ModelStore(settings.models_dir)
+    staged = store.stage()
+    checkpoint = staged / CAPTIONER_DIR
+    try:
+        result = fit(
+            model, processor, train_split, val_split, recipe,
+            max_caption_tokens=preset.model.max_caption_tokens,
+            device=pick_device(settings.captioning.device), checkpoint_dir=checkpoint, progress=progress,
+        )
+    except BaseException:
+        store.discard(staged)
+        raise
+    if result.best_epoch is None:
+        store.discard(staged)
+        raise TrainingInterrupted(None)
+    del model
+    try:
+        return _finish(store, staged, dataset, preset, base, result, settings, progress, only_if_better)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(checkpoint) from None
+
+
+def _finish(
+    store: ModelStore,
+    staged: Path,
+    dataset: Dataset,
+    preset: Preset,
+    base: Path | None,
+    result: FitResult,
+    settings: Settings,
+    progress: Progress,
+    only_if_better: bool,
+) -> TrainOutcome:
+    _write_json(staged / "train_config.json", _train_config(preset, dataset, base, result, settings.captioning))
+    captioner = Captioner.load(staged / CAPTIONER_DIR, settings.captioning)
+    index = build_index(captioner, dataset.split("train"), settings, progress)
+    index.save(staged)
+    try:
+        evaluation = evaluate_on(captioner, index, dataset, progress)
+    except InsarwatchError as exc:
+        raise EvaluationFailed(exc, store.register(staged, make_current=False)) from exc
+    write_predictions(evaluation.predictions, staged / "predictions.jsonl")
+    _write_json(staged / "metrics.json", evaluation.metrics)
+    if result.interrupted:
+        make_current, reason = False, "training was interrupted"
+    else:
+        make_current, reason = _promotion(store, evaluation.metrics, only_if_better)
+    version = store.register(staged, make_current=make_current)
+    return TrainOutcome(version, evaluation.metrics, result, make_current, reason)
+

@@ -3,7 +3,9 @@ dry run works and changes nothing."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import tomllib
 import typing
 from pathlib import Path
@@ -15,6 +17,7 @@ from insarwatch.config import Settings, load_settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 EXAMPLE = DEPLOY / "insarwatch.toml"
+INSTALL = DEPLOY / "install.sh"
 # A commented-out setting is "#" directly followed by a key or a table header; "# text" is prose.
 SETTING = re.compile(r"^#(?=[A-Za-z_\[])", re.MULTILINE)
 
@@ -68,3 +71,81 @@ def test_the_key_check_notices_a_missing_key_and_a_wrong_default() -> None:
     values["batch"]["size"] = 99
     assert _missing_or_wrong(Settings.model_validate(values), values) == [
         "watch.settle_seconds: missing", "batch.size: shows 99, default is 16"]
+
+
+# -- install.sh --------------------------------------------------------------------------
+
+
+def _install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(INSTALL), "--root", str(root), *args], capture_output=True, text=True)
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int, int, bytes]]:
+    """Every path under ``root`` with its mode, owner, group and (for files) content."""
+    return {
+        str(path.relative_to(root)): (
+            path.lstat().st_mode, path.lstat().st_uid, path.lstat().st_gid,
+            path.read_bytes() if path.is_file() and not path.is_symlink() else b"",
+        )
+        for path in sorted(root.rglob("*"))
+    }
+
+
+def _empty_root(tmp_path: Path) -> Path:
+    """A target root with the user database useradd --root expects."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    for name in ("passwd", "group", "shadow", "gshadow"):
+        (root / "etc" / name).write_text("")
+    return root
+
+
+def test_dry_run_says_what_it_would_do_and_changes_nothing(tmp_path: Path) -> None:
+    root = _empty_root(tmp_path)
+    before = _tree(root)
+    result = _install(root, "--dry-run", "--drop-dir", "/data/licsar",
+                      "--torch", "torch --index-url https://download.pytorch.org/whl/cpu")
+    assert result.returncode == 0, result.stderr
+    assert _tree(root) == before
+    lines = result.stdout.splitlines()
+    assert lines[-1].startswith("dry run:") and lines[-1].endswith("nothing was changed")
+    would = "\n".join(line for line in lines if line.startswith("would: "))
+    assert "useradd --system" in would and f"--root {root} insarwatch" in would
+    for path in ("/var/lib/insarwatch", "/etc/insarwatch/insarwatch.toml", "/data/licsar",
+                 "/etc/systemd/system/insarwatch.service", "/etc/systemd/system/insarwatch-train.timer",
+                 "/etc/systemd/system/insarwatch.service.d/drop-dir.conf", "/opt/insarwatch/venv"):
+        assert f"{root}{path}" in would, path
+    assert "pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu" in would
+    assert "enable insarwatch.service" in would and "enable insarwatch-train.timer" in would
+
+
+def test_bad_options_are_refused_with_exit_code_2(tmp_path: Path) -> None:
+    result = _install(tmp_path, "--dry-run", "--drop-dir", "relative/dir")
+    assert (result.returncode, result.stderr.strip()) == (
+        2, 'install.sh: --drop-dir must be an absolute path without | " or \\: relative/dir')
+    assert _install(tmp_path, "--frobnicate").returncode == 2
+
+
+def test_install_into_a_root_then_again_changes_nothing(tmp_path: Path) -> None:
+    assert os.geteuid() == 0, "installing creates a user and chowns: the tests run as root"
+    root = _empty_root(tmp_path)
+    first = _install(root, "--skip-venv", "--drop-dir", "/data/licsar")
+    assert first.returncode == 0, first.stdout + first.stderr
+    uid = int((root / "etc/passwd").read_text().split(":")[2])
+    state = (root / "var/lib/insarwatch").stat()
+    assert (state.st_uid, oct(state.st_mode & 0o777)) == (uid, "0o750")
+    assert (root / "data/licsar").is_dir()
+    assert load_settings(root / "etc/insarwatch/insarwatch.toml", environ={}).drop_dir == Path("/data/licsar")
+    dropin = (root / "etc/systemd/system/insarwatch.service.d/drop-dir.conf").read_text()
+    assert "ReadOnlyPaths=\nReadOnlyPaths=/data/licsar" in dropin
+    assert (root / "etc/systemd/system/multi-user.target.wants/insarwatch.service").is_symlink()
+    assert (root / "etc/systemd/system/timers.target.wants/insarwatch-train.timer").is_symlink()
+
+    site_config = root / "etc/insarwatch/insarwatch.toml"
+    site_config.write_text('drop_dir = "/data/licsar"\n[batch]\nsize = 4\n')
+    installed = _tree(root)
+    again = _install(root, "--skip-venv", "--drop-dir", "/data/licsar")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "done: 0 change(s)" in again.stdout
+    assert _tree(root) == installed  # the site's configuration included
+    assert "nothing was changed" in _install(root, "--dry-run", "--skip-venv", "--drop-dir", "/data/licsar").stdout

@@ -94,19 +94,19 @@ def status(
     database yet every count is zero.
     """
     import json
-    import os
     from datetime import datetime, timezone
 
     from rich.console import Console
     from rich.table import Table
 
+    from .registry import ModelStore
     from .store import read_status
 
     settings = settings_of(ctx)
-    current = settings.models_dir / "current"
+    current = ModelStore(settings.models_dir).current()
     summary = {
         **read_status(settings.state_db, datetime.now(timezone.utc)),
-        "model_version": Path(os.readlink(current)).name if current.is_symlink() else None,
+        "model_version": current.name if current else None,
     }
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

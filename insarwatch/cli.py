@@ -333,3 +333,85 @@ def prepare(
     splits.add_column("total", justify="right")
     splits.add_row(*(str(count) for count in result.splits.values()), str(sum(result.splits.values())))
     out_console.print(splits)
+
+
+@command(examples=[
+    "insarwatch caption 124D_04854_171313/interferograms/20201009_20201021/20201009_20201021.geo.diff.png",
+    "insarwatch caption patches/*.png --json > captions.jsonl",
+    "insarwatch caption tile.png --model 20261123T221500Z",
+    "insarwatch caption tile.png --model ./blip-image-captioning-base",
+])
+def caption(
+    ctx: typer.Context,
+    images: Annotated[list[Path], typer.Argument(help="PNG interferograms (whole frames are tiled) or patches.")],
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="Model version, 'current', or a model directory (a bare captioner: no neighbours).",
+    )] = "current",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per tile instead of a table.")] = False,
+) -> None:
+    """Caption PNG interferograms with BLIP and show the most similar expert-captioned examples.
+
+    Frames are cut into imaging.tile_size tiles; each tile gets a caption and its
+    retrieval.k nearest neighbours from the model's FAISS index. An image that cannot be
+    decoded is reported on one line and skipped; the exit code is then 2.
+    """
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .errors import InputError
+    from .imaging import decode_png, tile, to_rgb
+    from .registry import ModelStore, load_bundle
+
+    settings = settings_of(ctx)
+    bundle = load_bundle(ModelStore(settings.models_dir).resolve(model), settings)
+    failed = 0
+    tiles = []
+    for path in images:
+        try:
+            rgb = to_rgb(decode_png(path, settings.imaging.max_pixels), settings.imaging.rgba_policy, path)
+        except InputError as exc:
+            console.stderr.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            failed += 1
+            continue
+        tiles += [(path, piece) for piece in tile(rgb, settings.imaging.tile_size, settings.imaging.tile_stride)]
+
+    described = []
+    with console.progress(transient=True) as bar:
+        task = bar.add_task(f"captioning with {bundle.version.name}", total=len(tiles))
+        for batch in bundle.describe_batches([piece.pixels for _, piece in tiles], settings.retrieval.k):
+            described += batch
+            bar.advance(task, len(batch))
+
+    rows = [
+        {
+            "image": str(path),
+            "tile": piece.index,
+            "box": list(piece.box),
+            "caption": item.caption.text,
+            "retrieved": item.caption.retrieved,
+            "neighbours": [
+                {"similarity": round(n.similarity, 4), "caption": n.record.caption, "source": n.record.source,
+                 "deformation": n.record.deformation}
+                for n in item.neighbours
+            ],
+        }
+        for (path, piece), item in zip(tiles, described, strict=True)
+    ]
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row, ensure_ascii=False))
+    elif rows:
+        table = Table(title=f"captions by model {bundle.version.name}", show_lines=True)
+        for name in ("image", "tile", "box", "caption", "nearest examples (similarity, source)"):
+            table.add_column(name, overflow="fold")
+        for row in rows:
+            nearest = "\n".join(f"{n['similarity']:.3f} {n['source']}: {n['caption']}" for n in row["neighbours"])
+            text = row["caption"] + (" (retrieved)" if row["retrieved"] else "")
+            table.add_row(Path(row["image"]).name, str(row["tile"]), ",".join(map(str, row["box"])), text,
+                          nearest or "no index")
+        Console().print(table)
+    if failed:
+        console.stderr.print(f"{failed} of {len(images)} images could not be captioned")
+        raise typer.Exit(2)

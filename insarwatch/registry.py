@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,7 +91,11 @@ class Bundle:
     index: RetrievalIndex | None
 
     def describe(self, images: Sequence[TileImage], k: int) -> list[Described]:
-        """Caption ``images`` and find each one's ``k`` nearest indexed examples.
+        """Caption ``images`` and find each one's ``k`` nearest indexed examples."""
+        return [item for batch in self.describe_batches(images, k) for item in batch]
+
+    def describe_batches(self, images: Sequence[TileImage], k: int) -> Iterator[list[Described]]:
+        """``describe``, one model batch at a time (for progress bars and streaming).
 
         One vision pass per batch feeds the search and the decoder. With
         ``captioning.triage.enabled`` the decoder only runs for tiles that are not
@@ -103,15 +107,17 @@ class Bundle:
         triage = self.captioner.settings.triage
         use_triage = triage.enabled and self.index is not None
         wanted = max(k, triage.min_neighbours) if use_triage else k
-        described: list[Described] = []
         for vision in self.captioner.encode(images):
             found = self.index.search(vision.embeddings, wanted) if self.index else [[] for _ in range(len(vision))]
             quiet = [use_triage and confidently_quiet(row, triage) for row in found]
             generated = iter(self.captioner.describe(vision, [i for i, q in enumerate(quiet) if not q]))
-            for embedding, row, retrieved in zip(vision.embeddings, found, quiet, strict=True):
-                text = row[0].record.caption if retrieved else next(generated)
-                described.append(Described(Caption(text, embedding, retrieved), tuple(row[:k])))
-        return described
+            yield [
+                Described(
+                    Caption(row[0].record.caption if retrieved else next(generated), embedding, retrieved),
+                    tuple(row[:k]),
+                )
+                for embedding, row, retrieved in zip(vision.embeddings, found, quiet, strict=True)
+            ]
 
 
 def _fsync_dir(directory: Path) -> None:

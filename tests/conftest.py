@@ -4,26 +4,43 @@ The model has BLIP's exact architecture at toy size (64 px input, 16 px patches,
 32-wide layers per tower, a WordPiece vocabulary of ~150 entries learnt from a few expert
 captions), so loading, preprocessing, the vision pass and beam search all run the real
 transformers code in milliseconds. ``tiny_blip_dir`` is built once per session; use
-``build_tiny_blip`` for a variant (another image size, a tokenizer that does not fit).
+``tiny_blip_builder`` for a variant (another image size, a tokenizer that does not fit).
+``tiny_var_dir`` is an installation whose current model is that captioner plus a FAISS
+index of six expert-captioned tiles (``tiny_index_images``/``TINY_RECORDS``), for tests of
+anything that loads a model version; ``tiny_version_stager`` stages more versions.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-TINY_CAPTIONS = (
-    "A dyke - type deformation pattern of high intensity can be detected on the top side of the image.",
-    "A mogi - type deformation pattern of low intensity can be detected in the center of the image.",
-    "A sill - type deformation pattern of medium intensity can be detected on the bottom side of the image.",
-    "Turbulent mixing effect can be detected on the top, right and bottom side.",
-    "Stratification effect can be detected on the left side. No deformation activity can be detected.",
+from insarwatch.registry import ModelStore
+
+# (caption, deformation, activity types, intensities): the tiny index's expert records.
+# Even positions deform and odd ones do not, which tests rely on.
+TINY_RECORDS = (
+    ("A dyke - type deformation pattern of high intensity can be detected on the top side of the image.",
+     True, ("Dyke",), ("High",)),
+    ("No deformation activity can be detected.", False, (), ()),
+    ("A mogi - type deformation pattern of low intensity can be detected in the center of the image.",
+     True, ("Mogi",), ("Low",)),
+    ("Stratification effect can be detected on the left side. No deformation activity can be detected.",
+     False, (), ()),
+    ("A sill - type deformation pattern of medium intensity can be detected on the bottom side of the image.",
+     True, ("Sill",), ("Medium",)),
+    ("Turbulent mixing effect can be detected on the top, right and bottom side. "
+     "No deformation activity can be detected.", False, (), ()),
+)
+TINY_CAPTIONS = tuple(caption for caption, *_ in TINY_RECORDS) + (
     "An earthquake - type deformation pattern can be detected on the right side of the image.",
     "A spheroid - type deformation pattern of low intensity can be detected on the left side of the image.",
-    "No deformation activity can be detected.",
 )
 TINY_IMAGE_SIZE = 64
 
@@ -96,3 +113,55 @@ def tiny_blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_blip_builder() -> Callable[..., Path]:
     return build_tiny_blip
+
+
+def tiny_index_images() -> list[np.ndarray]:
+    """The tiles the tiny index is built from: ``TINY_RECORDS[i]`` describes image ``i``."""
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in TINY_RECORDS]
+
+
+def stage_tiny_version(store: ModelStore, captioner_dir: Path, *, index_dim: int | None = None,
+                       metrics: dict[str, Any] | None = None) -> Path:
+    """A staged version laid out as training writes it: ``captioner/``, index, metrics.
+
+    The index holds the captioner's own embeddings of ``tiny_index_images()`` (or random
+    vectors of ``index_dim``, an index built by some other model).
+    """
+    from insarwatch.captioner import Captioner
+    from insarwatch.config import CaptioningSettings, RetrievalSettings
+    from insarwatch.retrieval import IndexRecord, RetrievalIndex
+
+    staged = store.stage()
+    shutil.copytree(captioner_dir, staged / "captioner")
+    if index_dim is None:
+        embeddings = Captioner.load(staged / "captioner", CaptioningSettings()).embed(tiny_index_images())
+    else:
+        embeddings = np.random.default_rng(1).normal(size=(len(TINY_RECORDS), index_dim)).astype(np.float32)
+    records = [
+        IndexRecord(caption, deformation, activity, intensity, f"img{i}")
+        for i, (caption, deformation, activity, intensity) in enumerate(TINY_RECORDS)
+    ]
+    RetrievalIndex.build(embeddings, records, RetrievalSettings()).save(staged)
+    (staged / "metrics.json").write_text(json.dumps(metrics or {"rougeL": 0.7}), encoding="utf-8")
+    return staged
+
+
+@pytest.fixture(scope="session")
+def tiny_index_tiles() -> list[np.ndarray]:
+    return tiny_index_images()
+
+
+@pytest.fixture(scope="session")
+def tiny_version_stager() -> Callable[..., Path]:
+    """``stage_tiny_version(store, captioner_dir, index_dim=None, metrics=None) -> staged dir``."""
+    return stage_tiny_version
+
+
+@pytest.fixture
+def tiny_var_dir(tmp_path: Path, tiny_blip_dir: Path) -> Path:
+    """A ``var_dir`` whose ``models/current`` is a registered tiny version with its index."""
+    var_dir = tmp_path / "var"
+    store = ModelStore(var_dir / "models")
+    store.register(stage_tiny_version(store, tiny_blip_dir), make_current=True)
+    return var_dir

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from insarwatch.captioner import Captioner
 from insarwatch.config import Settings
 from insarwatch.errors import InputError, InsarwatchError
 from insarwatch.registry import ModelStore, ModelVersion, load_bundle
-from insarwatch.retrieval import INDEX_FILE, IndexRecord, RetrievalIndex
+from insarwatch.retrieval import INDEX_FILE
 
 T0 = datetime(2026, 11, 23, 22, 15, 0, tzinfo=timezone.utc)
 SETTINGS = Settings(captioning={"max_new_tokens": 8, "batch_size": 4})
@@ -29,22 +26,6 @@ class Clock:
         return self.now
 
 
-def stage_version(store: ModelStore, tiny_blip_dir: Path, *, index_dim: int | None = None, rougeL: float = 0.7) -> Path:
-    """A staged version as training writes it: captioner, index of its own embeddings, metrics."""
-    staged = store.stage()
-    shutil.copytree(tiny_blip_dir, staged / "captioner")
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(6)]
-    if index_dim is None:
-        embeddings = Captioner.load(staged / "captioner", SETTINGS.captioning).embed(images)
-    else:
-        embeddings = rng.normal(size=(6, index_dim)).astype(np.float32)
-    records = [IndexRecord(f"caption {i}", i % 2 == 0, (), (), f"img{i}") for i in range(6)]
-    RetrievalIndex.build(embeddings, records, SETTINGS.retrieval).save(staged)
-    (staged / "metrics.json").write_text(json.dumps({"rougeL": rougeL}), encoding="utf-8")
-    return staged
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> ModelStore:
     return ModelStore(tmp_path / "var" / "models", clock=Clock(T0))
@@ -56,21 +37,21 @@ def test_stage_gives_a_private_directory_inside_the_store(store) -> None:
     assert store.versions() == [] and store.current() is None
 
 
-def test_current_moves_only_when_asked(tmp_path, tiny_blip_dir) -> None:
+def test_current_moves_only_when_asked(tmp_path, tiny_blip_dir, tiny_version_stager) -> None:
     clock = Clock(T0)
     store = ModelStore(tmp_path / "models", clock=clock)
-    first = store.register(stage_version(store, tiny_blip_dir), make_current=True)
+    first = store.register(tiny_version_stager(store, tiny_blip_dir), make_current=True)
     assert first.name == "20261123T221500Z"
     assert store.current() == first
     assert os.readlink(store.current_link) == first.name  # relative: the var dir can move
 
     clock.now = T0 + timedelta(hours=1)
-    failed_evaluation = store.register(stage_version(store, tiny_blip_dir, rougeL=0.1), make_current=False)
+    failed_evaluation = store.register(tiny_version_stager(store, tiny_blip_dir, metrics={"rougeL": 0.1}), make_current=False)
     assert store.current() == first
     assert [v.name for v in store.versions()] == [first.name, failed_evaluation.name]
 
     clock.now = T0 + timedelta(hours=2)
-    better = store.register(stage_version(store, tiny_blip_dir, rougeL=0.9), make_current=True)
+    better = store.register(tiny_version_stager(store, tiny_blip_dir, metrics={"rougeL": 0.9}), make_current=True)
     assert store.current() == better and better.metrics() == {"rougeL": 0.9}
     assert sorted(p.name for p in store.models_dir.iterdir()) == sorted(
         [first.name, failed_evaluation.name, better.name, "current"]
@@ -87,8 +68,8 @@ def test_versions_registered_in_the_same_second_get_distinct_ordered_names(store
     assert [v.name for v in store.versions()] == names  # -10 sorts after -9
 
 
-def test_resolve_accepts_a_name_current_or_a_directory(store, tiny_blip_dir) -> None:
-    version = store.register(stage_version(store, tiny_blip_dir), make_current=True)
+def test_resolve_accepts_a_name_current_or_a_directory(store, tiny_blip_dir, tiny_version_stager) -> None:
+    version = store.register(tiny_version_stager(store, tiny_blip_dir), make_current=True)
     assert store.resolve(version.name) == version
     assert store.resolve("current") == version
     by_path = store.resolve(str(version.path))
@@ -107,8 +88,8 @@ def test_resolve_refuses_unknown_names_and_an_empty_store(store, tmp_path) -> No
         store.resolve(tmp_path / "nowhere")
 
 
-def test_a_dangling_current_link_is_an_input_error(store, tiny_blip_dir) -> None:
-    version = store.register(stage_version(store, tiny_blip_dir), make_current=True)
+def test_a_dangling_current_link_is_an_input_error(store, tiny_blip_dir, tiny_version_stager) -> None:
+    version = store.register(tiny_version_stager(store, tiny_blip_dir), make_current=True)
     shutil.rmtree(version.path)
     with pytest.raises(InputError) as error:
         store.current()
@@ -140,19 +121,24 @@ def test_corrupt_metrics_are_an_input_error(tmp_path) -> None:
     assert ModelVersion("v", tmp_path / "absent").metrics() == {}
 
 
-def test_load_bundle_gives_a_captioner_and_an_index_that_fit(store, tiny_blip_dir) -> None:
-    version = store.register(stage_version(store, tiny_blip_dir), make_current=True)
+@pytest.fixture
+def registered(store, tiny_blip_dir, tiny_version_stager) -> ModelVersion:
+    """The store's current version: the tiny captioner with an index of its own embeddings."""
+    return store.register(tiny_version_stager(store, tiny_blip_dir), make_current=True)
+
+
+def test_load_bundle_gives_a_captioner_and_an_index_that_fit(store, registered, tiny_index_tiles) -> None:
     bundle = load_bundle(store.resolve("current"), SETTINGS)
-    assert bundle.version == version and bundle.index is not None
+    assert bundle.version == registered and bundle.index is not None
     assert bundle.index.dim == bundle.captioner.embedding_dim and len(bundle.index) == 6
 
-    (caption,) = bundle.captioner.caption([np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)])
+    (caption,) = bundle.captioner.caption(tiny_index_tiles[:1])
     (neighbours,) = bundle.index.search(caption.embedding[None], SETTINGS.retrieval.k)
     assert neighbours[0].record.source == "img0" and neighbours[0].similarity == pytest.approx(1.0, abs=1e-5)
 
 
-def test_load_bundle_refuses_an_index_built_by_another_model(store, tiny_blip_dir) -> None:
-    version = store.register(stage_version(store, tiny_blip_dir, index_dim=48), make_current=True)
+def test_load_bundle_refuses_an_index_built_by_another_model(store, tiny_blip_dir, tiny_version_stager) -> None:
+    version = store.register(tiny_version_stager(store, tiny_blip_dir, index_dim=48), make_current=True)
     with pytest.raises(InputError) as error:
         load_bundle(version, SETTINGS)
     assert error.value.path == str(version.path / INDEX_FILE) and "another model" in error.value.reason
@@ -165,25 +151,19 @@ def test_load_bundle_of_a_bare_captioner_has_no_index_unless_required(tiny_blip_
         load_bundle(bare, SETTINGS, require_index=True)
 
 
-def test_load_bundle_of_a_version_without_its_captioner_names_the_directory(store, tiny_blip_dir) -> None:
-    version = store.register(stage_version(store, tiny_blip_dir), make_current=True)
-    (version.captioner_dir / "model.safetensors").write_bytes(b"")
+def test_load_bundle_of_a_version_with_a_broken_captioner_names_the_directory(registered) -> None:
+    (registered.captioner_dir / "model.safetensors").write_bytes(b"")
     with pytest.raises(InputError) as error:
-        load_bundle(version, SETTINGS)
-    assert error.value.path.startswith(str(version.captioner_dir))
-    shutil.rmtree(version.captioner_dir)
+        load_bundle(registered, SETTINGS)
+    assert error.value.path.startswith(str(registered.captioner_dir))
+    shutil.rmtree(registered.captioner_dir)
     with pytest.raises(InputError, match="does not exist"):
-        load_bundle(version, SETTINGS)
+        load_bundle(registered, SETTINGS)
 
 
-def indexed_images() -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(6)]
-
-
-def test_describe_captions_each_tile_once_and_attaches_its_neighbours(store, tiny_blip_dir) -> None:
-    bundle = load_bundle(store.register(stage_version(store, tiny_blip_dir), make_current=True), SETTINGS)
-    images = indexed_images()[:5]
+def test_describe_captions_each_tile_once_and_attaches_its_neighbours(registered, tiny_index_tiles) -> None:
+    bundle = load_bundle(registered, SETTINGS)
+    images = tiny_index_tiles[:5]
     calls: list[int] = []
     hook = bundle.captioner.model.vision_model.register_forward_hook(lambda *_: calls.append(1))
     described = bundle.describe(images, k=3)
@@ -198,20 +178,20 @@ def test_describe_captions_each_tile_once_and_attaches_its_neighbours(store, tin
         assert similarities == sorted(similarities, reverse=True)
 
 
-def test_triage_copies_the_caption_of_confidently_quiet_tiles_without_decoding(store, tiny_blip_dir) -> None:
-    version = store.register(stage_version(store, tiny_blip_dir), make_current=True)
-    triage = Settings(captioning={**SETTINGS.captioning.model_dump(), "triage": {
-        "enabled": True, "min_similarity": 0.999, "min_neighbours": 1}})
-    bundle = load_bundle(version, triage)
-    images = indexed_images()  # img0, img2, img4 are indexed as deforming; img1, img3, img5 as quiet
+def test_triage_copies_the_caption_of_confidently_quiet_tiles_without_decoding(registered, tiny_index_tiles) -> None:
+    triage = {"enabled": True, "min_similarity": 0.999, "min_neighbours": 1}
+    settings = Settings(captioning={**SETTINGS.captioning.model_dump(), "triage": triage})
+    bundle = load_bundle(registered, settings)
+    images = tiny_index_tiles  # indexed as deforming at even positions, quiet at odd ones
+    quiet = [bundle.index.records[i].caption for i in (1, 3)]
     decoder_calls: list[int] = []
     hook = bundle.captioner.model.text_decoder.register_forward_hook(lambda *_: decoder_calls.append(1))
     quiet_only = bundle.describe([images[1], images[3]], k=2)
     assert decoder_calls == []
-    described = bundle.describe(images[:2], k=2)
+    mixed = bundle.describe(images[:2], k=2)
     hook.remove()
 
-    assert [(d.caption.text, d.caption.retrieved) for d in quiet_only] == [("caption 1", True), ("caption 3", True)]
-    assert (described[1].caption.text, described[1].caption.retrieved) == ("caption 1", True)
-    assert not described[0].caption.retrieved and decoder_calls
-    assert described[0].caption.text == bundle.captioner.caption([images[0]])[0].text
+    assert [(d.caption.text, d.caption.retrieved) for d in quiet_only] == [(quiet[0], True), (quiet[1], True)]
+    assert (mixed[1].caption.text, mixed[1].caption.retrieved) == (quiet[0], True)
+    assert not mixed[0].caption.retrieved and decoder_calls
+    assert mixed[0].caption.text == bundle.captioner.caption(images[:1])[0].text

@@ -30,7 +30,7 @@ from transformers.utils import logging as hf_logging
 from insarwatch.captioner import Captioner, pick_device
 from insarwatch.config import CaptioningSettings, Settings
 from insarwatch.errors import InputError, InsarwatchError
-from insarwatch.registry import ModelStore, ModelVersion, load_bundle
+from insarwatch.registry import Bundle, ModelStore, ModelVersion, load_bundle
 from insarwatch.retrieval import IndexRecord, RetrievalIndex
 
 from .dataset import Dataset, Sample, load_dataset, load_images
@@ -102,30 +102,32 @@ def build_index(
     return RetrievalIndex.build(np.concatenate(embeddings), index_records(samples), settings.retrieval)
 
 
-def predict(
-    captioner: Captioner, index: RetrievalIndex, samples: Sequence[Sample], progress: Progress
-) -> list[Prediction]:
-    """Caption, embed and retrieve for each sample: what the service would say about it."""
+def predict(bundle: Bundle, samples: Sequence[Sample], progress: Progress) -> list[Prediction]:
+    """Caption, embed and retrieve for each sample, through the service's own path."""
     task = progress.add_task("evaluating", total=len(samples))
-    rows: list[Prediction] = []
-    for chunk in _chunks(samples, captioner.settings.batch_size):
-        captions = captioner.caption(load_images(chunk))
-        neighbours = index.search(np.stack([c.embedding for c in captions]), k=1)
-        for sample, caption, found in zip(chunk, captions, neighbours, strict=True):
-            top = found[0] if found else None
-            rows.append(
-                Prediction(
-                    id=sample.id,
-                    reference=sample.caption,
-                    generated=caption.text,
-                    retrieved=top.record.caption if top else "",
-                    similarity=top.similarity if top else 0.0,
-                    deformation_true=sample.deformation,
-                )
-            )
-        progress.advance(task, len(chunk))
+    described = []
+    for batch in bundle.describe_batches(load_images(samples), k=1):
+        described.extend(batch)
+        progress.advance(task, len(batch))
     progress.remove_task(task)
-    return rows
+    return [
+        Prediction(
+            id=sample.id,
+            reference=sample.caption,
+            generated=item.caption.text,
+            retrieved=item.neighbours[0].record.caption if item.neighbours else "",
+            similarity=item.neighbours[0].similarity if item.neighbours else 0.0,
+            deformation_true=sample.deformation,
+        )
+        for sample, item in zip(samples, described, strict=True)
+    ]
+
+
+def evaluation_settings(settings: Settings) -> Settings:
+    """``settings`` with triage off: evaluation scores what the model writes for every image."""
+    triage = settings.captioning.triage.model_copy(update={"enabled": False})
+    captioning = settings.captioning.model_copy(update={"triage": triage})
+    return settings.model_copy(update={"captioning": captioning})
 
 
 def _test_split(dataset: Dataset) -> tuple[Sample, ...]:
@@ -135,11 +137,9 @@ def _test_split(dataset: Dataset) -> tuple[Sample, ...]:
     return test
 
 
-def evaluate_on(
-    captioner: Captioner, index: RetrievalIndex, dataset: Dataset, progress: Progress
-) -> Evaluation:
+def evaluate_on(bundle: Bundle, dataset: Dataset, progress: Progress) -> Evaluation:
     started = time.monotonic()
-    rows = predict(captioner, index, _test_split(dataset), progress)
+    rows = predict(bundle, _test_split(dataset), progress)
     metrics = metrics_from_predictions(rows)
     metrics["seconds"] = round(time.monotonic() - started, 3)
     return Evaluation(metrics, tuple(rows))
@@ -150,8 +150,8 @@ def evaluate(model: str, data: Path, settings: Settings, progress: Progress) -> 
     dataset = load_dataset(data)
     _test_split(dataset)
     version = ModelStore(settings.models_dir).resolve(model)
-    bundle = load_bundle(version, settings, require_index=True)
-    return version, evaluate_on(bundle.captioner, bundle.index, dataset, progress)
+    bundle = load_bundle(version, evaluation_settings(settings), require_index=True)
+    return version, evaluate_on(bundle, dataset, progress)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -249,11 +249,12 @@ def _finish(
     only_if_better: bool,
 ) -> TrainOutcome:
     _write_json(staged / "train_config.json", _train_config(preset, dataset, base, result, settings.captioning))
+    settings = evaluation_settings(settings)
     captioner = Captioner.load(staged / CAPTIONER_DIR, settings.captioning)
     index = build_index(captioner, dataset.split("train"), settings, progress)
     index.save(staged)
     try:
-        evaluation = evaluate_on(captioner, index, dataset, progress)
+        evaluation = evaluate_on(Bundle(ModelVersion(staged.name, staged), captioner, index), dataset, progress)
     except InsarwatchError as exc:
         raise EvaluationFailed(exc, store.register(staged, make_current=False)) from exc
     write_predictions(evaluation.predictions, staged / "predictions.jsonl")

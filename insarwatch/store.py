@@ -313,18 +313,26 @@ class Store:
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Group calls into one transaction; nested use joins the outer one."""
+    def transaction(self, write: bool = True) -> Iterator[None]:
+        """Group calls into one transaction. A nested one is a savepoint: when it fails it
+        is undone on its own, and the outer transaction may carry on."""
         with self._lock:
             if self._depth:
+                name = f"nested_{self._depth}"
+                self._db.execute(f"SAVEPOINT {name}")
                 self._depth += 1
                 try:
                     yield
+                except BaseException:
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    raise
                 finally:
                     self._depth -= 1
+                    self._db.execute(f"RELEASE {name}")
                 return
-            # IMMEDIATE takes the write lock up front, so two writers never deadlock on an upgrade.
-            self._db.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
+            # IMMEDIATE takes the write lock up front, so two writers never deadlock upgrading
+            # a read lock; a read-only snapshot needs no lock at all under WAL.
+            self._db.execute("BEGIN IMMEDIATE" if write and not self.readonly else "BEGIN")
             self._depth = 1
             try:
                 yield
@@ -337,11 +345,11 @@ class Store:
                 self._depth = 0
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self.transaction():
+        with self._lock:
             return self._db.execute(sql, params).fetchall()
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        with self.transaction():
+        with self._lock:
             return self._db.execute(sql, params).fetchone()
 
     # -- outbox -----------------------------------------------------------------------
@@ -641,7 +649,7 @@ class Store:
 
     def status_summary(self, now: datetime) -> dict[str, Any]:
         """One consistent snapshot for ``insarwatch status``, the systemd STATUS line and the digest."""
-        with self.transaction():
+        with self.transaction(write=False):
             counts = self.counts()
             alerts_total, alerts_7d = self._db.execute(
                 "SELECT count(*), count(*) FILTER (WHERE created >= ?) FROM alerts",
@@ -679,7 +687,7 @@ class Store:
         def entry(frame: str | None) -> dict[str, Any]:
             return per_frame.setdefault(frame, {"rejected": {}, "alert_keys": []})
 
-        with self.transaction():
+        with self.transaction(write=False):
             for row in self._db.execute(
                 "SELECT frame, count(*) AS n FROM interferograms WHERE received_at >= ? AND received_at < ?"
                 " GROUP BY frame", window,

@@ -309,6 +309,20 @@ def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> None:
             assert view.pending_deliveries() == 0
 
 
+def test_a_failed_step_inside_a_batch_is_undone_alone(store: Store) -> None:
+    done, stale = _queued(store, 1, 2)
+    store.claim(2, T0)
+    store.reject(stale, "coherence", T0)  # another worker got there first
+    with store.transaction():
+        assert store.complete(done, _tiles(), "v1", "alert", T0, _alert(done), TARGETS) is True
+        with pytest.raises(StaleTransition), store.transaction():
+            store.record_alert(_alert(stale), TARGETS)
+            store.finish(stale, "alert", "v1", T0)
+    assert store.get(done).state == "done" and store.get(stale).state == "rejected"
+    assert store.results_for(stale, "v1") == [] and store.deliveries_for(_alert(stale).key) == []
+    assert [a.key for a in store.alerts(T0, T0 + timedelta(days=1))] == [_alert(done).key]
+
+
 def _run_and_kill(path: Path, commit: bool) -> None:
     """Complete an interferogram in a child process that SIGKILLs itself before or after the commit."""
     script = textwrap.dedent(f"""

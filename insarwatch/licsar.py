@@ -137,36 +137,56 @@ def interferogram_from_path(path: Path, drop_dir: Path) -> Interferogram:
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, list[str], Unrecognised | None]]:
-    """``os.walk`` that follows symlinked directories only while they stay inside ``root``."""
-    seen: set[str] = set()
+    """``os.walk`` that follows symlinked directories only while they stay inside ``root``.
+
+    A directory whose real path is one of its own ancestors' (a symlink loop) is not
+    entered again; two symlinks to the same directory are both walked, and ``discover``
+    keeps one result per real file.
+    """
+    root_path = Path(root)
     for current, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(current)
         current_path = Path(current)
-        if not is_inside(current_path, root):
+        if not is_inside(current_path, root_path):
             dirs[:] = []
             yield current_path, [], Unrecognised(current_path, "symlink leads outside the drop directory; refused")
             continue
-        if real in seen:
+        ancestors = current_path.relative_to(root_path).parents
+        if os.path.realpath(current) in {os.path.realpath(root_path / ancestor) for ancestor in ancestors}:
             dirs[:] = []
             continue
-        seen.add(real)
         dirs.sort()
         yield current_path, sorted(files), None
 
 
+def _classify(path: Path, drop_dir: Path) -> Interferogram | Unrecognised | None:
+    name = path.name
+    if name.endswith(DIFF_SUFFIX):
+        try:
+            return interferogram_from_path(path, drop_dir)
+        except InputError as exc:
+            return Unrecognised(path, exc.reason)
+    if name.endswith(".png") and not name.endswith(SIBLING_SUFFIXES):
+        return Unrecognised(path, "PNG that is not a LiCSAR product (expected *.geo.diff.png)")
+    return None
+
+
 def discover(drop_dir: Path) -> Iterator[Interferogram | Unrecognised]:
-    """Every interferogram under ``drop_dir`` and every product-like file that does not fit."""
+    """Every interferogram under ``drop_dir`` and every product-like file that does not fit.
+
+    A file reachable by several paths (through symlinked directories) is reported once:
+    through the first path that fits the layout, else as the first path that does not.
+    Which directory the walk reaches first must not decide whether a product is found.
+    """
     drop_dir = Path(drop_dir)
+    by_file: dict[str, list[Interferogram | Unrecognised]] = {}
     for current, files, refused in _walk(drop_dir):
         if refused is not None:
             yield refused
             continue
         for name in files:
-            path = current / name
-            if name.endswith(DIFF_SUFFIX):
-                try:
-                    yield interferogram_from_path(path, drop_dir)
-                except InputError as exc:
-                    yield Unrecognised(path, exc.reason)
-            elif name.endswith(".png") and not name.endswith(SIBLING_SUFFIXES):
-                yield Unrecognised(path, "PNG that is not a LiCSAR product (expected *.geo.diff.png)")
+            result = _classify(current / name, drop_dir)
+            if result is not None:
+                by_file.setdefault(os.path.realpath(current / name), []).append(result)
+    for results in by_file.values():
+        fitting = [result for result in results if isinstance(result, Interferogram)]
+        yield (fitting or results)[0]

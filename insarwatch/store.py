@@ -116,12 +116,12 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
-def to_text(moment: datetime) -> str:
+def _to_text(moment: datetime) -> str:
     """The stored form of a timestamp: fixed-width UTC, so text order is time order."""
     return _utc(moment).strftime(_TIME_FORMAT)
 
 
-def from_text(text: str | None) -> datetime | None:
+def _from_text(text: str | None) -> datetime | None:
     if text is None:
         return None
     return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=timezone.utc)
@@ -212,8 +212,8 @@ def _record(row: sqlite3.Row) -> InterferogramRecord:
     return InterferogramRecord(
         key=row["key"], path=row["path"], frame=row["frame"], primary=_day(row["primary_date"]),
         secondary=_day(row["secondary_date"]), state=row["state"], attempts=row["attempts"],
-        received_at=from_text(row["received_at"]), updated_at=from_text(row["updated_at"]),
-        finished_at=from_text(row["finished_at"]), reason=row["reason"], error=row["error"],
+        received_at=_from_text(row["received_at"]), updated_at=_from_text(row["updated_at"]),
+        finished_at=_from_text(row["finished_at"]), reason=row["reason"], error=row["error"],
         level=row["level"], model_version=row["model_version"],
     )
 
@@ -221,7 +221,7 @@ def _record(row: sqlite3.Row) -> InterferogramRecord:
 def _alert(row: sqlite3.Row) -> AlertRecord:
     return AlertRecord(
         key=row["key"], interferogram=row["interferogram"], level=row["level"], severity=row["severity"],
-        model_version=row["model_version"], payload=json.loads(row["payload"]), created=from_text(row["created"]),
+        model_version=row["model_version"], payload=json.loads(row["payload"]), created=_from_text(row["created"]),
     )
 
 
@@ -238,9 +238,9 @@ _DELIVERY_COLUMNS = (
 def _delivery(row: sqlite3.Row) -> Delivery:
     return Delivery(
         id=row["id"], key=row["key"], kind=row["kind"], channel=row["channel"], target=row["target"],
-        payload=json.loads(row["payload"]), attempts=row["attempts"], created=from_text(row["created"]),
-        next_attempt=from_text(row["next_attempt"]), status=row["status"],
-        finished=from_text(row["finished"]), last_error=row["last_error"],
+        payload=json.loads(row["payload"]), attempts=row["attempts"], created=_from_text(row["created"]),
+        next_attempt=_from_text(row["next_attempt"]), status=row["status"],
+        finished=_from_text(row["finished"]), last_error=row["last_error"],
     )
 
 
@@ -363,7 +363,7 @@ class Store:
         False, and nothing stored, when a message with this key exists: that is how an
         alert is never sent twice.
         """
-        created = to_text(now)
+        created = _to_text(now)
         with self.transaction():
             inserted = self._db.execute(
                 "INSERT INTO messages (key, kind, payload, created) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
@@ -383,7 +383,7 @@ class Store:
         rows = self._all(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN messages m USING (key)"
             " WHERE d.status = 'pending' AND d.next_attempt <= ? ORDER BY d.next_attempt, d.id LIMIT ?",
-            (to_text(now), limit),
+            (_to_text(now), limit),
         )
         return [_delivery(row) for row in rows]
 
@@ -398,7 +398,7 @@ class Store:
         self._finish_delivery(
             delivery_id,
             "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, finished = ?, next_attempt = NULL",
-            (to_text(now),),
+            (_to_text(now),),
         )
 
     def mark_failed(self, delivery_id: int, error: str, now: datetime, next_attempt: datetime | None) -> None:
@@ -406,10 +406,10 @@ class Store:
         if next_attempt is None:
             sql = ("UPDATE deliveries SET status = 'given_up', attempts = attempts + 1, last_error = ?,"
                    " finished = ?, next_attempt = NULL")
-            params: tuple[Any, ...] = (error, to_text(now))
+            params: tuple[Any, ...] = (error, _to_text(now))
         else:
             sql = "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt = ?"
-            params = (error, to_text(next_attempt))
+            params = (error, _to_text(next_attempt))
         self._finish_delivery(delivery_id, sql, params)
 
     def pending_deliveries(self) -> int:
@@ -430,7 +430,7 @@ class Store:
         self, key: str, path: Path | str, frame: str, primary: date, secondary: date, received_at: datetime,
     ) -> bool:
         """Start tracking an interferogram; False, and nothing changed, when it is already known."""
-        stamp = to_text(received_at)
+        stamp = _to_text(received_at)
         with self.transaction():
             return bool(self._db.execute(
                 "INSERT INTO interferograms (key, path, frame, primary_date, secondary_date, state, received_at,"
@@ -440,7 +440,7 @@ class Store:
 
     def record_unrecognised(self, path: Path | str, reason: str, now: datetime) -> bool:
         """Record a file that does not fit the drop layout as rejected (keyed by its path), once."""
-        stamp = to_text(now)
+        stamp = _to_text(now)
         with self.transaction():
             return bool(self._db.execute(
                 "INSERT INTO interferograms (key, path, state, received_at, updated_at, finished_at, reason, error)"
@@ -477,7 +477,7 @@ class Store:
 
     def queue(self, key: str, now: datetime) -> None:
         """discovered → queued: the file is complete and may be processed."""
-        self._transition(key, ("discovered",), "state = 'queued', updated_at = ?", (to_text(now),))
+        self._transition(key, ("discovered",), "state = 'queued', updated_at = ?", (_to_text(now),))
 
     def claim(self, limit: int, now: datetime) -> list[InterferogramRecord]:
         """Atomically move up to ``limit`` queued interferograms (first received first) to processing.
@@ -490,7 +490,7 @@ class Store:
                 "UPDATE interferograms SET state = 'processing', attempts = attempts + 1, updated_at = ?"
                 " WHERE key IN (SELECT key FROM interferograms WHERE state = 'queued'"
                 " ORDER BY received_at, key LIMIT ?) RETURNING *",
-                (to_text(now), limit),
+                (_to_text(now), limit),
             ).fetchall()
         return sorted((_record(row) for row in rows), key=lambda record: (record.received_at, record.key))
 
@@ -500,7 +500,7 @@ class Store:
             for key in keys:
                 self._transition(
                     key, ("processing",), "state = 'queued', attempts = max(attempts - 1, 0), updated_at = ?",
-                    (to_text(now),),
+                    (_to_text(now),),
                 )
 
     def requeue_processing(self, now: datetime, max_attempts: int | None = None) -> int:
@@ -510,7 +510,7 @@ class Store:
         quarantined instead (it probably took the daemon down with it). Returns how many
         went back to the queue.
         """
-        stamp = to_text(now)
+        stamp = _to_text(now)
         with self.transaction():
             if max_attempts is not None:
                 self._db.execute(
@@ -526,7 +526,7 @@ class Store:
     def reject(self, key: str, reason: str, now: datetime, detail: str | None = None) -> None:
         """→ rejected: ``reason`` is a short category the digest groups by (a quality check's
         name, ``decode``, ``rgba``); ``detail`` the one-line message naming file and reason."""
-        stamp = to_text(now)
+        stamp = _to_text(now)
         self._transition(
             key, ("discovered", "queued", "processing"),
             "state = 'rejected', reason = ?, error = ?, updated_at = ?, finished_at = ?",
@@ -535,7 +535,7 @@ class Store:
 
     def fail(self, key: str, error: str, now: datetime, max_attempts: int) -> State:
         """processing → failed, or → quarantined once it has been tried ``max_attempts`` times."""
-        stamp = to_text(now)
+        stamp = _to_text(now)
         with self.transaction():
             record = self.get(key)
             attempts = record.attempts if record else 0
@@ -550,14 +550,14 @@ class Store:
         """failed → queued for another attempt (the daemon calls this on its rescan)."""
         with self.transaction():
             return self._db.execute(
-                "UPDATE interferograms SET state = 'queued', updated_at = ? WHERE state = 'failed'", (to_text(now),),
+                "UPDATE interferograms SET state = 'queued', updated_at = ? WHERE state = 'failed'", (_to_text(now),),
             ).rowcount
 
     def retry(self, key: str, now: datetime) -> None:
         """An operator's second chance: rejected, failed or quarantined → queued, attempts reset."""
         self._transition(
             key, ("rejected", "failed", "quarantined"),
-            "state = 'queued', attempts = 0, finished_at = NULL, updated_at = ?", (to_text(now),),
+            "state = 'queued', attempts = 0, finished_at = NULL, updated_at = ?", (_to_text(now),),
         )
 
     # -- results and alerts -------------------------------------------------------------
@@ -565,7 +565,7 @@ class Store:
     def record_results(self, key: str, tiles: Sequence[TileResult], model_version: str, now: datetime) -> None:
         """Store the tiles' results for an interferogram being processed (replacing a previous
         run of the same model version)."""
-        stamp = to_text(now)
+        stamp = _to_text(now)
         with self.transaction():
             self._transition(key, ("processing",), "updated_at = ?", (stamp,))
             self._db.executemany(
@@ -586,7 +586,7 @@ class Store:
                 "INSERT INTO alerts (key, interferogram, level, severity, model_version, payload, created)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
                 (alert.key, alert.interferogram, alert.level, alert.severity, alert.model_version,
-                 json.dumps(alert.payload, sort_keys=True), to_text(alert.created)),
+                 json.dumps(alert.payload, sort_keys=True), _to_text(alert.created)),
             ).rowcount
             if not inserted:
                 return False
@@ -594,7 +594,7 @@ class Store:
 
     def finish(self, key: str, level: Level, model_version: str, now: datetime) -> None:
         """processing → done, noting the interferogram's decision level and the model that made it."""
-        stamp = to_text(now)
+        stamp = _to_text(now)
         self._transition(
             key, ("processing",),
             "state = 'done', level = ?, model_version = ?, error = NULL, updated_at = ?, finished_at = ?",
@@ -635,7 +635,7 @@ class Store:
         """Alerts raised in [since, until), oldest first."""
         rows = self._all(
             "SELECT * FROM alerts WHERE created >= ? AND created < ? ORDER BY created, key",
-            (to_text(since), to_text(until)),
+            (_to_text(since), _to_text(until)),
         )
         return [_alert(row) for row in rows]
 
@@ -653,7 +653,7 @@ class Store:
             counts = self.counts()
             alerts_total, alerts_7d = self._db.execute(
                 "SELECT count(*), count(*) FILTER (WHERE created >= ?) FROM alerts",
-                (to_text(now - timedelta(days=7)),),
+                (_to_text(now - timedelta(days=7)),),
             ).fetchone()
             last = self._db.execute(
                 "SELECT key, finished_at, model_version FROM interferograms WHERE state = 'done'"
@@ -681,7 +681,7 @@ class Store:
     def activity(self, since: datetime, until: datetime) -> list[FrameActivity]:
         """Per frame, what happened in [since, until): arrivals by receipt time; rejections,
         completions and quarantines by when they happened; alerts by when they were raised."""
-        window = (to_text(since), to_text(until))
+        window = (_to_text(since), _to_text(until))
         per_frame: dict[str | None, dict[str, Any]] = {}
 
         def entry(frame: str | None) -> dict[str, Any]:

@@ -187,6 +187,15 @@ def test_claim_is_first_received_first_and_bounded(store: Store) -> None:
     assert store.counts()["processing"] == len(keys)
 
 
+def test_in_state_lists_first_received_first(store: Store) -> None:
+    _queued(store, 3, 1, 2)
+    _discover(store, 4)
+    assert [r.key for r in store.in_state("queued")] == [_key(1), _key(2), _key(3)]
+    assert [r.key for r in store.in_state("queued", limit=1)] == [_key(1)]
+    assert [r.key for r in store.in_state("discovered")] == [_key(4)]
+    assert store.in_state("done") == []
+
+
 def test_stale_transitions_are_refused_and_change_nothing(store: Store) -> None:
     (key,) = _queued(store, 1)
     with pytest.raises(StaleTransition, match="is queued, not processing"):

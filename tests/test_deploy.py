@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from insarwatch.config import Settings, load_settings
+from test_systemd import ENTRY_POINT, INSTALLED_ENTRY_POINT, verify
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 EXAMPLE = DEPLOY / "insarwatch.toml"
@@ -149,3 +150,10 @@ def test_install_into_a_root_then_again_changes_nothing(tmp_path: Path) -> None:
     assert "done: 0 change(s)" in again.stdout
     assert _tree(root) == installed  # the site's configuration included
     assert "nothing was changed" in _install(root, "--dry-run", "--skip-venv", "--drop-dir", "/data/licsar").stdout
+
+    # The installed units with the drop-dir drop-in still pass systemd's own check.
+    units = root / "etc/systemd/system"
+    for unit in units.glob("*.service"):
+        unit.write_text(unit.read_text().replace(INSTALLED_ENTRY_POINT, str(ENTRY_POINT)))
+    result = verify(units / "insarwatch.service", units / "insarwatch-train.timer")
+    assert (result.returncode, result.stderr.strip()) == (0, "")

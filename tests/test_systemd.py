@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from insarwatch.config import Settings
+
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 INSTALLED_ENTRY_POINT = "/opt/insarwatch/venv/bin/insarwatch"
 ENTRY_POINT = Path(sys.executable).parent / "insarwatch"
@@ -47,7 +49,8 @@ def _directives(name: str) -> dict[str, dict[str, list[str]]]:
     return sections
 
 
-def _verify(*units: Path) -> subprocess.CompletedProcess[str]:
+def verify(*units: Path) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze verify`` on unit files (with any ``<unit>.d/`` drop-ins beside them)."""
     return subprocess.run([_analyze(), "verify", "--man=no", *map(str, units)],
                           capture_output=True, text=True, cwd=units[0].parent)
 
@@ -56,7 +59,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     assert ENTRY_POINT.exists()
     units = [_local_copy(tmp_path, name)
              for name in ("insarwatch.service", "insarwatch-train.service", "insarwatch-train.timer")]
-    result = _verify(*units)
+    result = verify(*units)
     # verify exits 0 on unknown keys and bad values, so any diagnostic at all is a failure.
     assert (result.returncode, result.stderr.strip(), result.stdout.strip()) == (0, "", "")
 
@@ -64,7 +67,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_verify_would_notice_a_broken_unit(tmp_path: Path) -> None:
     broken = _local_copy(tmp_path, "insarwatch.service")
     broken.write_text(broken.read_text().replace("Restart=on-failure", "Restart=sometimes"))
-    result = _verify(broken)
+    result = verify(broken)
     assert "Failed to parse service restart specifier" in result.stderr
 
 
@@ -86,7 +89,8 @@ def test_daemon_unit_contract() -> None:
     assert service["User"] == ["insarwatch"] and "WatchdogSec" in service
     assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert (service["StateDirectory"], service["ConfigurationDirectory"]) == (["insarwatch"], ["insarwatch"])
-    assert service["ReadOnlyPaths"] == ["/srv/licsar"]  # the default drop_dir
+    assert service["ReadOnlyPaths"] == [str(Settings().drop_dir)]
+    assert f"INSARWATCH_VAR_DIR={Settings().var_dir}" in service["Environment"]
     assert service["CapabilityBoundingSet"] == [""] and service["AmbientCapabilities"] == [""]
     assert (service["DevicePolicy"], service["DeviceAllow"]) == (["closed"], ["char-nvidia* rw"])
     assert service["PrivateDevices"] == ["no"] and service["NoNewPrivileges"] == ["yes"]

@@ -89,7 +89,12 @@ class RetrievalSettings(Section):
 
 class AlertSettings(Section):
     alert_vote: float = Field(0.5, ge=0, le=1, description="Neighbour deformation vote needed to confirm")
-    review_vote: float = Field(0.5, ge=0, le=1, description="Neighbour vote that flags an unrecognised caption")
+    review_vote: float = Field(
+        0.5, ge=0, le=1, description="Neighbour vote that flags a caption reporting no deformation, or none at all"
+    )
+    min_similarity: float = Field(
+        0.0, ge=-1, le=1, description="Neighbours less similar than this to the tile do not vote"
+    )
 
 
 class SmtpSettings(Section):

@@ -415,3 +415,111 @@ def caption(
     if failed:
         console.stderr.print(f"{failed} of {len(images)} images could not be captioned")
         raise typer.Exit(2)
+
+
+def _pair(text: str, separator: str, what: str) -> tuple[int, int]:
+    try:
+        first, second = (int(part) for part in text.split(separator))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not {what}") from None
+    if first <= 0 or second <= 0:
+        raise typer.BadParameter(f"{text!r}: both numbers must be positive")
+    return first, second
+
+
+@command(examples=[
+    "insarwatch synth /tmp/drop --frames 4 --seed 1",
+    "insarwatch synth /tmp/drop --frames 2 --seed 7 --size 448x448 --pairs 2",
+    "insarwatch synth /tmp/drop --frames 6 --seed 3 --volcano 400,300",
+])
+def synth(
+    drop: Annotated[Path, typer.Argument(help="Drop directory to write the LiCSAR layout into.")],
+    frames: Annotated[int, typer.Option("--frames", min=1, help="Number of frames.")] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
+    pairs: Annotated[int, typer.Option("--pairs", min=1, help="Consecutive interferograms per frame.")] = 3,
+    size: Annotated[str, typer.Option("--size", help="Frame size WIDTHxHEIGHT in pixels.")] = "1200x1000",
+    volcano: Annotated[str | None, typer.Option(
+        "--volcano", help="Volcano pixel position X,Y (default the frame centre).")] = None,
+) -> None:
+    """Write a synthetic LiCSAR drop: whole frames of wrapped phase (P-mode PNG) with
+    .geo.cc.png coherence, deformation near the volcano in every other frame.
+
+    DROP/synth-truth.jsonl records, per interferogram, whether it deforms, the source type,
+    intensity and the 224 px tiles that hold the deformation.
+    """
+    from . import synth as synthetic
+
+    width, height = _pair(size, "x", "WIDTHxHEIGHT")
+    position = _pair(volcano, ",", "X,Y") if volcano else None
+    if position and not (position[0] < width and position[1] < height):
+        raise typer.BadParameter(f"volcano {volcano} lies outside the {size} frame")
+    with console.progress() as bar:
+        task = bar.add_task("interferograms", total=frames * pairs)
+        written = synthetic.write_drop(drop, frames, seed, size=(width, height), volcano=position, pairs=pairs,
+                                       advance=lambda: bar.advance(task))
+    deforming = sum(frame.deforming for frame in written)
+    typer.echo(f"{drop}: {frames} frames ({deforming} deforming), {frames * pairs} interferograms; "
+               f"truth in {drop / 'synth-truth.jsonl'}")
+
+
+@command(examples=[
+    "insarwatch synth-dataset /tmp/hephaestus --n 1200 --seed 17",
+    "insarwatch synth-dataset /tmp/patches --n 50 --seed 1 && insarwatch prepare /tmp/patches --out /tmp/dataset",
+])
+def synth_dataset(
+    root: Annotated[Path, typer.Argument(help="Directory for images/ and annotations/.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of patches.")] = 1200,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (patch i is the same for any --n).")] = 0,
+) -> None:
+    """Write Hephaestus-style 224x224 patches with annotation JSON and expert captions.
+
+    About half deform (Mogi, Sill, Dyke, Spheroid, Earthquake at low/medium/high
+    intensity); about one in ten carries a flag every curation filter removes, and 8% of
+    the rest are RGBA.
+    """
+    from . import synth as synthetic
+
+    with console.progress() as bar:
+        task = bar.add_task("patches", total=n)
+        counts = synthetic.write_dataset(root, n, seed, advance=lambda: bar.advance(task))
+    typer.echo(f"{root}: {n} patches, {counts['deforming']} deforming, {counts['non_deforming']} not, "
+               f"{counts['flagged']} flagged for removal, {counts['rgba']} RGBA")
+
+
+@command(examples=[
+    "echo 'A sill-type deformation pattern of low intensity can be detected on the central side.' | insarwatch findings",
+    "insarwatch findings --file captions.txt > findings.jsonl",
+    "insarwatch caption tile.png --json | jq -r .caption | insarwatch findings",
+])
+def findings(
+    file: Annotated[Path | None, typer.Option(
+        "--file", "-f", help="Read captions from this UTF-8 file instead of stdin.")] = None,
+) -> None:
+    """Parse captions, one per line, into findings: one JSON object per line, in order.
+
+    Each object is {"recognized", "deformation", "patterns": [{"type", "intensity",
+    "location"}], "atmosphere", "low_coherence", "processing_error"}. Every input line gets
+    an output line — a blank line is an empty caption ({"recognized": false, ...}) — so
+    line N of the output always describes line N of the input.
+    """
+    import json
+
+    import click
+
+    from .errors import InputError
+    from .findings import parse_caption
+
+    if file is None:
+        source, name = click.get_binary_stream("stdin"), "<stdin>"
+    else:
+        try:
+            source, name = file.open("rb"), str(file)
+        except OSError as exc:
+            raise InputError(file, exc.strerror or str(exc)) from None
+    with source:
+        for number, raw in enumerate(source, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(name, f"line {number} is not UTF-8 ({exc.reason})") from None
+            typer.echo(json.dumps(parse_caption(text.rstrip("\r\n")).to_dict(), ensure_ascii=False))

@@ -523,3 +523,42 @@ def findings(
             except UnicodeDecodeError as exc:
                 raise InputError(name, f"line {number} is not UTF-8 ({exc.reason})") from None
             typer.echo(json.dumps(parse_caption(text.rstrip("\r\n")).to_dict(), ensure_ascii=False))
+
+
+@command(examples=[
+    "echo 'A sill-type deformation pattern of low intensity can be detected on the central side.' | insarwatch findings",
+    "insarwatch findings --file captions.txt > findings.jsonl",
+    "insarwatch caption tile.png --json | jq -r .caption | insarwatch findings",
+])
+def findings(
+    file: Annotated[Path | None, typer.Option(
+        "--file", "-f", help="Read captions from this UTF-8 file instead of stdin.")] = None,
+) -> None:
+    """Parse captions, one per line, into findings: one JSON object per line, in order.
+
+    Each object is {"recognized", "deformation", "patterns": [{"type", "intensity",
+    "location"}], "atmosphere", "low_coherence", "processing_error"}. Every input line gets
+    an output line — a blank line is an empty caption ({"recognized": false, ...}) — so
+    line N of the output always describes line N of the input.
+    """
+    import json
+
+    import click
+
+    from .errors import InputError
+    from .findings import parse_caption
+
+    if file is None:
+        source, name = click.get_binary_stream("stdin"), "<stdin>"
+    else:
+        try:
+            source, name = file.open("rb"), str(file)
+        except OSError as exc:
+            raise InputError(file, exc.strerror or str(exc)) from None
+    with source:
+        for number, raw in enumerate(source, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(name, f"line {number} is not UTF-8 ({exc.reason})") from None
+            typer.echo(json.dumps(parse_caption(text.rstrip("\r\n")).to_dict(), ensure_ascii=False))

@@ -37,6 +37,23 @@ def test_new_database_is_wal_at_current_schema(tmp_path: Path) -> None:
     Store(path).close()  # re-opening an up-to-date database migrates nothing
 
 
+def test_an_older_database_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
+    from insarwatch.store import _MIGRATIONS
+
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    for statement in _MIGRATIONS[0]:  # the outbox-only schema of version 1
+        db.execute(statement)
+    db.execute("INSERT INTO messages VALUES ('alert:1', 'alert', '{}', '2026-11-20T12:00:00.000000Z')")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        assert store.enqueue_message("alert:1", "alert", {}, TARGETS, T0) is False
+        assert store.counts()["queued"] == 0
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
 def test_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     Store(path).close()

@@ -554,10 +554,14 @@ class Store:
             ).rowcount
 
     def retry(self, key: str, now: datetime) -> None:
-        """An operator's second chance: rejected, failed or quarantined → queued, attempts reset."""
+        """An operator's second chance: rejected, failed or quarantined → queued, attempts reset.
+        A file that never fitted the drop layout has nothing to retry."""
+        record = self.get(key)
+        if record is not None and record.frame is None:
+            raise StaleTransition(f"{key}: not an interferogram ({record.error}); nothing to retry")
         self._transition(
             key, ("rejected", "failed", "quarantined"),
-            "state = 'queued', attempts = 0, finished_at = NULL, updated_at = ?", (_to_text(now),),
+            "state = 'queued', attempts = 0, reason = NULL, finished_at = NULL, updated_at = ?", (_to_text(now),),
         )
 
     # -- results and alerts -------------------------------------------------------------

@@ -249,6 +249,8 @@ def test_unrecognised_files_are_recorded_once(store: Store) -> None:
     record = store.get("/drop/x/notes.png")
     assert (record.state, record.reason, record.error, record.frame) == (
         "rejected", "unrecognised", "not a LiCSAR product", None)
+    with pytest.raises(StaleTransition, match="not an interferogram"):
+        store.retry("/drop/x/notes.png", T0)
 
 
 def test_failures_retry_then_quarantine_after_max_attempts(store: Store) -> None:

@@ -38,10 +38,11 @@ _DIRECT_MODES = ("RGB", "P", "L", "1")
 _ALPHA_MODES = ("RGBA", "LA", "PA")
 
 # Colour-bar detector geometry: a legend sits within FRAME_MAX px of the edge (a white
-# frame may come first), is at least BAND_MIN px thick and the search looks no deeper than
-# a quarter of the image; a legend along a quarter of the edge sweeping LEGEND_COLOURS
-# distinct colours scores 1.
+# frame may come first), is BAND_MIN to BAND_MAX px thick (the search looks no deeper than
+# that or a quarter of the image); a legend along a quarter of the edge sweeping
+# LEGEND_COLOURS distinct colours scores 1.
 BAND_MIN = 8
+BAND_MAX = 64
 FRAME_MAX = 4
 LEGEND_MIN_FRACTION = 0.25
 LEGEND_COLOURS = 16
@@ -172,6 +173,11 @@ def to_rgb(image: Image.Image, rgba_policy: str, path: Path | str) -> np.ndarray
     (16-bit gray, gray+alpha, CMYK...) have no meaningful phase colours: ``InputError``.
     """
     mode = image.mode
+    if mode == "P" and isinstance(image.info.get("transparency"), bytes):
+        # Per-index alpha only marks no-data (nodata_mask reads it); without it Pillow's
+        # convert() does a plain palette lookup instead of warning.
+        image = image.copy()
+        del image.info["transparency"]
     if mode in _DIRECT_MODES:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
     if mode == "RGBA":
@@ -187,16 +193,13 @@ def to_rgb(image: Image.Image, rgba_policy: str, path: Path | str) -> np.ndarray
 
 def nodata_mask(image: Image.Image, rgb: np.ndarray) -> np.ndarray:
     """Boolean HxW: the transparency index in P mode, alpha 0 with alpha, pure black otherwise."""
-    black = np.all(rgb == 0, axis=-1)
-    if image.mode == "P":
-        transparency = image.info.get("transparency")
-        indices = np.asarray(image)
-        if isinstance(transparency, int):
-            return indices == transparency
-        if isinstance(transparency, bytes):
-            clear = [index for index, alpha in enumerate(transparency) if alpha == 0]
-            return np.isin(indices, clear) | black
-        return black
+    transparency = image.info.get("transparency") if image.mode == "P" else None
+    if isinstance(transparency, int):
+        return np.asarray(image) == transparency
+    black = ~rgb.any(axis=-1)
+    if isinstance(transparency, bytes):
+        clear = [index for index, alpha in enumerate(transparency) if alpha == 0]
+        return np.isin(np.asarray(image), clear) | black
     if image.mode in _ALPHA_MODES:
         return (np.asarray(image.getchannel("A")) == 0) | black
     return black
@@ -222,8 +225,8 @@ def mean_coherence(path: Path, max_pixels: int) -> float:
 def _edge_strips(rgb: np.ndarray) -> dict[str, np.ndarray]:
     """Each edge as (along, depth, 3): depth 0 is the outermost line of pixels."""
     height, width = rgb.shape[:2]
-    vertical = min(width, max(2 * BAND_MIN + FRAME_MAX, width // 4))
-    horizontal = min(height, max(2 * BAND_MIN + FRAME_MAX, height // 4))
+    vertical = min(width, max(2 * BAND_MIN + FRAME_MAX, min(width // 4, BAND_MAX)))
+    horizontal = min(height, max(2 * BAND_MIN + FRAME_MAX, min(height // 4, BAND_MAX)))
     return {
         "left": rgb[:, :vertical],
         "right": rgb[:, ::-1][:, :vertical],

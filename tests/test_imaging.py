@@ -161,6 +161,22 @@ def test_nodata_fraction_from_the_transparency_index(tmp_path: Path) -> None:
     assert check.value == pytest.approx(51 / 200) and not check.passed
 
 
+def test_nodata_fraction_with_a_per_index_alpha_table_or_no_transparency(tmp_path: Path) -> None:
+    indices = fringes(10, 10)
+    indices[:, :2] = 5  # an index the alpha table makes fully transparent
+    indices[:, 9] = 0  # black palette entry, opaque in the table, still no-data by colour
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette(palette().ravel().tolist())
+    image.save(tmp_path / "t.png", transparency=bytes([255] * 5 + [0, 128] + [255] * 249))
+    decoded = imaging.decode_png(tmp_path / "t.png", SETTINGS.max_pixels)
+    assert isinstance(decoded.info["transparency"], bytes)
+    assert imaging.nodata_fraction(decoded, imaging.to_rgb(decoded, "skip", "t.png")) == pytest.approx(0.3)
+    image.save(tmp_path / "plain.png")
+    plain = imaging.decode_png(tmp_path / "plain.png", SETTINGS.max_pixels)
+    assert "transparency" not in plain.info
+    assert imaging.nodata_fraction(plain, imaging.to_rgb(plain, "skip", "plain.png")) == pytest.approx(0.1)
+
+
 def test_nodata_fraction_from_alpha_and_from_black(tmp_path: Path) -> None:
     indices = fringes(10, 10)
     alpha = np.full((10, 10), 255)

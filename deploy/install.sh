@@ -12,8 +12,9 @@ Usage: deploy/install.sh [options]
 
   --dry-run          print what would be done; change nothing
   --drop-dir DIR     the LiCSAR drop directory, read only to the service (default /srv/licsar)
-  --torch "ARGS"     pip arguments that install torch, first (default "torch>=2.4,<2.15":
-                     the CUDA build on Linux x86_64). A CPU-only server:
+  --torch "ARGS"     pip arguments that install torch, first, when the virtual environment is
+                     created (default "torch>=2.4,<2.15": the CUDA build on Linux x86_64;
+                     to switch builds later, remove /opt/insarwatch/venv). A CPU-only server:
                      --torch "torch --index-url https://download.pytorch.org/whl/cpu"
   --source PATH      what pip installs as insarwatch: a checkout or a wheel (default: this checkout)
   --python PATH      the interpreter for the virtual environment (default python3, >= 3.11)

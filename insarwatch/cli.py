@@ -502,22 +502,22 @@ def findings(
     an output line — a blank line is an empty caption ({"recognized": false, ...}) — so
     line N of the output always describes line N of the input.
     """
+    import contextlib
     import json
-
-    import click
+    import sys
 
     from .errors import InputError
     from .findings import parse_caption
 
     if file is None:
-        source, name = click.get_binary_stream("stdin"), "<stdin>"
+        source, name = contextlib.nullcontext(sys.stdin.buffer), "<stdin>"
     else:
         try:
             source, name = file.open("rb"), str(file)
         except OSError as exc:
             raise InputError(file, exc.strerror or str(exc)) from None
-    with source:
-        for number, raw in enumerate(source, start=1):
+    with source as lines:
+        for number, raw in enumerate(lines, start=1):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:

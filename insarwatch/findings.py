@@ -101,13 +101,15 @@ _INTENSITY_RES = (
 )
 _LOCATION_RE = re.compile(r"\b(?:on|at|in|around|near|along|towards|over)\b\s*(?:the\b\s*)?(.*)")
 _LOCATION_STOP_RE = re.compile(
-    r"\s+(?:of|can|could|is|are|was|were|with|which|that|due|caused|and\s+(?:a|an|the)\s)\b.*|,.*$|\s+(?:and)$"
+    r"\s+(?:of|can|could|is|are|was|were|with|which|that|due|caused)\b.*|,\s*(?:a|an|the|which|where|while|but|with)\b.*"
 )
-_LOCATION_TAIL_RE = re.compile(r"\s+(?:side|sides|part|parts|area|region)$")
+_LOCATION_TAIL_RE = re.compile(r"(?:\s+(?:and|or|but|a|an|the|while|whereas))+$|,$")
+_LOCATION_NOUN_RE = re.compile(r"\s+(?:side|sides|part|parts|area|region)$")
 _NEGATION_RE = re.compile(
-    r"\bno\s+(?:\w+\s+){0,2}" + _DEFORM[2:] + r"|\b(?:not|cannot|no)\b[^.]*" + _DEFORM[2:]
-    + r"|" + _DEFORM + r"[^.]*\b(?:not|cannot|absent|none)\b|\bwithout\s+(?:any\s+)?" + _DEFORM[2:]
-    + r"|\bnon[\s-]?" + _DEFORM[2:]
+    r"\b(?:no|not|never|without|absence\s+of|lack\s+of)\s+(?:\w+[\s-]+){0,3}?" + _DEFORM[2:]
+    + r"|" + _DEFORM + r"(?:[\s-]+\w+){0,4}?\s+(?:cannot|can\s+not|could\s+not|is\s+not|are\s+not|was\s+not"
+    r"|were\s+not|not)\s+(?:be\s+)?(?:detected|observed|seen|visible|present|found|identified)"
+    r"|\bnon[\s-]?" + _DEFORM[2:]
 )
 _ATMOSPHERE_RES = (
     ("turbulent", re.compile(r"\bturbulen\w*")),
@@ -153,7 +155,7 @@ def _location(segment: str) -> str | None:
     if not match:
         return None
     phrase = _LOCATION_STOP_RE.sub("", match.group(1).strip()).strip(" -")
-    phrase = _LOCATION_TAIL_RE.sub("", phrase).strip()
+    phrase = _LOCATION_NOUN_RE.sub("", _LOCATION_TAIL_RE.sub("", phrase)).strip()
     return phrase or None
 
 
@@ -188,9 +190,10 @@ def parse_caption(text: str) -> Finding:
         low_coherence |= sentence_low_coherence
         processing_error |= bool(_PROCESSING_ERROR_RE.search(sentence))
         atmosphere |= {name for name, pattern in _ATMOSPHERE_RES if pattern.search(sentence)}
-        patterns = _patterns(sentence)
-        typed += patterns
         negated = bool(_NEGATION_RE.search(sentence))
+        # "No mogi-type deformation can be detected." names a type it denies.
+        patterns = [] if negated else _patterns(sentence)
+        typed += patterns
         # "Deformation can be detected ..." with no type word still reports a pattern,
         # unless the sentence is about noise in the deformation zone.
         if not patterns and not negated and not sentence_low_coherence and re.search(_DEFORM, sentence):

@@ -1,0 +1,268 @@
+"""The service's lifecycle: ``insarwatch watch`` under systemd, or ``--once`` from cron.
+
+Owns the side effects that make the pieces a service: the watchdog observer and the
+start-up scan (``intake``), the processing loop (``pipeline.Processor``) in a worker
+thread, the APScheduler jobs (batch flush, rescan, delivery retries, the daily digest, the
+model check that swaps a newly registered ``models/current`` in between batches), signals
+(SIGTERM/SIGINT stop intake and finish or requeue the running batch within
+``shutdown_timeout``; SIGHUP reloads the configuration), and systemd's notify protocol
+(READY once the model is loaded and the first scan is queued, WATCHDOG heartbeats from the
+processing loop so a hung GPU call gets the service restarted, a STATUS line).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import sdnotify
+from apscheduler.schedulers.background import BackgroundScheduler
+from watchdog.observers.api import BaseObserver
+
+from . import notify, reports
+from .config import Settings, load_settings
+from .errors import InsarwatchError
+from .intake import Intake, make_observer, utcnow
+from .pipeline import Processor
+from .registry import Bundle, ModelStore, load_bundle
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 1.0
+IDLE_WAIT_SECONDS = 0.2
+DELIVERY_INTERVAL_SECONDS = 15.0
+
+
+class Daemon:
+    """One running service: build it, then ``run()`` until stopped (or, ``once``, until idle)."""
+
+    def __init__(self, settings: Settings, config_path: Path | None = None, *, once: bool = False,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.once = once
+        self.clock = clock
+        self.stopping = threading.Event()
+        self._reload = threading.Event()
+        self._flush = threading.Event()
+        self._bundle: Bundle | None = None
+        self._next_bundle: Bundle | None = None
+        self._bundle_lock = threading.Lock()
+        self._notifier = sdnotify.SystemdNotifier()
+        self._last_heartbeat = 0.0
+        self._loop_error: BaseException | None = None
+        self.observer: BaseObserver | None = None
+        self.store = Store(settings.state_db)
+        self.models = ModelStore(settings.models_dir)
+        self.intake = Intake(settings.drop_dir, self.store, settings.watch.settle_seconds)
+        self.processor = Processor(settings, self.store, lambda: self._bundle, clock)
+
+    # -- model ---------------------------------------------------------------------------
+
+    def check_model(self) -> None:
+        """Load ``models/current`` if it is not the model in use; the loop swaps it in."""
+        current = self.models.current()
+        in_use = self._bundle.version.name if self._bundle else None
+        if current is None or current.name == in_use:
+            return
+        if self._next_bundle is not None and self._next_bundle.version.name == current.name:
+            return
+        try:
+            bundle = load_bundle(current, self.settings, require_index=True)
+        except InsarwatchError as exc:
+            log.error("cannot load model %s, keeping %s: %s", current.name, in_use or "none", exc)
+            return
+        with self._bundle_lock:
+            self._next_bundle = bundle
+        log.info("model %s loaded; it takes over between batches", current.name)
+
+    def _swap_model(self) -> None:
+        with self._bundle_lock:
+            if self._next_bundle is None or self.processor.mid_interferogram:
+                return
+            previous = self._bundle.version.name if self._bundle else "none"
+            self._bundle, self._next_bundle = self._next_bundle, None
+        log.info("model version changed from %s to %s", previous, self._bundle.version.name)
+
+    # -- systemd -------------------------------------------------------------------------
+
+    def _status_line(self) -> str:
+        counts = self.store.counts()
+        version = self._bundle.version.name if self._bundle else "none"
+        return (f"queued {counts['queued']}, processing {counts['processing']}, settling {len(self.intake.tracker)}, "
+                f"done {counts['done']}, rejected {counts['rejected']}, failed {counts['failed']}, "
+                f"quarantined {counts['quarantined']}; model {version}")
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+            self._last_heartbeat = now
+            self._notifier.notify(f"WATCHDOG=1\nSTATUS={self._status_line()}")
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def deliver(self) -> None:
+        try:
+            notify.deliver_due(self.store, self.settings, self.clock())
+        except InsarwatchError as exc:
+            log.error("delivery run failed: %s", exc)
+
+    def digest(self) -> None:
+        until = self.clock()
+        since = until - timedelta(days=1)
+        digest = reports.digest_from_store(self.store, since, until, self.settings)
+        rendered = reports.build_digest_report(digest, until)
+        reports.write_report(rendered, self.settings.reports_dir)
+        notify.publish(self.store, digest.key, rendered, self.settings, until)
+        self.deliver()
+
+    def rescan(self) -> None:
+        self.intake.reconcile(self.clock())
+        self.intake.wake.set()
+
+    def _scheduler(self) -> BackgroundScheduler:
+        settings = self.settings
+        scheduler = BackgroundScheduler(
+            timezone=datetime.now().astimezone().tzinfo,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
+        )
+        scheduler.add_job(self._flush.set, "interval", seconds=max(settings.batch.max_wait_seconds, 0.5),
+                          id="batch-flush")
+        scheduler.add_job(self.rescan, "interval", seconds=settings.watch.rescan_interval_seconds, id="rescan")
+        scheduler.add_job(self.deliver, "interval", seconds=DELIVERY_INTERVAL_SECONDS, id="deliver")
+        scheduler.add_job(self.check_model, "interval", seconds=settings.watch.model_check_seconds,
+                          id="model-check")
+        if settings.digest.enabled:
+            hour, minute = (int(part) for part in settings.digest.time.split(":"))
+            # A digest missed while the server was down is still worth sending the same day.
+            scheduler.add_job(self.digest, "cron", hour=hour, minute=minute, id="digest",
+                              misfire_grace_time=6 * 3600)
+        return scheduler
+
+    # -- signals -------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        def stop(signum: int, _frame: object) -> None:
+            log.info("received %s: stopping intake and finishing the running batch", signal.Signals(signum).name)
+            self.stopping.set()
+            self.intake.wake.set()
+
+        def reload(_signum: int, _frame: object) -> None:
+            self._reload.set()
+            self.intake.wake.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    def _reload_settings(self) -> None:
+        self._reload.clear()
+        try:
+            fresh = load_settings(self.config_path)
+        except InsarwatchError as exc:
+            log.error("configuration not reloaded: %s", exc)
+            return
+        if (fresh.drop_dir, fresh.var_dir) != (self.settings.drop_dir, self.settings.var_dir):
+            log.warning("drop_dir and var_dir changes take effect only after a restart")
+            fresh = fresh.model_copy(update={"drop_dir": self.settings.drop_dir, "var_dir": self.settings.var_dir})
+        self.settings = self.processor.settings = fresh
+        self.intake.tracker.settle_seconds = fresh.watch.settle_seconds
+        log.info("configuration reloaded from %s", self.config_path or "the default location")
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _idle(self) -> bool:
+        return (not self.processor.held and not len(self.intake.tracker)
+                and not self.store.in_state("queued", limit=1))
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            self._heartbeat()
+            if self._reload.is_set():
+                self._reload_settings()
+            self._swap_model()
+            now = self.clock()
+            self.intake.admit(now)
+            flush = self._flush.is_set()
+            self._flush.clear()
+            before = self.store.pending_deliveries()
+            worked = self.processor.step(flush, time.monotonic())
+            if self.store.pending_deliveries() > before:
+                self.deliver()
+            if self.once and self._idle():
+                return
+            if not worked:
+                self.intake.wake.wait(IDLE_WAIT_SECONDS)
+                self.intake.wake.clear()
+
+    def run(self) -> int:
+        """Run until stopped (exit status 0), or with ``once`` until everything present is done."""
+        settings = self.settings
+        requeued = self.store.requeue_processing(self.clock(), settings.watch.max_attempts)
+        if requeued:
+            log.info("%d interferograms left in processing by the last run went back to the queue", requeued)
+        self.check_model()
+        self._swap_model()
+        if self._bundle is None:
+            message = f"no usable model under {self.models.models_dir}; run `insarwatch train` to register one"
+            if self.once:
+                raise InsarwatchError(message)
+            log.error("%s — frames wait in the queue until one appears", message)
+        if not self.once:
+            self.observer = make_observer(settings.watch.observer)
+            self.observer.schedule(self.intake, str(settings.drop_dir), recursive=True)
+            self.observer.start()  # before the scan, so nothing can arrive unseen between the two
+        self.intake.reconcile(self.clock())
+        scheduler = None if self.once else self._scheduler()
+        if scheduler is not None:
+            scheduler.start()
+        if threading.current_thread() is threading.main_thread():
+            self._install_signals()
+        self._notifier.notify(f"READY=1\nSTATUS={self._status_line()}")
+        log.info("watching %s with model %s", settings.drop_dir,
+                 self._bundle.version.name if self._bundle else "none")
+        worker = threading.Thread(target=self._guarded_loop, name="insarwatch-loop", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive() and not self.stopping.is_set():
+                worker.join(0.5)
+            self.stopping.set()
+            self.intake.wake.set()
+            worker.join(settings.watch.shutdown_timeout_seconds)
+            if worker.is_alive():
+                log.error("the running batch did not finish within %.0f s; requeueing it",
+                          settings.watch.shutdown_timeout_seconds)
+        finally:
+            self._notifier.notify("STOPPING=1")
+            if self.observer is not None:
+                self.observer.stop()
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
+            released = self.processor.release_all()
+            if released:
+                log.info("%d unfinished interferograms went back to the queue", len(released))
+            self.deliver()
+            self.processor.close()
+            self.store.close()
+        if self._loop_error is not None:
+            raise self._loop_error
+        return 0
+
+    def _guarded_loop(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # reported by run() in the main thread
+            log.exception("the processing loop stopped")
+            self._loop_error = exc
+            self.stopping.set()
+
+
+def run_daemon(settings: Settings, config_path: Path | None = None, *, once: bool = False) -> int:
+    """Entry point for ``insarwatch watch``."""
+    return Daemon(settings, config_path, once=once).run()

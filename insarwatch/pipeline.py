@@ -1,0 +1,306 @@
+"""Processing: claimed interferograms → tiles → model batches → decisions → stored results.
+
+``prepare`` reads one interferogram from disk (layout check, decode, RGB conversion,
+pixel quality checks, tiling) and says either what to caption or why it was rejected;
+``conclude`` turns one interferogram's described tiles into findings, tile decisions, the
+interferogram's decision and, when it flags something, an ``Alert``. ``Processor`` runs
+them: preparation in a thread pool ahead of the model (bounded by ``watch.queue_max``),
+tiles from several interferograms batched together (``batch.size``), and each finished
+interferogram written to the store in one transaction with its alert and outbox rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from . import notify
+from .alerts import Alert, alert_key, decide_interferogram, decide_tile
+from .config import Settings
+from .errors import InputError
+from .findings import parse_caption
+from .imaging import QualityCheck, Tile, check_quality, decode_png, tile, to_rgb
+from .licsar import Interferogram, interferogram_from_path
+from .registry import Bundle, Described
+from .store import AlertRecord, InterferogramRecord, StaleTransition, Store, TileResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An interferogram ready for the model: its tiles and the quality checks it passed."""
+
+    record: InterferogramRecord
+    interferogram: Interferogram
+    quality: tuple[QualityCheck, ...]
+    tiles: tuple[Tile, ...]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An interferogram refused before the model, with a short reason and the one-line detail."""
+
+    record: InterferogramRecord
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Preparation broke for a reason that is not the file's fault (an OS error, a bug): retried."""
+
+    record: InterferogramRecord
+    error: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the store records for a captioned interferogram."""
+
+    level: str
+    tiles: tuple[TileResult, ...]
+    alert: Alert | None
+
+
+def prepare(record: InterferogramRecord, settings: Settings) -> Prepared | Rejected:
+    """Read ``record``'s PNG and decide whether the model should see it (runs in a worker thread)."""
+    imaging = settings.imaging
+    try:
+        interferogram = interferogram_from_path(Path(record.path), settings.drop_dir)
+    except InputError as exc:
+        return Rejected(record, "layout", str(exc))
+    try:
+        image = decode_png(interferogram.diff_png, imaging.max_pixels)
+    except InputError as exc:
+        return Rejected(record, "decode", str(exc))
+    try:
+        rgb = to_rgb(image, imaging.rgba_policy, interferogram.diff_png)
+    except InputError as exc:
+        return Rejected(record, "rgba" if image.mode == "RGBA" else "mode", str(exc))
+    quality = check_quality(image, rgb, interferogram.coherence, imaging)
+    failed = [check for check in quality if not check.passed]
+    if failed:
+        first = failed[0]
+        detail = first.detail or f"{first.name} {first.value:.3g} outside threshold {first.threshold:g}"
+        return Rejected(record, first.name, f"{interferogram.diff_png}: {detail}")
+    tiles = tuple(tile(rgb, imaging.tile_size, imaging.tile_stride))
+    return Prepared(record, interferogram, quality, tiles)
+
+
+def prepare_safely(record: InterferogramRecord, settings: Settings) -> Prepared | Rejected | Failed:
+    """``prepare`` that turns an unexpected exception into ``Failed`` so one frame cannot stop the others."""
+    try:
+        return prepare(record, settings)
+    except Exception as exc:
+        log.exception("preparing %s failed", record.key)
+        return Failed(record, f"{type(exc).__name__}: {exc}")
+
+
+def conclude(prepared: Prepared, described: Sequence[Described], settings: Settings, model_version: str,
+             now: datetime) -> Outcome:
+    """Findings and decisions for every tile, the interferogram's decision and its alert."""
+    decisions = []
+    results = []
+    for piece, found in zip(prepared.tiles, described, strict=True):
+        finding = parse_caption(found.caption.text)
+        decision = decide_tile(piece.index, piece.box, found.caption.text, finding, found.neighbours,
+                               settings.alerts)
+        decisions.append(decision)
+        document = decision.to_dict()
+        results.append(TileResult(
+            tile_index=piece.index,
+            box=piece.box,
+            caption=found.caption.text,
+            finding=document["finding"],
+            neighbours=document["neighbours"],
+            decision={"level": decision.level, "severity": decision.severity, "reasons": decision.reasons,
+                      "retrieved": found.caption.retrieved},
+        ))
+    decision = decide_interferogram(decisions)
+    alert = None
+    if decision.level != "quiet":
+        ifg = prepared.interferogram
+        alert = Alert(
+            key=alert_key(str(ifg.frame), ifg.primary, ifg.secondary, model_version),
+            frame=str(ifg.frame),
+            volcano=settings.volcano_for(str(ifg.frame)),
+            primary=ifg.primary,
+            secondary=ifg.secondary,
+            model_version=model_version,
+            decision=decision,
+            quality=prepared.quality,
+            received_at=prepared.record.received_at,
+            processed_at=now,
+            diff_png=ifg.diff_png,
+        )
+    return Outcome(decision.level, tuple(results), alert)
+
+
+@dataclass
+class _InFlight:
+    prepared: Prepared
+    described: dict[int, Described] = field(default_factory=dict)
+
+
+class Processor:
+    """Claims queued interferograms, prepares them ahead of the model, batches their tiles.
+
+    ``step()`` does one unit of work and says whether it did anything, so the daemon's loop
+    can heartbeat and check for shutdown between steps. Memory is bounded: at most
+    ``watch.queue_max`` interferograms are claimed and held at a time.
+    """
+
+    def __init__(self, settings: Settings, store: Store, bundle: Callable[[], Bundle | None],
+                 clock: Callable[[], datetime]) -> None:
+        self.settings = settings
+        self.store = store
+        self._bundle = bundle
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=settings.captioning.preprocess_workers,
+                                        thread_name_prefix="insarwatch-prepare")
+        self._preparing: deque[Future[Prepared | Rejected | Failed]] = deque()
+        self._ready: deque[tuple[_InFlight, Tile]] = deque()
+        self._in_flight: dict[str, _InFlight] = {}
+        self._oldest_ready: float | None = None
+
+    @property
+    def held(self) -> int:
+        """Interferograms claimed from the queue and not yet finished."""
+        return len(self._preparing) + len(self._in_flight)
+
+    @property
+    def mid_interferogram(self) -> bool:
+        """Some interferogram has tiles described and tiles still waiting: a model swap now
+        would mix two versions in one decision."""
+        return any(0 < len(f.described) < len(f.prepared.tiles) for f in self._in_flight.values())
+
+    def step(self, flush: bool, monotonic: float) -> bool:
+        """Claim, collect prepared frames, and run a batch when it is full (or ``flush``)."""
+        worked = self._claim()
+        worked |= self._collect()
+        size = self.settings.batch.size
+        if self._ready and self._oldest_ready is None:
+            self._oldest_ready = monotonic
+        waited = self._oldest_ready is not None and monotonic - self._oldest_ready >= \
+            self.settings.batch.max_wait_seconds
+        nothing_coming = not self._preparing and not self.store.in_state("queued", limit=1)
+        if len(self._ready) >= size or (self._ready and (flush or waited or nothing_coming)):
+            bundle = self._bundle()
+            if bundle is not None:
+                self._run_batch(bundle)
+                self._oldest_ready = monotonic if self._ready else None
+                worked = True
+        return worked
+
+    def _claim(self) -> bool:
+        if self._bundle() is None:
+            return False  # no model yet: leave frames queued rather than holding them
+        room = self.settings.watch.queue_max - self.held
+        if room <= 0 or len(self._ready) >= 2 * self.settings.batch.size:
+            return False
+        records = self.store.claim(room, self._clock())
+        for record in records:
+            self._preparing.append(self._pool.submit(prepare_safely, record, self.settings))
+        return bool(records)
+
+    def _collect(self) -> bool:
+        worked = False
+        while self._preparing and self._preparing[0].done():
+            result = self._preparing.popleft().result()
+            worked = True
+            if isinstance(result, Rejected):
+                self._reject(result)
+            elif isinstance(result, Failed):
+                self._fail_frames({result.record.key}, result.error)
+            else:
+                flight = _InFlight(result)
+                self._in_flight[result.record.key] = flight
+                self._ready.extend((flight, piece) for piece in result.tiles)
+        return worked
+
+    def _reject(self, rejected: Rejected) -> None:
+        try:
+            self.store.reject(rejected.record.key, rejected.reason, self._clock(), rejected.detail)
+        except StaleTransition as exc:
+            log.warning("%s", exc)
+            return
+        log.warning("rejected %s", rejected.detail)
+
+    def _run_batch(self, bundle: Bundle) -> None:
+        batch = [self._ready.popleft() for _ in range(min(self.settings.batch.size, len(self._ready)))]
+        try:
+            described = bundle.describe([piece.pixels for _, piece in batch], self.settings.retrieval.k)
+        except Exception as exc:  # the model failed on this batch: fail its frames, keep running
+            log.exception("captioning a batch of %d tiles failed", len(batch))
+            self._fail_frames({flight.prepared.record.key for flight, _ in batch}, f"captioning failed: {exc}")
+            return
+        for (flight, piece), found in zip(batch, described, strict=True):
+            flight.described[piece.index] = found
+            if len(flight.described) == len(flight.prepared.tiles):
+                self._finish(flight, bundle.version.name)
+
+    def _fail_frames(self, keys: set[str], error: str) -> None:
+        now = self._clock()
+        for key in keys:
+            self._in_flight.pop(key, None)
+            try:
+                state = self.store.fail(key, error, now, self.settings.watch.max_attempts)
+            except StaleTransition as exc:
+                log.warning("%s", exc)
+                continue
+            log.error("%s %s: %s", key, state, error)
+        self._ready = deque(item for item in self._ready if item[0].prepared.record.key not in keys)
+
+    def _finish(self, flight: _InFlight, model_version: str) -> None:
+        prepared = flight.prepared
+        key = prepared.record.key
+        del self._in_flight[key]
+        now = self._clock()
+        described = [flight.described[piece.index] for piece in prepared.tiles]
+        outcome = conclude(prepared, described, self.settings, model_version, now)
+        record, targets = None, ()
+        if outcome.alert is not None:
+            payload, targets = notify.alert_outbox(outcome.alert, self.settings)
+            record = AlertRecord(outcome.alert.key, key, outcome.alert.decision.level,
+                                 outcome.alert.decision.severity, model_version, payload, now)
+        try:
+            enqueued = self.store.complete(key, outcome.tiles, model_version, outcome.level, now, record, targets)
+        except StaleTransition as exc:
+            log.warning("%s (released during shutdown; it will be redone)", exc)
+            return
+        if outcome.alert is not None:
+            log.warning("%s %s: %s", outcome.level.upper(), key,
+                        "alert queued for delivery" if enqueued else "already alerted for this model version")
+        else:
+            log.info("done %s: %s", key, outcome.level)
+
+    def release_all(self) -> list[str]:
+        """Give back every claimed interferogram not finished yet (shutdown).
+
+        Only this processor claims, so "processing" in the store is exactly what it holds.
+        One still being finished by a hung batch is then refused by the store's guarded
+        transition instead of being stored twice.
+        """
+        for future in self._preparing:
+            future.cancel()
+        released = []
+        for record in self.store.in_state("processing"):
+            try:
+                self.store.release([record.key], self._clock())
+            except StaleTransition:
+                continue
+            released.append(record.key)
+        self._preparing.clear()
+        self._ready.clear()
+        self._in_flight.clear()
+        self._oldest_ready = None
+        return released
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

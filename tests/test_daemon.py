@@ -1,0 +1,264 @@
+"""The daemon end to end: a real watchdog observer, real SQLite, a real tiny BLIP, real signals.
+
+A subprocess runs ``insarwatch watch`` exactly as systemd would (with a notify socket),
+frames arrive in the ways they do in a real drop (copied, written slowly in pieces, moved
+into place), the daemon is SIGKILLed in the middle of its work and restarted, and every
+interferogram must end in exactly one terminal state with its alert delivered once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from insarwatch.cli import app
+from insarwatch.config import load_settings
+from insarwatch.daemon import Daemon
+from insarwatch.store import Store
+from insarwatch.synth import write_drop
+
+TERMINAL = {"done", "rejected", "quarantined"}
+INSARWATCH = str(Path(sys.executable).with_name("insarwatch"))
+
+
+def write_config(path: Path, var_dir: Path, drop_dir: Path, **watch: float) -> Path:
+    settle = watch.get("settle_seconds", 0.6)
+    rescan = watch.get("rescan_interval_seconds", 3600)
+    # review_vote 0: the untrained tiny model writes unrecognised text, and every such tile
+    # then goes to review, so each interferogram raises exactly one message to deliver.
+    path.write_text(f"""
+var_dir = "{var_dir}"
+drop_dir = "{drop_dir}"
+[watch]
+settle_seconds = {settle}
+rescan_interval_seconds = {rescan}
+observer = "inotify"
+[batch]
+size = 4
+max_wait_seconds = 0.2
+[captioning]
+num_beams = 2
+max_new_tokens = 12
+[alerts]
+review_vote = 0.0
+[digest]
+enabled = false
+""", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path]:
+    """Synthetic interferograms with coherence siblings: paths relative to their root, and the root."""
+    source = tmp_path_factory.mktemp("frames")
+    write_drop(source, frames=4, seed=5, size=(448, 448), pairs=2)
+    return sorted(path.relative_to(source) for path in source.rglob("*.png")), source
+
+
+def place(source: Path, relative: Path, drop: Path, how: str) -> None:
+    target = drop / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = (source / relative).read_bytes()
+    if how == "copy":
+        target.write_bytes(data)
+    elif how == "pieces":
+        with target.open("wb") as stream:
+            for start in range(0, len(data), len(data) // 3 + 1):
+                stream.write(data[start:start + len(data) // 3 + 1])
+                stream.flush()
+                time.sleep(0.25)
+    else:
+        staging = drop.parent / f".{relative.name}.part"
+        staging.write_bytes(data)
+        os.rename(staging, target)
+
+
+def drop_all(frames: tuple[list[Path], Path], drop: Path, only: Callable[[int], bool]) -> int:
+    relatives, source = frames
+    ways = ("copy", "pieces", "move")
+    count = 0
+    # Siblings first, as LiCSAR's sync would leave them; then the interferogram itself.
+    for number, relative in enumerate(sorted(relatives, key=lambda p: p.name.endswith(".geo.diff.png"))):
+        if not only(number):
+            continue
+        place(source, relative, drop, ways[number % 3] if relative.name.endswith(".geo.diff.png") else "copy")
+        count += relative.name.endswith(".geo.diff.png")
+    return count
+
+
+def states(var_dir: Path) -> dict[str, str]:
+    if not (var_dir / "state.db").exists():
+        return {}
+    with Store(var_dir / "state.db", readonly=True) as store:
+        return {record.key: record.state for state in ("discovered", "queued", "processing", "done", "rejected",
+                                                       "failed", "quarantined")
+                for record in store.in_state(state)}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class NotifySocket:
+    """The receiving end of systemd's notify protocol, as the service manager holds it."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="iw-", dir="/tmp")  # AF_UNIX paths are short
+        self.path = os.path.join(self.directory, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(65536).decode())
+            except TimeoutError:
+                return self.messages
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[NotifySocket]:
+    sock = NotifySocket()
+    yield sock
+    sock.close()
+
+
+def start(config: Path, notify: NotifySocket) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NOTIFY_SOCKET": notify.path, "INSARWATCH_CONFIG": str(config)}
+    process = subprocess.Popen([INSARWATCH, "watch"], env=env, stderr=subprocess.PIPE)
+    wait_for(lambda: any("READY=1" in m for m in notify.drain()), 60, "READY=1 on the notify socket")
+    return process
+
+
+def test_watch_survives_sigkill_and_processes_each_frame_once(
+    tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path], notify_socket: NotifySocket,
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop)
+
+    daemon = start(config, notify_socket)
+    try:
+        first = drop_all(frames, drop, lambda n: n % 2 == 0)
+        wait_for(lambda: "done" in states(tiny_var_dir).values() and
+                 "processing" in states(tiny_var_dir).values(), 120, "a frame done while others process")
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+        assert set(states(tiny_var_dir).values()) - TERMINAL, "the kill came after all the work was done"
+
+        total = first + drop_all(frames, drop, lambda n: n % 2 == 1)  # arrive while the daemon is down
+        daemon = start(config, notify_socket)
+        wait_for(lambda: len(states(tiny_var_dir)) == total and set(states(tiny_var_dir).values()) <= TERMINAL,
+                 180, "every interferogram in a terminal state")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+
+    messages = notify_socket.drain()
+    assert any(m.startswith("WATCHDOG=1") for m in messages)
+    assert any("STATUS=" in m and "done" in m for m in messages)
+    assert any("STOPPING=1" in m for m in messages)
+    with Store(tiny_var_dir / "state.db", readonly=True) as store:
+        records = {record.key: record for state in TERMINAL for record in store.in_state(state)}
+        assert len(records) == total == 8
+        # The truth file marks one low-coherence pair; only it may be refused, and never as
+        # a half-written (undecodable) file.
+        assert all(r.reason != "decode" for r in records.values())
+        done = [key for key, record in records.items() if record.state == "done"]
+        for key in done:
+            assert len(store.results_for(key, records[key].model_version)) == 4  # 448 px in 224 px tiles
+            (alert,) = [a for a in store.alerts(records[key].received_at.replace(year=2000),
+                                                 records[key].finished_at.replace(year=2100))
+                        if a.interferogram == key]
+            deliveries = store.deliveries_for(alert.key)
+            assert [d.status for d in deliveries] == ["delivered"]
+    reports = list((tiny_var_dir / "reports" / "alerts").glob("*.json"))
+    assert len(reports) == len(done)
+
+
+def test_rescan_finds_frames_the_observer_missed(
+    tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path],
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop, rescan_interval_seconds=1,
+                          settle_seconds=0.2)
+    daemon = Daemon(load_settings(config), config)
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        wait_for(lambda: daemon.observer is not None and daemon.observer.is_alive(), 60, "the observer")
+        daemon.observer.stop()
+        daemon.observer.join(5)
+        total = drop_all(frames, drop, lambda n: True)
+        wait_for(lambda: len(states(tiny_var_dir)) == total and set(states(tiny_var_dir).values()) <= TERMINAL,
+                 120, "the rescan to queue and finish every frame")
+    finally:
+        daemon.stopping.set()
+        runner.join(60)
+    assert not runner.is_alive()
+
+
+def test_watch_once_processes_everything_and_never_alerts_twice(
+    tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path],
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    total = drop_all(frames, drop, lambda n: True)
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop, settle_seconds=0)
+    (drop / "124D_04854_171313" / "interferograms" / "20200101_20190101").mkdir(parents=True)
+    bad = drop / "124D_04854_171313" / "interferograms" / "20200101_20190101" / "20200101_20190101.geo.diff.png"
+    bad.write_bytes(b"")
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["--config", str(config), "watch", "--once"])
+    assert result.exit_code == 0, result.output
+    first = states(tiny_var_dir)
+    assert len(first) == total + 1 and set(first.values()) <= TERMINAL
+    with Store(tiny_var_dir / "state.db", readonly=True) as store:
+        misfit = store.get(str(bad))
+        assert misfit.reason == "unrecognised" and "not before" in misfit.error
+        sent = store.status_summary(datetime.now(timezone.utc))["alerts_total"]
+    assert sent >= 1
+
+    # A second pass over the same drop finds nothing new to process or send.
+    again = runner.invoke(app, ["--config", str(config), "watch", "--once"])
+    assert again.exit_code == 0, again.output
+    with Store(tiny_var_dir / "state.db", readonly=True) as store:
+        assert store.status_summary(datetime.now(timezone.utc))["alerts_total"] == sent
+        assert store.pending_deliveries() == 0
+
+
+def test_watch_once_without_a_model_is_a_one_line_error(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = write_config(tmp_path / "insarwatch.toml", tmp_path / "var", drop)
+    result = CliRunner().invoke(app, ["--config", str(config), "watch", "--once"])
+    assert result.exit_code == 1
+    assert "no usable model" in result.output and "insarwatch train" in result.output

@@ -523,3 +523,25 @@ def findings(
             except UnicodeDecodeError as exc:
                 raise InputError(name, f"line {number} is not UTF-8 ({exc.reason})") from None
             typer.echo(json.dumps(parse_caption(text.rstrip("\r\n")).to_dict(), ensure_ascii=False))
+
+
+@command(examples=[
+    "insarwatch watch",
+    "insarwatch watch --once",
+    "INSARWATCH_DROP_DIR=/data/licsar INSARWATCH_VAR_DIR=/tmp/iw insarwatch watch --once",
+])
+def watch(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option(
+        "--once", help="Scan the drop, process everything present, deliver, and exit (cron, the demo).")] = False,
+) -> None:
+    """Watch the drop directory and caption, check and report every interferogram that arrives.
+
+    Runs until SIGTERM/SIGINT (SIGHUP reloads the configuration). Under systemd it reports
+    readiness, heartbeats and a status line through the notify socket. Progress is kept in
+    <var>/state.db, so a restart never loses or repeats a frame.
+    """
+    from .daemon import run_daemon
+
+    state = ctx.obj
+    raise typer.Exit(run_daemon(state.settings, state.config, once=once))

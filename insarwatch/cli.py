@@ -283,9 +283,10 @@ def prepare(
     """Curate annotated interferograms into a training set exactly as the captioning paper did.
 
     Drops annotations by the Hephaestus label rules, keeps palette (P-mode) PNGs only, uses
-    every deforming sample and as many non-deforming ones (random.Random(17)), converts to
-    RGB and splits 90/10 then 10% of train for validation (seed 17). Malformed annotations
-    and missing images are listed and skipped.
+    every deforming sample and as many non-deforming ones drawn with random.Random(17)
+    (the other way round if non-deforming are fewer), converts to RGB and splits 90/10
+    then 10% of train for validation (seed 17). Malformed annotations and missing images
+    are listed and skipped.
     """
     from rich.console import Console
     from rich.table import Table

@@ -155,14 +155,19 @@ def _one_line(error: ValidationError) -> str:
 
 
 def balance(deforming: Iterable[int], non_deforming: Iterable[int], seed: int = SEED) -> list[int]:
-    """Every deforming id plus as many non-deforming ids, sorted.
+    """Every deforming id plus as many non-deforming ids, sorted: equal classes.
 
-    Exactly: ``random.Random(seed).sample(sorted(non_deforming), k)`` with
-    ``k = min(len(deforming), len(non_deforming))``; the result is the sorted union.
+    Exactly: ``random.Random(seed).sample(sorted(non_deforming), len(deforming))``. In the
+    paper non-deforming samples are far more numerous; when they are not (a small
+    synthetic set), every non-deforming id is kept and the deforming ids are drawn instead,
+    ``random.Random(seed).sample(sorted(deforming), len(non_deforming))``, so the classes
+    stay equal.
     """
     deforming, pool = sorted(deforming), sorted(non_deforming)
-    chosen = random.Random(seed).sample(pool, min(len(deforming), len(pool)))
-    return sorted(deforming + chosen)
+    rng = random.Random(seed)
+    if len(pool) >= len(deforming):
+        return sorted(deforming + rng.sample(pool, len(deforming)))
+    return sorted(rng.sample(deforming, len(pool)) + pool)
 
 
 def _train_test(items: Sequence[int], test_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -128,9 +128,12 @@ def test_balance_keeps_every_deforming_and_draws_as_many_others() -> None:
     assert chosen == hephaestus.balance(reversed(deforming), others)
 
 
-def test_balance_with_too_few_non_deforming_keeps_them_all() -> None:
-    assert hephaestus.balance([1, 2, 3], [9]) == [1, 2, 3, 9]
+def test_balance_with_too_few_non_deforming_draws_the_deforming_instead() -> None:
+    deforming = list(range(50))
+    chosen = hephaestus.balance(deforming, [900, 901, 902])
+    assert chosen == sorted(random.Random(17).sample(deforming, 3) + [900, 901, 902])
     assert hephaestus.balance([], [4, 5]) == []
+    assert hephaestus.balance([4, 5], []) == []
 
 
 def test_split_sizes_match_the_paper() -> None:

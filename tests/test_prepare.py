@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 import re
 from pathlib import Path
 
@@ -144,7 +146,7 @@ def test_symlinked_image_leading_out_of_root_is_skipped(tmp_path: Path) -> None:
 
 def test_unreadable_images_are_listed_and_left_out(tmp_path: Path) -> None:
     root = tmp_path / "heph"
-    for unique_id in range(1, 5):
+    for unique_id in range(1, 6):
         flat_sample(root, annotation(unique_id, deformation=unique_id <= 2))
     zero = root / "images" / "3.png"
     zero.write_bytes(b"")
@@ -153,7 +155,7 @@ def test_unreadable_images_are_listed_and_left_out(tmp_path: Path) -> None:
     report = hephaestus.prepare(root, tmp_path / "dataset", ImagingSettings())
     assert {(s.path.name, s.reason.split(" (")[0]) for s in report.unusable} == {
         ("3.png", "empty file"), ("1.png", "truncated PNG")}
-    assert [r["id"] for r in read_manifest(tmp_path / "dataset")] == [2, 4]
+    assert [r["id"] for r in read_manifest(tmp_path / "dataset")] == [2, 4, 5]
 
 
 def test_huge_source_image_is_refused(tmp_path: Path) -> None:
@@ -175,3 +177,55 @@ def test_root_without_annotations_is_exit_2(tmp_path: Path, make: str) -> None:
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {root}: no annotations found (expected annotations/*.json)"
     assert not (tmp_path / "out").exists()
+
+
+def _independent_recount(root: Path) -> tuple[set[int], set[int]]:
+    """Clean P-mode ids per class from the raw JSON and the PNG colour-type byte, written
+    from DESIGN.md without hephaestus.py: (deforming, non-deforming)."""
+    deforming, others = set(), set()
+    for path in (root / "annotations").glob("*.json"):
+        a = json.loads(path.read_text())
+        flags = ("corrupted", "no_info", "processing_error", "low_coherence", "orbital_fringes",
+                 "glacier_fringes", "image_artifacts")
+        if any(a[flag] != 0 for flag in flags) or a["atmospheric_fringes"] > 2:
+            continue
+        is_deforming = "Deformation" in a["label"]
+        if is_deforming and (a["is_crowd"] != 0 or "Unidentified" in a["activity_type"]):
+            continue
+        header = (root / "images" / f"{a['uniqueID']}.png").read_bytes()[:26]
+        if header[12:16] == b"IHDR" and header[25] == 3:  # PNG colour type 3 = palette
+            (deforming if is_deforming else others).add(a["uniqueID"])
+    return deforming, others
+
+
+def test_synth_dataset_then_prepare_counts(tmp_path: Path) -> None:
+    root, dataset = tmp_path / "heph", tmp_path / "dataset"
+    made = CliRunner().invoke(app, ["synth-dataset", str(root), "--n", "120", "--seed", "3"])
+    assert made.exit_code == 0, made.output
+    prepared = CliRunner().invoke(app, ["prepare", str(root), "--out", str(dataset)])
+    assert prepared.exit_code == 0, prepared.output
+
+    deforming, others = _independent_recount(root)
+    records = read_manifest(dataset)
+    kept_deforming = {r["id"] for r in records if r["deformation"]}
+    kept_others = {r["id"] for r in records if not r["deformation"]}
+    assert len(deforming) > 20 and len(others) > 20
+    # Balanced: the smaller clean class whole, the larger drawn with random.Random(17).
+    k = min(len(deforming), len(others))
+    smaller, larger = (deforming, others) if len(deforming) <= len(others) else (others, deforming)
+    kept_smaller, kept_larger = (kept_deforming, kept_others) if smaller is deforming else (kept_others, kept_deforming)
+    assert kept_smaller == smaller and len(kept_larger) == k
+    assert kept_larger == set(random.Random(17).sample(sorted(larger), k))
+    n = len(records)
+    n_test = math.ceil(0.1 * n)
+    n_val = math.ceil(0.1 * (n - n_test))
+    splits = [r["split"] for r in records]
+    assert (splits.count("train"), splits.count("val"), splits.count("test")) == (n - n_test - n_val, n_val, n_test)
+    assert re.search(rf"│\s+{n - n_test - n_val} │\s+{n_val} │\s+{n_test} │\s+{n} │", prepared.stdout)
+    for record in records:
+        with Image.open(root / "images" / f"{record['id']}.png") as source:
+            assert source.mode == "P"
+        with Image.open(dataset / record["image"]) as written:
+            assert written.mode == "RGB" and written.size == (224, 224)
+        caption = json.loads((root / "annotations" / f"{record['id']}.json").read_text())["caption"]
+        assert record["caption"] == caption

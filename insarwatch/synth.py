@@ -24,7 +24,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
@@ -272,11 +272,11 @@ def deformation_mask(los: np.ndarray) -> np.ndarray:
 
 def mask_polygon(mask: np.ndarray) -> list[float]:
     """Convex hull of the mask pixels as a flat [x1, y1, ...] list (empty when too small)."""
-    points = np.argwhere(mask)[:, ::-1].astype(float)
+    edge = mask & ~ndimage.binary_erosion(mask)
+    points = np.argwhere(edge)[:, ::-1].astype(float)
     if len(points) < 3:
         return []
     corners = np.concatenate([points + offset for offset in ((0, 0), (1, 0), (0, 1), (1, 1))])
-    corners = np.unique(corners, axis=0)
     try:
         hull = ConvexHull(corners)
     except QhullError:
@@ -314,6 +314,15 @@ FLAG_SENTENCES = {
     "no_info": "Part of the image contains no information.",
     "processing_error": "Processing errors can be detected on the image.",
 }
+
+
+def polygon_mask(polygons: list[list[float]], shape: tuple[int, int]) -> np.ndarray:
+    """Rasterise flat [x1, y1, ...] polygons (segmentation_mask) to a boolean mask."""
+    canvas = Image.new("L", shape[::-1], 0)
+    for polygon in polygons:
+        if len(polygon) >= 6:
+            ImageDraw.Draw(canvas).polygon(polygon, fill=1)
+    return np.asarray(canvas).astype(bool)
 
 
 def location_phrase(mask: np.ndarray) -> str:
@@ -494,9 +503,10 @@ def render_patch(unique_id: int, spec: PatchSpec, rng: np.random.Generator, size
     polygons, sentences = [], [] if spec.atmosphere == 0 else [atmosphere_sentence]
     labelled = ("Unidentified",) if spec.defect == "unidentified" else spec.activity_types
     for activity_type, intensity, los in zip(labelled, spec.intensities, patterns):
-        mask = deformation_mask(los)
-        polygons.append(mask_polygon(mask))
-        sentences.append(deformation_sentence(activity_type, intensity, location_phrase(mask)))
+        polygons.append(mask_polygon(deformation_mask(los)))
+        # The location is read off the annotated polygon, as anyone checking the label would.
+        location = location_phrase(polygon_mask([polygons[-1]], shape))
+        sentences.append(deformation_sentence(activity_type, intensity, location))
     if not spec.deformation:
         sentences.append(NO_DEFORMATION)
     if spec.atmosphere == 0:

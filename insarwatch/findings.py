@@ -101,7 +101,8 @@ _INTENSITY_RES = (
 )
 _LOCATION_RE = re.compile(r"\b(?:on|at|in|around|near|along|towards|over)\b\s*(?:the\b\s*)?(.*)")
 _LOCATION_STOP_RE = re.compile(
-    r"\s+(?:of|can|could|is|are|was|were|with|which|that|due|caused)\b.*|,\s*(?:a|an|the|which|where|while|but|with)\b.*"
+    r"\s+(?:of|can|could|is|are|was|were|with|which|that|due|caused)\b.*"
+    r"|,\s*(?:a|an|the|which|where|while|but|with)\b.*"
 )
 _LOCATION_TAIL_RE = re.compile(r"(?:\s+(?:and|or|but|a|an|the|while|whereas))+$|,$")
 _LOCATION_NOUN_RE = re.compile(r"\s+(?:side|sides|part|parts|area|region)$")

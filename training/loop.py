@@ -25,7 +25,8 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
-from insarwatch.captioner import autocast_dtype
+from insarwatch.captioner import Captioner, autocast_dtype
+from insarwatch.config import CaptioningSettings
 
 from .dataset import CaptionCollator, Sample, load_images
 from .factory import TrainingSpec
@@ -75,34 +76,11 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def generate_captions(
-    model,
-    processor,
-    samples: Sequence[Sample],
-    *,
-    batch_size: int,
-    num_beams: int,
-    max_new_tokens: int,
-    progress: Progress,
-    description: str,
-) -> list[str]:
-    """Captions for ``samples`` from the model as it is now (deterministic decoding)."""
-    device = next(model.parameters()).device
-    dtype = autocast_dtype(device, "auto")
+def validation_captions(model, processor, samples: Sequence[Sample], settings: CaptioningSettings) -> list[str]:
+    """Captions of ``samples`` by the model as it is now, decoded exactly as the service decodes."""
     model.eval()
-    task = progress.add_task(description, total=len(samples))
-    captions: list[str] = []
-    with torch.inference_mode(), _autocast(device, dtype):
-        for start in range(0, len(samples), batch_size):
-            chunk = samples[start:start + batch_size]
-            pixels = processor.image_processor(images=load_images(chunk), return_tensors="pt")["pixel_values"]
-            tokens = model.generate(
-                pixel_values=pixels.to(device), num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False
-            )
-            captions.extend(text.strip() for text in processor.batch_decode(tokens, skip_special_tokens=True))
-            progress.advance(task, len(chunk))
-    progress.remove_task(task)
-    return captions
+    captioner = Captioner(model, processor, settings, source=Path("<training>"))
+    return [caption.text for caption in captioner.caption(load_images(samples))]
 
 
 def save_checkpoint(model, processor, directory: Path) -> None:
@@ -128,12 +106,18 @@ def fit(
     max_caption_tokens: int,
     device: torch.device,
     checkpoint_dir: Path,
+    captioning: CaptioningSettings,
     progress: Progress,
 ) -> FitResult:
     """Train ``model`` in place; the best epoch by validation ROUGE-L ends up in ``checkpoint_dir``.
 
+    Validation captions use ``captioning`` with the recipe's (cheaper) beam width and length.
     With no validation samples every epoch counts as the best so far (the last one is kept).
     """
+    validation = captioning.model_copy(update={
+        "num_beams": recipe.val_num_beams, "max_new_tokens": recipe.val_max_new_tokens,
+        "batch_size": recipe.batch_size,
+    })
     seed_everything(recipe.seed)
     model.to(device)
     dtype = autocast_dtype(device, "auto")
@@ -178,10 +162,8 @@ def fit(
                 )
             scores = None
             if val:
-                generated = generate_captions(
-                    model, processor, val, batch_size=recipe.batch_size, num_beams=recipe.val_num_beams,
-                    max_new_tokens=recipe.val_max_new_tokens, progress=progress, description="validating",
-                )
+                progress.update(task, description=f"epoch {epoch}/{recipe.epochs} validating")
+                generated = validation_captions(model, processor, val, validation)
                 scores = caption_scores(generated, [sample.caption for sample in val])
             stats = EpochStats(epoch, loss_sum / max(batches, 1), scores, time.monotonic() - started)
             history.append(stats)

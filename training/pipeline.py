@@ -222,7 +222,8 @@ def train(
         result = fit(
             model, processor, train_split, val_split, recipe,
             max_caption_tokens=preset.model.max_caption_tokens,
-            device=pick_device(settings.captioning.device), checkpoint_dir=checkpoint, progress=progress,
+            device=pick_device(settings.captioning.device), checkpoint_dir=checkpoint,
+            captioning=evaluation_settings(settings).captioning, progress=progress,
         )
     except BaseException:
         store.discard(staged)

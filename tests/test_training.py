@@ -1,0 +1,365 @@
+"""Tests for the training package and the ``train``/``evaluate`` commands.
+
+Everything is real: datasets of small PNGs with grammar captions written to a temp dir, a
+micro BLIP preset (32 px images, one 32-wide layer per tower) trained from scratch for two
+epochs, a FAISS index, the model store on disk, and the CLI through ``CliRunner``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sacrebleu
+from PIL import Image
+from rich.progress import Progress
+from rouge_score import rouge_scorer
+from typer.testing import CliRunner
+
+from insarwatch.cli import app
+from insarwatch.config import load_settings
+from insarwatch.findings import parse_caption
+from training import TrainingInterrupted, list_presets, load_preset, train
+from training.dataset import CaptionCollator, load_dataset
+from training.factory import create_from_scratch
+from training.metrics import caption_scores, deformation_scores
+from training.vocab import train_tokenizer
+
+LOCATIONS = ("top", "bottom", "left", "right")
+KINDS = ("mogi", "sill", "dyke")
+QUIET = "Turbulent mixing effect or wave-like patterns caused by liquid and solid particles of the atmosphere " \
+        "can be detected around the area. No deformation activity can be detected."
+MICRO_PRESET = {
+    "name": "micro",
+    "description": "test-sized BLIP",
+    "model": {
+        "image_size": 32,
+        "vision": {"patch_size": 16, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                   "num_attention_heads": 2, "initializer_range": 0.02},
+        "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                 "max_position_embeddings": 64},
+        "vocab_size": 120,
+        "max_caption_tokens": 40,
+    },
+    "training": {"epochs": 2, "batch_size": 8, "learning_rate": 0.003, "warmup_ratio": 0.1,
+                 "val_max_new_tokens": 12, "seed": 3},
+}
+ENV = {"INSARWATCH_CAPTIONING__MAX_NEW_TOKENS": "12", "INSARWATCH_CAPTIONING__NUM_BEAMS": "2",
+       "INSARWATCH_CAPTIONING__DEVICE": "cpu"}
+
+
+def _caption(index: int) -> tuple[str, bool]:
+    if index % 2:
+        return QUIET, False
+    kind, where = KINDS[index % 3], LOCATIONS[index % 4]
+    return f"A {kind}-type deformation pattern of high intensity can be detected on the {where} side of the image.", True
+
+
+def _image(index: int, deformation: bool) -> np.ndarray:
+    rng = np.random.default_rng(index)
+    pixels = rng.integers(60, 200, size=(40, 40, 3), dtype=np.uint8)
+    if deformation:
+        y, x = np.mgrid[0:40, 0:40]
+        rings = (np.sin(np.hypot(x - 20, y - 20) * 1.5) > 0)
+        pixels[rings] = (230, 30, 30)
+    return pixels
+
+
+def make_dataset(root: Path, n: int = 30, splits: dict[int, str] | None = None) -> Path:
+    """``n`` images with manifest: every 5th is test, every 7th (not test) is val."""
+    (root / "images").mkdir(parents=True)
+    lines = []
+    for index in range(n):
+        caption, deformation = _caption(index)
+        Image.fromarray(_image(index, deformation)).save(root / "images" / f"{index}.png")
+        split = "test" if index % 5 == 0 else "val" if index % 7 == 0 else "train"
+        lines.append(json.dumps({
+            "id": f"p{index}", "image": f"images/{index}.png", "caption": caption, "deformation": deformation,
+            "activity_type": ["Mogi"] if deformation else [], "intensity": ["High"] if deformation else [],
+            "split": (splits or {}).get(index, split),
+        }))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def run(args: list[str], var: Path):
+    result = CliRunner().invoke(app, args, env={**ENV, "INSARWATCH_VAR_DIR": str(var)})
+    return result
+
+
+@pytest.fixture(scope="module")
+def micro_preset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("preset") / "micro.json"
+    path.write_text(json.dumps(MICRO_PRESET), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "dataset")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, dataset: Path, micro_preset: Path) -> tuple[Path, dict]:
+    """A var dir holding one version trained by ``insarwatch train``, and the command's JSON."""
+    var = tmp_path_factory.mktemp("var")
+    result = run(["train", "--data", str(dataset), "--preset", str(micro_preset), "--json"], var)
+    assert result.exit_code == 0, result.output
+    return var, json.loads(result.stdout)
+
+
+def test_train_registers_a_complete_version_and_makes_it_current(trained: tuple[Path, dict]) -> None:
+    var, outcome = trained
+    version = var / "models" / outcome["version"]
+    assert outcome["made_current"] and not outcome["interrupted"]
+    assert (var / "models" / "current").resolve() == version.resolve()
+    for name in ("index.faiss", "index.jsonl", "metrics.json", "predictions.jsonl", "train_config.json",
+                 "captioner/model.safetensors", "captioner/config.json", "captioner/tokenizer.json",
+                 "captioner/processor_config.json"):
+        assert (version / name).is_file(), name
+    assert not list((var / "models").glob(".staging-*"))
+    metrics = json.loads((version / "metrics.json").read_text())
+    assert set(metrics) >= {"rouge1", "rouge2", "rougeL", "bleu", "retrieval_exact_match", "deformation_precision",
+                            "deformation_recall", "deformation_f1", "n_test", "seconds"}
+    assert metrics["n_test"] == 6
+    config = json.loads((version / "train_config.json").read_text())
+    assert config["samples"] == {"train": 20, "val": 4, "test": 6}
+    assert [epoch["epoch"] for epoch in config["history"]] == [1, 2]
+    records = (version / "index.jsonl").read_text().splitlines()
+    assert len(records) == 20
+
+
+def test_metrics_json_is_recomputable_from_predictions(trained: tuple[Path, dict]) -> None:
+    var, outcome = trained
+    version = var / "models" / outcome["version"]
+    rows = [json.loads(line) for line in (version / "predictions.jsonl").read_text().splitlines()]
+    assert {tuple(sorted(row)) for row in rows} == {
+        ("deformation_true", "generated", "id", "reference", "retrieved", "similarity")}
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    scores = [scorer.score(row["reference"], row["generated"]) for row in rows]
+    expected = {name: sum(s[name].fmeasure for s in scores) / len(rows) for name in ("rouge1", "rouge2", "rougeL")}
+    expected["bleu"] = sacrebleu.corpus_bleu(
+        [row["generated"] for row in rows], [[row["reference"] for row in rows]], lowercase=True, tokenize="intl"
+    ).score
+    expected["retrieval_exact_match"] = sum(row["retrieved"] == row["reference"] for row in rows) / len(rows)
+    predicted = [parse_caption(row["generated"]).deformation for row in rows]
+    hits = sum(p and row["deformation_true"] for p, row in zip(predicted, rows))
+    precision = hits / sum(predicted) if any(predicted) else 0.0
+    recall = hits / sum(row["deformation_true"] for row in rows)
+    expected["deformation_precision"] = precision
+    expected["deformation_recall"] = recall
+    expected["deformation_f1"] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    metrics = json.loads((version / "metrics.json").read_text())
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_evaluate_reproduces_the_registered_metrics(trained: tuple[Path, dict], dataset: Path) -> None:
+    var, outcome = trained
+    result = run(["evaluate", "--model", outcome["version"], "--data", str(dataset), "--json"], var)
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.stdout)["metrics"]
+    saved = json.loads((var / "models" / outcome["version"] / "metrics.json").read_text())
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in saved.items() if k != "seconds"}
+
+
+def test_failed_evaluation_keeps_the_version_but_not_as_current(
+    trained: tuple[Path, dict], dataset: Path, micro_preset: Path, tmp_path: Path
+) -> None:
+    var = tmp_path / "var"
+    shutil.copytree(trained[0], var, symlinks=True)
+    broken = tmp_path / "dataset"
+    shutil.copytree(dataset, broken)
+    (broken / "images" / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # p5 is a test image
+    before = (var / "models" / "current").resolve()
+    result = run(["train", "--data", str(broken), "--preset", str(micro_preset)], var)
+    assert result.exit_code == 2
+    assert "5.png" in result.output and "current unchanged" in result.output
+    assert (var / "models" / "current").resolve() == before
+    versions = sorted(p.name for p in (var / "models").iterdir() if not p.name.startswith(".") and p.name != "current")
+    assert len(versions) == 2
+    newest = var / "models" / versions[-1]
+    assert (newest / "captioner" / "model.safetensors").is_file() and not (newest / "metrics.json").exists()
+
+
+def test_only_if_better_does_not_replace_a_better_current(
+    trained: tuple[Path, dict], dataset: Path, micro_preset: Path, tmp_path: Path
+) -> None:
+    var = tmp_path / "var"
+    shutil.copytree(trained[0], var, symlinks=True)
+    current = var / "models" / "current"
+    metrics_path = current / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["rougeL"] = 1.5  # unbeatable
+    metrics_path.write_text(json.dumps(metrics))
+    before = current.resolve()
+    result = run(["train", "--data", str(dataset), "--preset", str(micro_preset), "--only-if-better", "--json"], var)
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout)
+    assert not outcome["made_current"] and "< 1.5000" in outcome["reason"]
+    assert current.resolve() == before
+
+
+def test_base_fine_tunes_a_local_snapshot_keeping_its_vocabulary(
+    tiny_blip_dir: Path, dataset: Path, micro_preset: Path, tmp_path: Path
+) -> None:
+    result = run(["train", "--data", str(dataset), "--base", str(tiny_blip_dir), "--preset", str(micro_preset),
+                  "--epochs", "1", "--json"], tmp_path)
+    assert result.exit_code == 0, result.output
+    captioner = Path(json.loads(result.stdout)["path"]) / "captioner"
+    vocabulary = [json.loads((d / "tokenizer.json").read_text())["model"]["vocab"] for d in (captioner, tiny_blip_dir)]
+    assert vocabulary[0] == vocabulary[1]
+    config = json.loads((captioner / "config.json").read_text())
+    assert config["vision_config"]["image_size"] == 64
+    result = run(["train", "--data", str(dataset), "--base", str(tmp_path / "nowhere")], tmp_path)
+    assert result.exit_code == 2 and "nowhere: model directory does not exist" in result.output
+
+
+class CtrlCDuring(Progress):
+    """A real progress display, except that the user presses Ctrl-C once a given epoch starts."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(disable=True)
+        self.marker = f"epoch {epoch}/"
+
+    def reset(self, task_id, **fields) -> None:
+        super().reset(task_id, **fields)
+        if str(fields.get("description", "")).startswith(self.marker):
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_the_best_epoch_and_registers_it_without_making_it_current(
+    dataset: Path, micro_preset: Path, tmp_path: Path
+) -> None:
+    settings = load_settings(environ={**ENV, "INSARWATCH_VAR_DIR": str(tmp_path)})
+    preset = load_preset(str(micro_preset)).with_training(epochs=3)
+    outcome = train(dataset, preset, settings, CtrlCDuring(epoch=2))
+    assert outcome.fit.interrupted and outcome.fit.best_epoch == 1 and len(outcome.fit.history) == 1
+    assert not outcome.made_current and not (tmp_path / "models" / "current").exists()
+    assert (outcome.version.path / "captioner" / "model.safetensors").is_file()
+    assert (outcome.version.path / "metrics.json").is_file()
+
+
+def test_ctrl_c_in_the_first_epoch_leaves_nothing_behind(dataset: Path, micro_preset: Path, tmp_path: Path) -> None:
+    settings = load_settings(environ={**ENV, "INSARWATCH_VAR_DIR": str(tmp_path)})
+    with pytest.raises(TrainingInterrupted, match="nothing kept"):
+        train(dataset, load_preset(str(micro_preset)), settings, CtrlCDuring(epoch=1))
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def _write_manifest(root: Path, lines: list[str]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _good_line(**changes) -> str:
+    return json.dumps({"id": "p0", "image": "images/0.png", "caption": QUIET, "deformation": False,
+                       "activity_type": [], "intensity": [], "split": "train", **changes})
+
+
+@pytest.mark.parametrize(
+    ("case", "named", "reason"),
+    [
+        ("no directory", "missing", "does not exist"),
+        ("no manifest", "manifest.jsonl", "no manifest"),
+        ("empty manifest", "manifest.jsonl", "lists no images"),
+        ("malformed line", "manifest.jsonl:2", "not valid JSON"),
+        ("missing field", "manifest.jsonl:1", "field 'caption'"),
+        ("wrong split", "manifest.jsonl:1", "field 'split'"),
+        ("missing image", "images/99.png", "line 2 does not exist"),
+        ("duplicate id", "manifest.jsonl:2", "duplicate id"),
+        ("no test split", "manifest.jsonl", "'test' split"),
+        ("no train split", "manifest.jsonl", "'train' split"),
+    ],
+)
+def test_bad_datasets_are_one_line_input_errors(
+    case: str, named: str, reason: str, dataset: Path, micro_preset: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "ds"
+    if case == "no directory":
+        root = tmp_path / "missing"
+    elif case == "no manifest":
+        root.mkdir()
+    elif case == "empty manifest":
+        _write_manifest(root, [])
+    else:
+        shutil.copytree(dataset / "images", root / "images")
+        lines = {
+            "malformed line": [_good_line(), '{"id": "p1", "image": '],
+            "missing field": [json.dumps({"id": "p0", "image": "images/0.png", "deformation": False, "split": "train"})],
+            "wrong split": [_good_line(split="training")],
+            "missing image": [_good_line(), _good_line(id="p9", image="images/99.png")],
+            "duplicate id": [_good_line(), _good_line(image="images/1.png")],
+            "no test split": [_good_line(), _good_line(id="p1", image="images/1.png", split="val")],
+            "no train split": [_good_line(split="test")],
+        }[case]
+        _write_manifest(root, lines)
+    result = run(["train", "--data", str(root), "--preset", str(micro_preset)], tmp_path / "var")
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert message.count("\n") == 0 and message.startswith("error: ")
+    assert named in message and reason in message
+    assert not (tmp_path / "var" / "models").exists() or not any((tmp_path / "var" / "models").iterdir())
+
+
+def test_unknown_preset_and_missing_model_are_input_errors(dataset: Path, tmp_path: Path) -> None:
+    result = run(["train", "--data", str(dataset), "--preset", "enormous"], tmp_path)
+    assert result.exit_code == 2 and "enormous: unknown preset" in result.output and "tiny" in result.output
+    result = run(["evaluate", "--model", "20990101T000000Z", "--data", str(dataset)], tmp_path)
+    assert result.exit_code == 2 and "20990101T000000Z" in result.output
+
+
+def test_vocabulary_round_trip_reads_like_fine_tuned_blip(tmp_path: Path) -> None:
+    captions = [_caption(i)[0] for i in range(12)]
+    tokenizer = train_tokenizer(captions, vocab_size=200)
+    assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3, 4, 5]) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+    assert tokenizer.bos_token == "[DEC]" and len(tokenizer) <= 200
+    ids = tokenizer(captions[0])["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert tokenizer.unk_token_id not in ids
+    decoded = tokenizer.decode(ids, skip_special_tokens=True)
+    assert decoded == ("a mogi - type deformation pattern of high intensity can be detected on the top side of "
+                       "the image.")
+    tokenizer.save_pretrained(tmp_path)
+    from transformers import BertTokenizerFast
+
+    again = BertTokenizerFast.from_pretrained(tmp_path, local_files_only=True)
+    assert again(captions[1])["input_ids"] == tokenizer(captions[1])["input_ids"]
+    assert again.bos_token_id == tokenizer.bos_token_id
+
+
+def test_collator_starts_captions_with_dec_and_ignores_padding(dataset: Path) -> None:
+    train_split = load_dataset(dataset).split("train")
+    model, processor = create_from_scratch(load_preset("tiny").model, [s.caption for s in train_split])
+    batch = CaptionCollator(processor, max_length=64)(train_split[:3])
+    assert batch["pixel_values"].shape == (3, 3, 112, 112)
+    assert (batch["input_ids"][:, 0] == processor.tokenizer.bos_token_id).all()
+    padded = batch["attention_mask"] == 0
+    assert padded.any() and (batch["labels"][padded] == -100).all()
+    assert (batch["labels"][~padded] == batch["input_ids"][~padded]).all()
+    assert model(**batch).loss.item() == pytest.approx(math.log(len(processor.tokenizer)), rel=0.2)
+
+
+def test_presets_are_data_and_tiny_has_a_few_million_parameters() -> None:
+    assert {"tiny", "base"} <= set(list_presets())
+    base = load_preset("base")
+    assert base.model.image_size == 384 and base.model.vision["hidden_size"] == 768
+    tiny = load_preset("tiny")
+    model, processor = create_from_scratch(tiny.model, [QUIET, _caption(0)[0]])
+    parameters = sum(p.numel() for p in model.parameters())
+    assert 1_000_000 < parameters < 10_000_000
+    assert processor.image_processor.size == {"height": tiny.model.image_size, "width": tiny.model.image_size}
+
+
+def test_metric_helpers_score_blip_style_output_as_a_match() -> None:
+    reference = "A sill-type deformation pattern of low intensity can be detected on the central side."
+    generated = "a sill - type deformation pattern of low intensity can be detected on the central side."
+    scores = caption_scores([generated], [reference])
+    assert scores["rougeL"] == pytest.approx(1.0) and scores["bleu"] == pytest.approx(100.0)
+    assert deformation_scores([True, True, False, False], [True, False, True, False]) == {
+        "deformation_precision": 0.5, "deformation_recall": 0.5, "deformation_f1": 0.5}
+    assert deformation_scores([False, False], [False, False])["deformation_f1"] == 0.0

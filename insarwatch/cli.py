@@ -163,16 +163,17 @@ def report(
         raise InsarwatchError(f"{settings.state_db}: no state database yet; nothing to send")
     # Without --send the database is only read, so this is safe beside a running daemon.
     with Store(settings.state_db if exists else Path(":memory:"), readonly=exists and not send) as store:
-        digest = reports.digest_from_store(store, start, end, settings)
-        rendered = reports.build_digest_report(digest, now)
-        html_path, json_path = reports.write_report(rendered, settings.reports_dir)
-        typer.echo(html_path)
-        typer.echo(json_path)
         if send:
-            if not notify.publish(store, digest.key, rendered, settings, now):
-                console.stderr.print(f"digest {digest.key} was sent before; not sending it again")
+            rendered, new = notify.publish_digest(store, settings, start, end, now)
+            if not new:
+                console.stderr.print("this period's digest was sent before; not sending it again")
             run = notify.deliver_due(store, settings, now)
             console.stderr.print(f"delivered {run.delivered}, retrying {run.retrying}, given up {run.given_up}")
+        else:
+            rendered = reports.build_digest_report(reports.digest_from_store(store, start, end, settings), now)
+        html_path, json_path = reports.write_report(rendered, settings.reports_dir)
+    typer.echo(html_path)
+    typer.echo(json_path)
 
 
 def _with_beams(settings: Settings, beams: int | None) -> Settings:
@@ -293,7 +294,7 @@ def prepare(
 
     from collections.abc import Iterator, Sequence
 
-    from .hephaestus import RULES, Candidate, prepare as prepare_dataset
+    from .hephaestus import NOT_PALETTE, RULES, Candidate, prepare as prepare_dataset
 
     settings = settings_of(ctx)
     with console.progress() as bar:
@@ -308,14 +309,14 @@ def prepare(
     for skipped in (*result.malformed, *result.unusable):
         console.stderr.print(f"skipped {skipped.path}: {skipped.reason}", markup=False, highlight=False, soft_wrap=True)
     out_console = Console()
-    descriptions = {rule.name: rule.description for rule in RULES} | {"not_palette": "source PNG not palette (P) mode"}
+    descriptions = {rule.name: rule.description for rule in RULES} | {NOT_PALETTE: "source PNG not palette (P) mode"}
     removed = Table(title=f"Curation of {result.annotations} annotations ({result.layout} layout)")
     removed.add_column("rule")
     removed.add_column("removes")
     removed.add_column("removed", justify="right")
     removed.add_row("malformed", "annotation JSON unreadable or invalid", str(len(result.malformed)))
     for name, count in result.removed.items():
-        if name == "not_palette":
+        if name == NOT_PALETTE:
             removed.add_row("unusable", "image missing or unreadable", str(len(result.unusable)))
         removed.add_row(name, descriptions[name], str(count))
     out_console.print(removed)

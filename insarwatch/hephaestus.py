@@ -20,6 +20,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -68,6 +69,12 @@ class Annotation(BaseModel):
     confidence: float | str | None
     segmentation_mask: list[list[float]]
     caption: str
+
+    @field_validator("primary_date", "secondary_date")
+    @classmethod
+    def _real_date(cls, text: str) -> str:
+        datetime.strptime(text, "%Y%m%d")  # ValueError names the impossible day
+        return text
 
     @field_validator("segmentation_mask")
     @classmethod
@@ -258,7 +265,12 @@ def source_image(annotation: Annotation, root: Path, layout: str) -> Path:
 def curate(
     paths: Sequence[Path], root: Path, layout: str
 ) -> tuple[list[Candidate], tuple[Skipped, ...], dict[str, int], tuple[Skipped, ...]]:
-    """Load, validate and filter annotations: (P-mode candidates, malformed, removed, unusable)."""
+    """Load, validate and filter annotations.
+
+    Returns the clean annotations with their image and its mode (any mode: the P-mode
+    filter comes after, so the report can count RGBA and other sources), the malformed
+    files, the count each rule removed, and the clean annotations whose image is unusable.
+    """
     removed = {rule.name: 0 for rule in RULES} | {NOT_PALETTE: 0}
     malformed: list[Skipped] = []
     unusable: list[Skipped] = []

@@ -93,6 +93,7 @@ def test_lenient_where_real_files_vary(tmp_path: Path) -> None:
         (json.dumps(annotation(1, label="Deformation")), "field 'label': Input should be a valid list"),
         (json.dumps(annotation(1, activity_type=["Volcano"])), "field 'activity_type.0': Input should be 'Mogi'"),
         (json.dumps(annotation(1, primary_date="2021-01-01")), "field 'primary_date': String should match"),
+        (json.dumps(annotation(1, secondary_date="20230230")), "field 'secondary_date': Value error, day is out of range"),
         (json.dumps(annotation(1, segmentation_mask=[[1, 2, 3]])), "field 'segmentation_mask': Value error, each polygon"),
         (json.dumps(annotation(1, uniqueID="abc", caption=3)), "field 'uniqueID': Input should be a valid integer, "
                                                                "unable to parse string as an integer (and 1 more problems)"),

@@ -1,4 +1,4 @@
-"""Synthetic interferograms: determinism, the LiCSAR drop, annotation contract, labels that
+"""Synthetic interferograms (``synth`` and its forward model ``interferometry``): determinism, the LiCSAR drop, annotation contract, labels that
 agree with the rendered fringes, captions that agree with the labels, flagged samples that
 carry their pixel defects, and the LOS geometry. Real files, real CLI, real imaging checks."""
 
@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from typer.testing import CliRunner
 
-from insarwatch import imaging, synth
+from insarwatch import imaging, interferometry, synth
 from insarwatch.cli import app
 from insarwatch.licsar import Interferogram, Unrecognised, discover
 
@@ -65,7 +65,7 @@ def _mask(annotation: dict, size: int = synth.PATCH) -> np.ndarray:
 
 def _fringe_energy(indices: np.ndarray) -> np.ndarray:
     """Per-pixel phase-gradient magnitude of the decoded PNG, speckle averaged out."""
-    phasor = np.exp(1j * np.nan_to_num(synth.index_to_phase(indices)))
+    phasor = np.exp(1j * np.nan_to_num(interferometry.index_to_phase(indices)))
     smooth = ndimage.uniform_filter(phasor.real, 5) + 1j * ndimage.uniform_filter(phasor.imag, 5)
     down = np.angle(smooth[1:, :-1] * np.conj(smooth[:-1, :-1]))
     across = np.angle(smooth[:-1, 1:] * np.conj(smooth[:-1, :-1]))
@@ -130,7 +130,7 @@ def test_synth_writes_a_licsar_drop_with_truth(tmp_path: Path) -> None:
         assert (coherence < 0.25) == line["low_coherence"]
         assert line["volcano"] == [230, 210]
         if line["deformation"]:
-            assert line["activity_type"] in synth.ACTIVITY_TYPES and line["intensity"] in synth.INTENSITY_FRINGES
+            assert line["activity_type"] in interferometry.ACTIVITY_TYPES and line["intensity"] in synth.INTENSITY_FRINGES
             assert volcano_tile in line["tiles"]
         else:
             assert (line["activity_type"], line["intensity"], line["tiles"]) == (None, None, [])
@@ -172,7 +172,7 @@ def test_annotations_have_exactly_the_agreed_fields(dataset: Path, annotations: 
         deforming = annotation["label"] == ["Deformation"]
         assert annotation["label"] in (["Deformation"], ["Non_Deformation"])
         assert annotation["phase"] in (("Unrest", "Rebound") if deforming else ("Rest",))
-        assert set(annotation["activity_type"]) <= {*synth.ACTIVITY_TYPES, "Unidentified"}
+        assert set(annotation["activity_type"]) <= {*interferometry.ACTIVITY_TYPES, "Unidentified"}
         assert set(annotation["intensity_level"]) <= {"Low", "Medium", "High"}
         assert bool(annotation["activity_type"]) == bool(annotation["segmentation_mask"]) == deforming
         for polygon in annotation["segmentation_mask"]:
@@ -231,10 +231,10 @@ def test_location_phrase_uses_a_3x3_grid() -> None:
 
 def test_every_activity_type_renders_visible_fringes() -> None:
     rng = np.random.default_rng(0)
-    for activity_type in synth.ACTIVITY_TYPES:
+    for activity_type in interferometry.ACTIVITY_TYPES:
         for intensity, (low, high) in synth.INTENSITY_FRINGES.items():
             patch = synth.render_patch(0, _spec(activity_types=(activity_type,), intensities=(intensity,)), rng)
-            fringes = np.abs(patch.los).max() / synth.FRINGE
+            fringes = np.abs(patch.los).max() / interferometry.FRINGE
             assert low <= fringes <= high
             assert patch.annotation["segmentation_mask"]
             assert f"{activity_type.lower()}-type deformation pattern of {intensity.lower()}" in \
@@ -287,41 +287,41 @@ def test_rgba_samples_use_alpha_and_another_scheme(tmp_path: Path) -> None:
     pixels = np.asarray(image)
     assert (pixels[..., 3] == 255).all()
     colours = {tuple(c) for c in pixels[..., :3].reshape(-1, 3)}
-    assert not colours & {tuple(c) for c in synth.PALETTE[1:synth.PHASE_LEVELS + 1]}
+    assert not colours & {tuple(c) for c in interferometry.PALETTE[1:interferometry.PHASE_LEVELS + 1]}
 
 
 # --------------------------------------------------------------------------- rendering and geometry
 
 
 def test_palette_conventions(tmp_path: Path) -> None:
-    phases = synth.PALETTE[1:synth.PHASE_LEVELS + 1]
-    assert tuple(synth.PALETTE[synth.NODATA]) == (0, 0, 0)
+    phases = interferometry.PALETTE[1:interferometry.PHASE_LEVELS + 1]
+    assert tuple(interferometry.PALETTE[interferometry.NODATA]) == (0, 0, 0)
     assert not np.all(phases == 0, axis=1).any()
-    assert len({tuple(c) for c in phases}) == synth.PHASE_LEVELS
+    assert len({tuple(c) for c in phases}) == interferometry.PHASE_LEVELS
     phase = np.linspace(-np.pi + 1e-9, np.pi, 1000)
-    decoded = synth.index_to_phase(synth.phase_to_index(phase))
-    assert np.abs(np.angle(np.exp(1j * (decoded - phase)))).max() <= np.pi / synth.PHASE_LEVELS + 1e-9
-    assert np.isnan(synth.index_to_phase(np.array([synth.NODATA, synth.WHITE]))).all()
-    wrapped = synth.wrap(np.array([np.pi, -np.pi, 3 * np.pi, 0.5]))
+    decoded = interferometry.index_to_phase(interferometry.phase_to_index(phase))
+    assert np.abs(np.angle(np.exp(1j * (decoded - phase)))).max() <= np.pi / interferometry.PHASE_LEVELS + 1e-9
+    assert np.isnan(interferometry.index_to_phase(np.array([interferometry.NODATA, interferometry.WHITE]))).all()
+    wrapped = interferometry.wrap(np.array([np.pi, -np.pi, 3 * np.pi, 0.5]))
     assert np.allclose(wrapped, [np.pi, np.pi, np.pi, 0.5])
 
 
 def test_los_projection() -> None:
     for direction in "AD":
-        assert np.isclose(np.linalg.norm(synth.los_vector(direction)), 1)
-    ascending, descending = synth.los_vector("A"), synth.los_vector("D")
+        assert np.isclose(np.linalg.norm(interferometry.los_vector(direction)), 1)
+    ascending, descending = interferometry.los_vector("A"), interferometry.los_vector("D")
     assert ascending[0] < 0 < descending[0]  # ascending looks east, so the satellite is to the west
     assert np.isclose(ascending[0], -descending[0]) and np.isclose(ascending[2], descending[2])
     size = 101
     centre = (size - 1) / 2
-    source = synth.Source("Mogi", centre * synth.PIXEL, (size - centre) * synth.PIXEL, 2000.0)
-    fields = {d: synth.los_field([source], d, (size, size), stride=1) for d in "AD"}
+    source = interferometry.Source("Mogi", centre * interferometry.PIXEL, (size - centre) * interferometry.PIXEL, 2000.0)
+    fields = {d: interferometry.los_field([source], d, (size, size), stride=1) for d in "AD"}
     peaks = {}
     for direction, field in fields.items():
         peaks[direction] = np.unravel_index(np.argmax(field), field.shape)
         # Vertical-dominated: the peak stays within a fraction of the depth of the source and
         # most of the 1 m uplift reaches the LOS.
-        assert np.hypot(peaks[direction][0] - centre, peaks[direction][1] - centre) * synth.PIXEL < 0.4 * 2000
+        assert np.hypot(peaks[direction][0] - centre, peaks[direction][1] - centre) * interferometry.PIXEL < 0.4 * 2000
         assert field.max() > 0.7
     assert peaks["A"][1] < centre < peaks["D"][1]  # the peak leans towards the satellite
     difference = fields["A"] - fields["D"]
@@ -332,11 +332,11 @@ def test_los_projection() -> None:
 def test_dislocation_sources_behave() -> None:
     x = np.linspace(-10000, 10000, 201)
     y = np.zeros_like(x)
-    sill = synth.displacement(synth.Source("Sill", 0, 0, 1500, 4000, 4000), x, y)
+    sill = interferometry.displacement(interferometry.Source("Sill", 0, 0, 1500, 4000, 4000), x, y)
     assert sill[2].argmax() == 100 and sill[2].max() > 0.3
-    dyke = synth.displacement(synth.Source("Dyke", 0, 0, 300, 6000, 4000, strike=0.0), x, y)
+    dyke = interferometry.displacement(interferometry.Source("Dyke", 0, 0, 300, 6000, 4000, strike=0.0), x, y)
     assert dyke[2][100] < dyke[2].max() and dyke[0][150] > 0 > dyke[0][50]  # lobes pushed apart
-    quake = synth.displacement(synth.Source("Earthquake", 0, 0, 1000, 8000, 5000, 0.0, 60.0, 0.0), x, y)
+    quake = interferometry.displacement(interferometry.Source("Earthquake", 0, 0, 1000, 8000, 5000, 0.0, 60.0, 0.0), x, y)
     assert np.abs(quake).max() > 0.05
 
 

@@ -35,7 +35,8 @@ from urllib.parse import urlsplit
 
 from .config import NotifySettings, Settings, SmtpSettings, WebhookSettings
 from .errors import InsarwatchError
-from .reports import Figure, Report, build_alert_report, load_frame_image, write_report
+from .reports import (Figure, Report, build_alert_report, build_digest_report, digest_from_store,
+                      load_frame_image, write_report)
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,15 @@ def alert_outbox(alert: Any, settings: Settings) -> tuple[dict[str, Any], list[t
     frame, problem = load_frame_image(alert, settings.imaging.max_pixels)
     report = build_alert_report(alert, frame, image_problem=problem, base_url=settings.notify.report_base_url)
     return report_payload(report), targets_for(report.document, settings)
+
+
+def publish_digest(store: Any, settings: Settings, since: datetime, until: datetime,
+                   now: datetime) -> tuple[Report, bool]:
+    """Build the digest of ``[since, until)`` from the store and store it for delivery
+    (once per period); returns the rendered digest and whether it was new."""
+    digest = digest_from_store(store, since, until, settings)
+    report = build_digest_report(digest, now)
+    return report, publish(store, digest.key, report, settings, now)
 
 
 # --------------------------------------------------------------------------- channels

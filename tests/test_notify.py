@@ -24,8 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from report_samples import FRAME, VOLCANO, make_alert
+from typer.testing import CliRunner
 
 from insarwatch import notify, reports
+from insarwatch.cli import app
 from insarwatch.config import Settings, Volcano
 from insarwatch.store import Store
 
@@ -410,3 +412,27 @@ def test_recipients_are_deduplicated_and_only_the_relevant_lists() -> None:
     assert notify.recipients_for(document, settings.notify.smtp) == ["a@x", "b@x", "c@x", "d@x"]
     assert notify.recipients_for({"kind": "alert", "frame": "x", "volcano": None}, settings.notify.smtp) == [
         "a@x", "b@x"]
+
+
+def test_report_send_mails_the_digest_once(tmp_path: Path, smtp) -> None:
+    port, mailbox = smtp
+    config = tmp_path / "insarwatch.toml"
+    config.write_text(
+        f'var_dir = "{tmp_path / "var"}"\n[notify.smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        f'recipients = ["duty@observatory.example"]\n'
+    )
+    (tmp_path / "var").mkdir()
+    with Store(tmp_path / "var" / "state.db") as store:
+        primary = date(2026, 11, 2)
+        store.discover(f"{FRAME}/x", "/drop/x", FRAME, primary, primary + timedelta(days=12),
+                       datetime(2026, 11, 3, 8, tzinfo=timezone.utc))
+    arguments = ["--config", str(config), "report", "--since", "2026-11-01", "--until", "2026-11-07", "--send"]
+    first = CliRunner().invoke(app, arguments, env={"INSARWATCH_VAR_DIR": str(tmp_path / "var")})
+    assert first.exit_code == 0, first.output
+    assert "delivered 2" in first.stderr
+    again = CliRunner().invoke(app, arguments, env={"INSARWATCH_VAR_DIR": str(tmp_path / "var")})
+    assert again.exit_code == 0 and "sent before" in again.stderr
+    [received] = mailbox.messages
+    assert received["rcpt_tos"] == ["duty@observatory.example"]
+    assert received["message"]["Subject"].startswith("[insarwatch] Digest 2026-11-01 00:00 – 2026-11-08 00:00 UTC")
+    assert Path(first.stdout.split()[0]).exists()

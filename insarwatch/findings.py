@@ -128,6 +128,7 @@ _PROCESSING_ERROR_RE = re.compile(
 )
 _OTHER_DOMAIN_RE = re.compile(
     r"\batmospher\w*|\bfringes?\b|\bglacier|\borbital\b|\binterferogram|\bcoherence\b|\bphase\s+ramp"
+    r"|\bimage\s+(?:artifacts?|artefacts?)|\bcontains\s+no\s+information"
 )
 _SENTENCE_RE = re.compile(r"[.;!?]+(?:\s+|$)")
 

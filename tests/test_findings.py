@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from insarwatch.cli import app
+from insarwatch import synth
 from insarwatch.findings import Finding, Pattern, normalise, parse_caption, strongest
 
 ENV = {"INSARWATCH_CONFIG": "/dev/null"}
@@ -97,6 +98,7 @@ EXPERT = [
     ("Unwrapping errors can be detected on the right side.", finding(processing_error=True)),
     ("Orbital fringes can be detected around the area. No deformation activity can be detected.", QUIET),
     ("Glacier fringes can be detected on the top side of the region.", QUIET),
+    ("Image artifacts are detected on image. Part of the image contains no information.", QUIET),
     ("A SILL-TYPE DEFORMATION PATTERN OF LOW INTENSITY CAN BE DETECTED ON THE CENTRAL SIDE.",
      finding(patterns=(("sill", "low", "central"),))),
     ("No mogi-type deformation can be detected.", QUIET),
@@ -184,6 +186,34 @@ def test_caption_gives_exactly_the_expected_finding(caption: str, expected: dict
 ])
 def test_expert_and_model_forms_of_a_caption_agree(expert: str, model: str) -> None:
     assert parse_caption(expert) == parse_caption(model)
+
+
+# The location phrases synth writes (the experts' 3 x 3 grid) and what a finding calls them.
+SYNTH_LOCATIONS = {
+    "on the central side": "central", "on the top side of the image": "top", "at the bottom of the image": "bottom",
+    "on the left side of the image": "left", "on the right side of the image": "right",
+    "on the top-left side of the image": "top-left", "on the top-right side of the image": "top-right",
+    "on the bottom-left side of the image": "bottom-left", "on the bottom-right side of the image": "bottom-right",
+}
+
+
+@pytest.mark.parametrize("activity_type", ["Mogi", "Dyke", "Sill", "Spheroid", "Earthquake", "Unidentified"])
+def test_every_deformation_sentence_synth_writes_is_read_back(activity_type: str) -> None:
+    for intensity in ("Low", "Medium", "High"):
+        for phrase, location in SYNTH_LOCATIONS.items():
+            sentence = synth.deformation_sentence(activity_type, intensity, phrase)
+            assert parse_caption(f"{synth.TURBULENT_AROUND} {sentence}") == Finding(
+                True, True, (Pattern(activity_type.lower(), intensity.lower(), location),), ("turbulent", "wave"))
+
+
+def test_every_flag_and_atmosphere_sentence_synth_writes_is_recognised_and_quiet() -> None:
+    flags = {"low_coherence": {"low_coherence": True}, "processing_error": {"processing_error": True}}
+    for flag, sentence in synth.FLAG_SENTENCES.items():
+        assert parse_caption(f"{sentence} {synth.NO_DEFORMATION}").to_dict() == finding(**flags.get(flag, {}))
+    assert parse_caption(synth.STRATIFICATION).to_dict() == finding(atmosphere=("stratification",))
+    sides = synth.sides_phrase(("top", "left", "bottom"))
+    assert parse_caption(f"Turbulent mixing effect can be detected {sides}.").to_dict() == finding(
+        atmosphere=("turbulent",))
 
 
 def test_normalise_closes_spaced_hyphens_and_fixes_typos() -> None:

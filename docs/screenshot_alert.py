@@ -35,6 +35,7 @@ from insarwatch.alerts import Alert, alert_key, decide_interferogram, decide_til
 from insarwatch.config import Settings, Volcano
 from insarwatch.findings import parse_caption
 from insarwatch.imaging import check_quality, decode_png, tile, to_rgb
+from insarwatch.interferometry import PALETTE
 from insarwatch.retrieval import IndexRecord, Neighbour
 
 MODEL_VERSION = "synthetic-truth (no model)"
@@ -63,7 +64,7 @@ def expert_patches(seed: int, count: int = 120) -> list[tuple[IndexRecord, np.nd
         record = IndexRecord(annotation["caption"], annotation["label"] == ["Deformation"],
                              tuple(annotation["activity_type"]), tuple(annotation["intensity_level"]),
                              f"synthetic-hephaestus/{annotation['uniqueID']}")
-        patches.append((record, features(synth.PALETTE[patch.indices])))
+        patches.append((record, features(PALETTE[patch.indices])))
     return patches
 
 

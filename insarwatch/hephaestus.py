@@ -343,6 +343,8 @@ def prepare(
     root, out = Path(root), Path(out)
     paths = find_annotations(root)
     layout = layout_of(root)
+    if (out / "images").resolve() == (root / "images").resolve():
+        raise InputError(out, f"would overwrite the source images in {root / 'images'}; choose another --out")
     candidates, malformed, removed, unusable = curate(paths, root, layout)
     remaining: dict[str, dict[str, int]] = {name: {"P": 0, "RGBA": 0, "other": 0}
                                             for name in ("deforming", "non_deforming")}

@@ -167,6 +167,16 @@ def test_huge_source_image_is_refused(tmp_path: Path) -> None:
     assert read_manifest(tmp_path / "dataset") == []
 
 
+def test_out_over_the_source_images_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "heph"
+    flat_sample(root, annotation(1, deformation=True))
+    before = (root / "images" / "1.png").read_bytes()
+    result = CliRunner().invoke(app, ["prepare", str(root), "--out", str(root)])
+    assert result.exit_code == 2
+    assert "would overwrite the source images" in result.stderr
+    assert (root / "images" / "1.png").read_bytes() == before
+
+
 @pytest.mark.parametrize("make", ["missing", "empty"])
 def test_root_without_annotations_is_exit_2(tmp_path: Path, make: str) -> None:
     root = tmp_path / "root"

@@ -128,7 +128,7 @@ _PROCESSING_ERROR_RE = re.compile(
 )
 _OTHER_DOMAIN_RE = re.compile(
     r"\batmospher\w*|\bfringes?\b|\bglacier|\borbital\b|\binterferogram|\bcoherence\b|\bphase\s+ramp"
-    r"|\bimage\s+(?:artifacts?|artefacts?)|\bcontains\s+no\s+information"
+    r"|\bimage\s+(?:artifacts?|artefacts?)|\bcontains\s+no\s+information|\bcorrupt\w*"
 )
 _SENTENCE_RE = re.compile(r"[.;!?]+(?:\s+|$)")
 
@@ -205,7 +205,8 @@ def parse_caption(text: str) -> Finding:
     recognized |= processing_error
     # Typed patterns describe what an untyped sentence ("Two deformation patterns can be
     # detected on the right side.") announced; only without them does the untyped one stand.
-    patterns = tuple(typed or untyped[:1])
+    # Beam search sometimes repeats a sentence: one pattern described twice is one pattern.
+    patterns = tuple(dict.fromkeys(typed or untyped[:1]))
     return Finding(
         recognized=recognized,
         deformation=bool(patterns),

@@ -102,6 +102,13 @@ EXPERT = [
     ("A SILL-TYPE DEFORMATION PATTERN OF LOW INTENSITY CAN BE DETECTED ON THE CENTRAL SIDE.",
      finding(patterns=(("sill", "low", "central"),))),
     ("No mogi-type deformation can be detected.", QUIET),
+    ("Mogi-type deformation can be seen at the top-left corner.",
+     finding(patterns=(("mogi", None, "top-left corner"),))),
+    ("Deformation fringes of high intensity can be detected in the center of the image, caused by a sill-type "
+     "source.",
+     finding(patterns=(("sill", "high", "center"),))),
+    ("No deformation can be detected due to low coherence.", finding(low_coherence=True)),
+    ("The interferogram is corrupted.", QUIET),
     ("Signs of deformation cannot be observed. Turbulent mixing effect can be detected on the top side.",
      finding(atmosphere=("turbulent",))),
     ("A sill-type deformation pattern of low intensity can be detected on the central side and a mogi-type "
@@ -145,6 +152,9 @@ MODEL = [
     ("stratification effect can be detected on the left side. no deformation activity can be detected.",
      finding(atmosphere=("stratification",))),
     ("no deformation activity.", QUIET),
+    ("a sill - type deformation pattern of low intensity can be detected on the central side. a sill - type "
+     "deformation pattern of low intensity can be detected on the central side.",
+     finding(patterns=(("sill", "low", "central"),))),
     ("no deformation", QUIET),
     ("a sill - type deformation pattern of low intensity can be detected on the",
      finding(patterns=(("sill", "low", None),))),

@@ -277,6 +277,9 @@ def curate(
     candidates: list[Candidate] = []
     seen: dict[int, Path] = {}
     for path in paths:
+        if not licsar.is_inside(path, root):
+            malformed.append(Skipped(path, "symlink leads outside the dataset root; refused"))
+            continue
         try:
             annotation = load_annotation(path)
         except InputError as exc:

@@ -131,16 +131,20 @@ def test_prepare_raw_licsar_layout(tmp_path: Path) -> None:
         assert (written.mode, written.size) == ("RGB", (500, 300))
 
 
-def test_symlinked_image_leading_out_of_root_is_skipped(tmp_path: Path) -> None:
+def test_symlinks_leading_out_of_root_are_skipped(tmp_path: Path) -> None:
     root = tmp_path / "heph"
     flat_sample(root, annotation(1, deformation=True))
     flat_sample(root, annotation(2))
     outside = save_p(tmp_path / "elsewhere.png", fringes(64, 64))
     write_annotation(root, annotation(3, deformation=True))
     (root / "images" / "3.png").symlink_to(outside)
+    write_annotation(tmp_path, annotation(4, deformation=True))
+    (root / "annotations" / "4.json").symlink_to(tmp_path / "annotations" / "4.json")
     report = hephaestus.prepare(root, tmp_path / "dataset", ImagingSettings())
     assert [(s.path.name, s.reason) for s in report.unusable] == [
         ("3.png", "symlink leads outside the dataset root; refused")]
+    assert [(s.path.name, s.reason) for s in report.malformed] == [
+        ("4.json", "symlink leads outside the dataset root; refused")]
     assert sorted(r["id"] for r in read_manifest(tmp_path / "dataset")) == [1, 2]
 
 

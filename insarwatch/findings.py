@@ -89,14 +89,17 @@ _TYPE_WORDS = {
 }
 _TYPE_RE = re.compile(r"\b(" + "|".join(sorted(_TYPE_WORDS, key=len, reverse=True)) + r")\b")
 # A type word only names a pattern in a sentence about deformation ("a window sill" is not one).
-_DEFORM = r"\bdef(?:or|ro|r|o)m\w*"
-_DOMAIN_CUE_RE = re.compile(_DEFORM + r"|\bpatterns?\b|-?\btype\b|\binte?n?[si]{1,2}t\w*|\bfringes?\b|\buplift"
-                            r"|\bsubsidence|\binflation|\bdeflation|\bsource\b")
+# Tolerant stems: "deformation"/"defromation"/"deformtion"; "intensity"/"intesity"/"intenisty".
+_DEFORM_STEM = r"def(?:or|ro|r|o)m\w*"
+_DEFORM = r"\b" + _DEFORM_STEM
+_INTENSITY_WORD = r"\binte?n?[si]{1,2}t\w*"
+_DOMAIN_CUE_RE = re.compile(_DEFORM + r"|\bpatterns?\b|\btype\b|" + _INTENSITY_WORD
+                            + r"|\bfringes?\b|\buplift|\bsubsidence|\binflation|\bdeflation|\bsource\b")
 _LEVEL = r"(low|medium|moderate|high)"
 _INTENSITY_RES = (
-    re.compile(r"\b" + _LEVEL + r"[\s-]*inte?n?[si]{1,2}t\w*"),
-    re.compile(r"\binte?n?[si]{1,2}t\w*\s+(?:level\s+)?(?:is\s+|of\s+|was\s+|seems\s+)?" + _LEVEL + r"\b"),
-    re.compile(r"\b" + _LEVEL + r"[\s-]+(?:\w+[\s-]+)?(?:def(?:or|ro|r|o)m|type\b|pattern|"
+    re.compile(r"\b" + _LEVEL + r"[\s-]*" + _INTENSITY_WORD[2:]),
+    re.compile(_INTENSITY_WORD + r"\s+(?:level\s+)?(?:is\s+|of\s+|was\s+|seems\s+)?" + _LEVEL + r"\b"),
+    re.compile(r"\b" + _LEVEL + r"[\s-]+(?:\w+[\s-]+)?(?:" + _DEFORM_STEM + r"|type\b|pattern|"
                + "|".join(_TYPE_WORDS) + r")"),
 )
 _LOCATION_RE = re.compile(r"\b(?:on|at|in|around|near|along|towards|over)\b\s*(?:the\b\s*)?(.*)")
@@ -107,19 +110,20 @@ _LOCATION_STOP_RE = re.compile(
 _LOCATION_TAIL_RE = re.compile(r"(?:\s+(?:and|or|but|a|an|the|while|whereas))+$|,$")
 _LOCATION_NOUN_RE = re.compile(r"\s+(?:side|sides|part|parts|area|region)$")
 _NEGATION_RE = re.compile(
-    r"\b(?:no|not|never|without|absence\s+of|lack\s+of)\s+(?:\w+[\s-]+){0,3}?" + _DEFORM[2:]
+    r"\b(?:no|not|never|without|absence\s+of|lack\s+of)\s+(?:\w+[\s-]+){0,3}?" + _DEFORM_STEM
     + r"|" + _DEFORM + r"(?:[\s-]+\w+){0,4}?\s+(?:cannot|can\s+not|could\s+not|is\s+not|are\s+not|was\s+not"
     r"|were\s+not|not)\s+(?:be\s+)?(?:detected|observed|seen|visible|present|found|identified)"
-    r"|\bnon[\s-]?" + _DEFORM[2:]
+    r"|\bnon[\s-]?" + _DEFORM_STEM
 )
 _ATMOSPHERE_RES = (
     ("turbulent", re.compile(r"\bturbulen\w*")),
     ("stratification", re.compile(r"\bstratif\w*")),
-    ("wave", re.compile(r"\bwave[\s-]*like\b|\bwaves?\b")),
+    # Bare "waves" is left out: an un-tuned model's "waves on a beach" is no atmosphere.
+    ("wave", re.compile(r"\bwave[\s-]*like\b|\bwave\s+patterns?\b")),
 )
 _LOW_COHERENCE_RE = re.compile(
     r"\blow\s+coherence|\bcoherence\s+(?:is\s+)?(?:low|poor|lost)|\bloss\s+of\s+coherence|\bdecorrelat\w*"
-    r"|\bincoheren\w*|\bnoise\s+in\s+(?:the\s+)?" + _DEFORM[2:] + r"|\bnoisy\b|\btemporal\s+baseline"
+    r"|\bincoheren\w*|\bnoise\s+in\s+(?:the\s+)?" + _DEFORM_STEM + r"|\bnoisy\b|\btemporal\s+baseline"
 )
 _PROCESSING_ERROR_RE = re.compile(
     r"\b(?:processing|unwrapping)\s+(?:errors?|artifacts?|artefacts?|problems?)"

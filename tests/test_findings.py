@@ -170,6 +170,7 @@ UNTUNED = [
     ("there is a picture of a window sill with a plant on it", UNRECOGNISED),
     ("an aerial view of a volcano with a rainbow colored pattern", UNRECOGNISED),
     ("a blurry photo of an earthquake", UNRECOGNISED),
+    ("a painting of waves crashing on the rocks of a volcano", UNRECOGNISED),
     ("", UNRECOGNISED),
     ("   ", UNRECOGNISED),
 ]

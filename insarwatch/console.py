@@ -21,6 +21,7 @@ from rich.progress import (
 )
 
 stderr = Console(stderr=True)
+stdout = Console()
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -30,13 +30,24 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .config import NotifySettings, Settings, SmtpSettings, WebhookSettings
 from .errors import InsarwatchError
-from .reports import (Figure, Report, build_alert_report, build_digest_report, digest_from_store,
-                      load_frame_image, write_report)
+from .reports import (
+    Figure,
+    Report,
+    build_alert_report,
+    build_digest_report,
+    digest_from_store,
+    load_frame_image,
+    write_report,
+)
+
+if TYPE_CHECKING:
+    from .alerts import Alert
+    from .store import Delivery, Store
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +130,7 @@ def targets_for(document: Mapping[str, Any], settings: Settings) -> list[tuple[s
     return targets
 
 
-def publish(store: Any, key: str, report: Report, settings: Settings, now: datetime) -> bool:
+def publish(store: Store, key: str, report: Report, settings: Settings, now: datetime) -> bool:
     """Store ``report`` in the outbox under ``key``; False (and nothing stored) when the key
     was published before."""
     stored = store.enqueue_message(key, report.kind, report_payload(report),
@@ -131,7 +142,7 @@ def publish(store: Any, key: str, report: Report, settings: Settings, now: datet
     return stored
 
 
-def alert_outbox(alert: Any, settings: Settings) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+def alert_outbox(alert: Alert, settings: Settings) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Render ``alert``'s report (reading its interferogram) as the outbox payload and its
     targets: what ``Store.record_alert``/``Store.complete`` store in the same transaction
     as the interferogram's results."""
@@ -140,7 +151,7 @@ def alert_outbox(alert: Any, settings: Settings) -> tuple[dict[str, Any], list[t
     return report_payload(report), targets_for(report.document, settings)
 
 
-def publish_digest(store: Any, settings: Settings, since: datetime, until: datetime,
+def publish_digest(store: Store, settings: Settings, since: datetime, until: datetime,
                    now: datetime) -> tuple[Report, bool]:
     """Build the digest of ``[since, until)`` from the store and store it for delivery
     (once per period); returns the rendered digest and whether it was new."""
@@ -237,7 +248,7 @@ def post_webhook(webhook: WebhookSettings, body: dict[str, Any]) -> None:
         raise DeliveryError(f"webhook {_origin(webhook.url)}: {reason}") from None
 
 
-def _send(delivery: Any, settings: Settings, environ: Mapping[str, str], now: datetime) -> None:
+def _send(delivery: Delivery, settings: Settings, environ: Mapping[str, str], now: datetime) -> None:
     report = report_from_payload(delivery.payload)
     if delivery.channel == FILE:
         write_report(report, Path(delivery.target))
@@ -269,7 +280,7 @@ def next_attempt(created: datetime, attempts_before: int, now: datetime, notify:
     return min(now + timedelta(seconds=delay), deadline)
 
 
-def deliver_due(store: Any, settings: Settings, now: datetime,
+def deliver_due(store: Store, settings: Settings, now: datetime,
                 environ: Mapping[str, str] | None = None) -> DeliveryRun:
     """Attempt every delivery due at ``now`` once and record each outcome."""
     environ = os.environ if environ is None else environ

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import enum
 import hashlib
 import io
 import json
@@ -29,18 +28,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import InsarwatchError, InputError
+from .config import Settings
+from .errors import InputError, InsarwatchError
+
+if TYPE_CHECKING:
+    from .alerts import Alert
+    from .store import AlertRecord, FrameActivity, Store
 
 SCHEMA_VERSION = 1
 THUMBNAIL_MAX_SIDE = 900
 LEVEL_COLOURS = {"alert": (220, 20, 60), "review": (255, 165, 0), "quiet": (120, 120, 120)}
 FLAGGED_LEVELS = ("alert", "review")
-
 
 
 def _format_value(value: Any) -> str:
@@ -122,7 +125,7 @@ def safe_name(key: str) -> str:
 
 
 def jsonable(value: Any) -> Any:
-    """Plain JSON types for records, dates, paths, enums and numpy scalars/arrays."""
+    """Plain JSON types for records, dates, paths and numpy scalars/arrays."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -131,8 +134,8 @@ def jsonable(value: Any) -> Any:
         return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, (Path, enum.Enum)):
-        return str(value.value if isinstance(value, enum.Enum) else value)
+    if isinstance(value, Path):
+        return str(value)
     if hasattr(value, "to_dict"):
         return jsonable(value.to_dict())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -155,14 +158,14 @@ def _encode(image: Image.Image, subtype: str) -> bytes:
     return buffer.getvalue()
 
 
-def _flagged(alert: Any) -> list[Any]:
+def _flagged(alert: Alert) -> list[Any]:
     return [tile for tile in alert.decision.tiles if tile.level in FLAGGED_LEVELS]
 
 
 # --------------------------------------------------------------------------- alert report
 
 
-def alert_document(alert: Any) -> dict[str, Any]:
+def alert_document(alert: Alert) -> dict[str, Any]:
     """The alert as JSON-ready data: the report's content without the images."""
     decision = alert.decision
     return {
@@ -182,38 +185,13 @@ def alert_document(alert: Any) -> dict[str, Any]:
             "processed_at": jsonable(alert.processed_at),
         },
         "diff_png": str(alert.diff_png),
-        "tiles": [
-            {
-                "tile_index": tile.tile_index,
-                "box": list(jsonable(tile.box)),
-                "level": tile.level,
-                "severity": tile.severity,
-                "caption": tile.caption,
-                "finding": jsonable(tile.finding),
-                "neighbours": [
-                    {
-                        "similarity": jsonable(neighbour.similarity),
-                        "caption": neighbour.record.caption,
-                        "deformation": bool(neighbour.record.deformation),
-                        "activity_type": list(neighbour.record.activity_type),
-                        "intensity": list(neighbour.record.intensity),
-                        "source": neighbour.record.source,
-                    }
-                    for neighbour in tile.neighbours
-                ],
-                "reasons": jsonable(tile.reasons),
-            }
-            for tile in decision.tiles
-        ],
-        "quality": [
-            {"name": check.name, "value": jsonable(check.value), "threshold": jsonable(check.threshold),
-             "passed": bool(check.passed), "detail": check.detail}
-            for check in alert.quality
-        ],
+        # TileDecision.to_dict and QualityCheck.to_dict are the JSON contracts of alerts/imaging.
+        "tiles": [jsonable(tile) for tile in decision.tiles],
+        "quality": [jsonable(check) for check in alert.quality],
     }
 
 
-def alert_figures(alert: Any, frame: Image.Image, max_side: int = THUMBNAIL_MAX_SIDE) -> tuple[Figure, ...]:
+def alert_figures(alert: Alert, frame: Image.Image, max_side: int = THUMBNAIL_MAX_SIDE) -> tuple[Figure, ...]:
     """The frame thumbnail with flagged tiles outlined and numbered, then each flagged tile
     cropped at full resolution from the original frame."""
     rgb = frame.convert("RGB")
@@ -264,7 +242,7 @@ def alert_summary(document: Mapping[str, Any], link: str | None = None) -> str:
     return f"{text} {link}".strip() if link else text.strip()
 
 
-def build_alert_report(alert: Any, frame: Image.Image | None, *, image_problem: str | None = None,
+def build_alert_report(alert: Alert, frame: Image.Image | None, *, image_problem: str | None = None,
                        base_url: str | None = None) -> Report:
     """Render an alert; ``frame`` is the interferogram (``None`` when it could not be read,
     with ``image_problem`` saying why — the page is still written, without pictures)."""
@@ -338,7 +316,7 @@ def _as_datetime(value: Any) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _alert_link(alert: Any, base_url: str | None) -> AlertLink:
+def _alert_link(alert: AlertRecord, base_url: str | None) -> AlertLink:
     times = alert.payload.get("document", {}).get("times", {})
     pair = f"{times.get('primary', '?')} → {times.get('secondary', '?')}"
     relative = f"alerts/{safe_name(alert.key)}.html"
@@ -347,7 +325,7 @@ def _alert_link(alert: Any, base_url: str | None) -> AlertLink:
     return AlertLink(alert.key, alert.level, alert.severity, pair, href)
 
 
-def build_digest(activity: Iterable[Any], alerts: Iterable[Any], since: datetime, until: datetime,
+def build_digest(activity: Iterable[FrameActivity], alerts: Iterable[AlertRecord], since: datetime, until: datetime,
                  volcano_for: Callable[[str], str | None], base_url: str | None = None) -> Digest:
     """Assemble the digest from the store's per-frame ``activity`` (``Store.activity``:
     frame, arrived, processed, rejected by reason, quarantined, review, alert, alert_keys)
@@ -429,7 +407,7 @@ def digest_period(since: str, until: str | None, now: datetime) -> tuple[datetim
 # --------------------------------------------------------------------------- edges
 
 
-def load_frame_image(alert: Any, max_pixels: int) -> tuple[Image.Image | None, str | None]:
+def load_frame_image(alert: Alert, max_pixels: int) -> tuple[Image.Image | None, str | None]:
     """The interferogram behind ``alert``, or ``None`` and the reason it cannot be shown
     (the drop may have been cleaned since the frame was processed)."""
     from .imaging import decode_png
@@ -440,7 +418,7 @@ def load_frame_image(alert: Any, max_pixels: int) -> tuple[Image.Image | None, s
         return None, str(exc)
 
 
-def digest_from_store(store: Any, since: datetime, until: datetime, settings: Any) -> Digest:
+def digest_from_store(store: Store, since: datetime, until: datetime, settings: Settings) -> Digest:
     """The digest for ``[since, until)`` from the state database."""
     return build_digest(store.activity(since, until), store.alerts(since, until), since, until,
                         settings.volcano_for, settings.notify.report_base_url)

@@ -56,7 +56,7 @@ def neighbours(deforming: bool, caption: str = ALERT_CAPTION) -> tuple:
         records = [IndexRecord(caption, True, ("Dyke",), ("High",), f"hephaestus/{n}") for n in (101, 102, 103)]
     else:
         records = [IndexRecord(QUIET_CAPTION, False, (), (), f"hephaestus/{n}") for n in (201, 202, 203)]
-    return tuple(Neighbour(similarity, record) for similarity, record in zip((0.94, 0.91, 0.88), records))
+    return tuple(Neighbour(similarity, record) for similarity, record in zip((0.94, 0.91, 0.88), records, strict=True))
 
 
 def make_alert(drop: Path, *, caption: str = ALERT_CAPTION, model_version: str = "v1", diff_png: Path | None = None):

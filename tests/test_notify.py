@@ -200,7 +200,8 @@ def test_digest_email_goes_to_the_lists_of_the_frames_in_it(tmp_path: Path, smtp
     start, end = T0 - timedelta(days=1), T0
     with Store(settings.state_db) as store:
         primary = date(2026, 11, 2)
-        store.discover(f"{FRAME}/x", "/drop/x", FRAME, primary, primary + timedelta(days=12), start + timedelta(hours=1))
+        store.discover(f"{FRAME}/x", "/drop/x", FRAME, primary, primary + timedelta(days=12),
+                       start + timedelta(hours=1))
         digest = reports.digest_from_store(store, start, end, settings)
         report = reports.build_digest_report(digest, T0)
         assert notify.publish(store, digest.key, report, settings, T0) is True

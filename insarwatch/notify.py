@@ -291,17 +291,19 @@ def deliver_due(store: Store, settings: Settings, now: datetime,
         for delivery in batch:
             try:
                 _send(delivery, settings, environ, now)
-            except (InsarwatchError, OSError, smtplib.SMTPException) as exc:
+            # Whatever goes wrong is recorded on this delivery, so one bad message cannot block the rest.
+            except Exception as exc:  # noqa: BLE001
+                error = str(exc) if isinstance(exc, InsarwatchError) else f"{type(exc).__name__}: {exc}"
                 retry = next_attempt(delivery.created, delivery.attempts, now, settings.notify)
-                store.mark_failed(delivery.id, str(exc), now, retry)
+                store.mark_failed(delivery.id, error, now, retry)
                 if retry is None:
                     given_up += 1
                     log.error("gave up delivering %s via %s after %d attempts: %s",
-                              delivery.key, delivery.channel, delivery.attempts + 1, exc)
+                              delivery.key, delivery.channel, delivery.attempts + 1, error)
                 else:
                     retrying += 1
                     log.warning("delivering %s via %s failed (%s); next attempt %s",
-                                delivery.key, delivery.channel, exc, retry.isoformat())
+                                delivery.key, delivery.channel, error, retry.isoformat())
             else:
                 store.mark_delivered(delivery.id, now)
                 delivered += 1

@@ -437,3 +437,19 @@ def test_report_send_mails_the_digest_once(tmp_path: Path, smtp) -> None:
     assert received["rcpt_tos"] == ["duty@observatory.example"]
     assert received["message"]["Subject"].startswith("[insarwatch] Digest 2026-11-01 00:00 – 2026-11-08 00:00 UTC")
     assert Path(first.stdout.split()[0]).exists()
+
+
+def test_an_unwritable_reports_directory_is_retried_without_blocking_mail(tmp_path: Path, smtp) -> None:
+    port, mailbox = smtp
+    settings = settings_for(tmp_path, smtp={"port": port})
+    settings.var_dir.mkdir(parents=True)
+    settings.reports_dir.write_text("a file where the reports directory should be")
+    with Store(settings.state_db) as store:
+        alert = publish_alert(store, settings, tmp_path)
+        assert notify.deliver_due(store, settings, T0) == notify.DeliveryRun(delivered=1, retrying=1)
+        file_delivery = next(d for d in store.deliveries_for(alert.key) if d.channel == "file")
+        assert "cannot write report" in file_delivery.last_error
+        settings.reports_dir.unlink()
+        assert notify.deliver_due(store, settings, file_delivery.next_attempt).delivered == 1
+    assert len(mailbox.messages) == 1
+    assert (settings.reports_dir / "alerts" / f"{reports.safe_name(alert.key)}.html").exists()

@@ -71,16 +71,13 @@ class DeliveryRun:
 
 
 def report_payload(report: Report) -> dict[str, Any]:
-    """A report as the JSON the outbox stores: everything every channel needs to send it
-    later without the reports directory or the interferogram."""
+    """A report as the JSON the outbox stores: enough for every channel to render and send
+    it later without the reports directory or the interferogram."""
     return {
         "kind": report.kind,
         "name": report.name,
-        "subject": report.subject,
-        "summary": report.summary,
         "document": report.document,
-        "html": report.html,
-        "email_html": report.email_html,
+        "image_problem": report.image_problem,
         "figures": [
             {"name": figure.name, "alt": figure.alt, "subtype": figure.subtype, "width": figure.width,
              "height": figure.height, "base64": base64.b64encode(figure.data).decode("ascii")}
@@ -95,8 +92,7 @@ def report_from_payload(payload: Mapping[str, Any]) -> Report:
                item["height"])
         for item in payload["figures"]
     )
-    return Report(payload["kind"], payload["name"], payload["document"], payload["html"], payload["email_html"],
-                  figures, subject=payload["subject"], summary=payload["summary"])
+    return Report(payload["kind"], payload["name"], payload["document"], figures, payload["image_problem"])
 
 
 def recipients_for(document: Mapping[str, Any], smtp: SmtpSettings) -> list[str]:

@@ -99,17 +99,32 @@ class Figure:
 
 @dataclass(frozen=True)
 class Report:
-    """A rendered report: ``html`` is self-contained (data URIs); ``email_html`` refers to
-    ``figures`` by Content-ID, because many mail clients refuse data-URI images."""
+    """A report: its JSON ``document`` and images. Everything else renders from these, so the
+    outbox stores only them and a delivery renders the page when it is sent."""
 
     kind: str  # "alert" | "digest"
     name: str  # file stem, safe on every file system
     document: dict[str, Any]
-    html: str
-    email_html: str
     figures: tuple[Figure, ...] = ()
-    subject: str = ""
-    summary: str = ""
+    image_problem: str | None = None  # why an alert's interferogram could not be shown
+
+    @property
+    def html(self) -> str:
+        """Self-contained: images as data URIs."""
+        return _render(self, inline=True)
+
+    @property
+    def email_html(self) -> str:
+        """Images by Content-ID, because many mail clients refuse data-URI images."""
+        return _render(self, inline=False)
+
+    @property
+    def subject(self) -> str:
+        return alert_subject(self.document) if self.kind == "alert" else digest_subject(self.document)
+
+    @property
+    def summary(self) -> str:
+        return alert_summary(self.document) if self.kind == "alert" else digest_summary(self.document)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -152,7 +167,7 @@ def jsonable(value: Any) -> Any:
 def _encode(image: Image.Image, subtype: str) -> bytes:
     buffer = io.BytesIO()
     if subtype == "jpeg":
-        image.save(buffer, format="JPEG", quality=88)
+        image.save(buffer, format="JPEG", quality=80)
     else:
         image.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
@@ -233,35 +248,40 @@ def alert_subject(document: Mapping[str, Any]) -> str:
             f"{times['primary']}→{times['secondary']}")
 
 
-def alert_summary(document: Mapping[str, Any], link: str | None = None) -> str:
+def alert_summary(document: Mapping[str, Any]) -> str:
     """One paragraph for chat tools and plain-text mail: what, where, when and the first caption."""
     flagged = [tile for tile in document["tiles"] if tile["level"] in FLAGGED_LEVELS]
     first = flagged[0]["caption"] if flagged else ""
     text = (f"{alert_subject(document).removeprefix('[insarwatch] ')}: {len(flagged)} flagged tile(s), "
             f"model {document['model_version']}. {first}")
+    link = document["report"]["url"]
     return f"{text} {link}".strip() if link else text.strip()
 
 
 def build_alert_report(alert: Alert, frame: Image.Image | None, *, image_problem: str | None = None,
                        base_url: str | None = None) -> Report:
-    """Render an alert; ``frame`` is the interferogram (``None`` when it could not be read,
-    with ``image_problem`` saying why — the page is still written, without pictures)."""
+    """The report of an alert; ``frame`` is the interferogram (``None`` when it could not be
+    read, with ``image_problem`` saying why — the page then has no pictures)."""
     document = alert_document(alert)
     name = safe_name(alert.key)
-    figures = alert_figures(alert, frame) if frame is not None else ()
     link = _link(base_url, f"alerts/{name}.html") if base_url else None
     document["report"] = {"html": f"alerts/{name}.html", "url": link}
-    context = {
-        "doc": document,
-        "flagged": [tile for tile in document["tiles"] if tile["level"] in FLAGGED_LEVELS],
-        "image_problem": image_problem,
-        "colours": {level: "rgb({},{},{})".format(*colour) for level, colour in LEVEL_COLOURS.items()},
-    }
-    template = _environment.get_template("alert.html.j2")
-    html = template.render(context, images={figure.name: figure for figure in figures}, inline=True)
-    email_html = template.render(context, images={figure.name: figure for figure in figures}, inline=False)
-    return Report("alert", name, document, html, email_html, figures,
-                  subject=alert_subject(document), summary=alert_summary(document, link))
+    figures = alert_figures(alert, frame) if frame is not None else ()
+    return Report("alert", name, document, figures, image_problem)
+
+
+def _render(report: Report, inline: bool) -> str:
+    document = report.document
+    if report.kind == "digest":
+        return _environment.get_template("digest.html.j2").render(doc=document, counts=COUNTS)
+    return _environment.get_template("alert.html.j2").render(
+        doc=document,
+        flagged=[tile for tile in document["tiles"] if tile["level"] in FLAGGED_LEVELS],
+        image_problem=report.image_problem,
+        colours={level: "rgb({},{},{})".format(*colour) for level, colour in LEVEL_COLOURS.items()},
+        images={figure.name: figure for figure in report.figures},
+        inline=inline,
+    )
 
 
 # --------------------------------------------------------------------------- digest
@@ -371,15 +391,21 @@ def digest_document(digest: Digest, generated_at: datetime) -> dict[str, Any]:
 
 
 def build_digest_report(digest: Digest, generated_at: datetime) -> Report:
-    document = digest_document(digest, generated_at)
     name = safe_name(f"digest-{digest.since:%Y%m%dT%H%M}_{digest.until:%Y%m%dT%H%M}")
-    html = _environment.get_template("digest.html.j2").render(doc=document, counts=COUNTS)
+    return Report("digest", name, digest_document(digest, generated_at))
+
+
+def digest_subject(document: Mapping[str, Any]) -> str:
+    since, until = (datetime.fromisoformat(document[end]).astimezone(timezone.utc) for end in ("since", "until"))
     totals = document["totals"]
-    subject = (f"[insarwatch] Digest {digest.since:%Y-%m-%d %H:%M} – {digest.until:%Y-%m-%d %H:%M} UTC: "
-               f"{totals['alert']} alert(s), {totals['review']} for review")
-    summary = (f"{subject.removeprefix('[insarwatch] ')}; {totals['arrived']} interferogram(s) arrived, "
-               f"{totals['processed']} processed, {totals['rejected']} rejected.")
-    return Report("digest", name, document, html, html, (), subject=subject, summary=summary)
+    return (f"[insarwatch] Digest {since:%Y-%m-%d %H:%M} – {until:%Y-%m-%d %H:%M} UTC: "
+            f"{totals['alert']} alert(s), {totals['review']} for review")
+
+
+def digest_summary(document: Mapping[str, Any]) -> str:
+    totals = document["totals"]
+    return (f"{digest_subject(document).removeprefix('[insarwatch] ')}; {totals['arrived']} interferogram(s) "
+            f"arrived, {totals['processed']} processed, {totals['rejected']} rejected.")
 
 
 def parse_day(text: str) -> datetime:

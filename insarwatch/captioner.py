@@ -193,7 +193,9 @@ class Captioner:
         _check_processor_fits(model_dir, model, processor)
         device = pick_device(settings.device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(model_dir, "captioning.device is 'cuda' but no CUDA device is available")
+            raise InputError("captioning.device", "'cuda' is configured but no CUDA device is available")
+        if device.type == "cpu" and settings.cpu_threads is not None:
+            torch.set_num_threads(settings.cpu_threads)
         model.to(device).eval()
         log.info("loaded captioner %s on %s", model_dir, device)
         return cls(model, processor, settings, model_dir)

@@ -69,6 +69,9 @@ class CaptioningSettings(Section):
     repetition_penalty: float | None = None
     preprocess_workers: int = Field(2, ge=1)
     batch_size: int = Field(16, ge=1, description="Tiles per model call")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="Torch threads for CPU inference; unset = torch's default (one per core)"
+    )
     triage: TriageSettings = TriageSettings()
 
 

@@ -13,6 +13,7 @@ anything that loads a model version; ``tiny_version_stager`` stages more version
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,10 @@ import numpy as np
 import pytest
 
 from insarwatch.registry import ModelStore
+
+# Tests run toy-sized models on a shared CPU: one OpenMP thread is faster than several
+# spinning against each other (25x on the 2-core CI host under load). Set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # (caption, deformation, activity types, intensities): the tiny index's expert records.
 # Even positions deform and odd ones do not, which tests rely on.

@@ -119,6 +119,41 @@ def test_decoding_longer_than_the_position_table_is_capped(tiny_blip_dir) -> Non
     assert captioner.device.type == "cpu"
 
 
+def to_hub_snapshot_layout(model_dir: Path) -> None:
+    """Rewrite a save_pretrained dir as the Salesforce/blip-image-captioning-base snapshot is
+    laid out: transformers 4.26 config keys, preprocessor_config.json with an int size,
+    a vocab.txt tokenizer with special_tokens_map.json, no generation_config.json."""
+    processor = json.loads((model_dir / "processor_config.json").read_text())
+    image = {**processor["image_processor"], "size": 64, "processor_class": "BlipProcessor"}
+    (model_dir / "preprocessor_config.json").write_text(json.dumps(image))
+    vocab = json.loads((model_dir / "tokenizer.json").read_text())["model"]["vocab"]
+    (model_dir / "vocab.txt").write_text("\n".join(sorted(vocab, key=vocab.get)) + "\n")
+    (model_dir / "tokenizer_config.json").write_text(json.dumps({
+        "do_lower_case": True, "model_max_length": 512, "name_or_path": "bert-base-uncased",
+        "processor_class": "BlipProcessor", "tokenizer_class": "BertTokenizer", "unk_token": "[UNK]",
+        "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"}))
+    (model_dir / "special_tokens_map.json").write_text(json.dumps({
+        "bos_token": "[DEC]", "cls_token": "[CLS]", "mask_token": "[MASK]", "pad_token": "[PAD]",
+        "sep_token": "[SEP]", "unk_token": "[UNK]"}))
+    for name in ("processor_config.json", "tokenizer.json", "generation_config.json"):
+        (model_dir / name).unlink()
+    config = json.loads((model_dir / "config.json").read_text())
+    legacy = {"transformers_version": "4.26.0.dev0", "torch_dtype": None, "num_beams": 1, "max_length": 20,
+              "id2label": {"0": "LABEL_0", "1": "LABEL_1"}, "label2id": {"LABEL_0": 0, "LABEL_1": 1},
+              "tie_encoder_decoder": False, "pruned_heads": {}, "torchscript": False, "use_bfloat16": False}
+    for tower in ("text_config", "vision_config"):
+        config[tower].update(legacy)
+    config.update({"_commit_hash": None, "torch_dtype": "float32", "transformers_version": None})
+    (model_dir / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def test_a_snapshot_in_the_hub_layout_loads_and_captions_alike(tiny_blip_dir, tmp_path, captioner, tiles) -> None:
+    snapshot = copy_of(tiny_blip_dir, tmp_path)
+    to_hub_snapshot_layout(snapshot)
+    loaded = Captioner.load(snapshot, FAST)
+    assert [c.text for c in loaded.caption(tiles[:3])] == [c.text for c in captioner.caption(tiles[:3])]
+
+
 def copy_of(tiny_blip_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_blip_dir, tmp_path / "captioner"))
 
@@ -173,3 +208,13 @@ def test_processor_resizing_to_another_size_than_the_model_is_refused(tiny_blip_
     model_dir = tiny_blip_builder(tmp_path / "m", processor_image_size=96)
     with pytest.raises(InputError, match="processor resizes to 96x96 but the model expects 64x64"):
         Captioner.load(model_dir, FAST)
+
+
+def test_cpu_threads_setting_limits_torch_threads(tiny_blip_dir) -> None:
+    before = torch.get_num_threads()
+    wanted = before + 1  # differs from whatever the environment chose
+    try:
+        Captioner.load(tiny_blip_dir, CaptioningSettings(cpu_threads=wanted, device="cpu"))
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)

@@ -219,7 +219,7 @@ def _atmosphere(rng: np.random.Generator, spec: PatchSpec, size: int, deformatio
     else:
         summit = rng.uniform(-0.2, 1.2, 2) * size
     relief = topography(rng, shape, tuple(summit))
-    turbulence = fractal_field(rng, shape, rng.uniform(2.8, 3.4))
+    turbulence = fractal_field(rng, shape, rng.uniform(3.0, 3.6))
     # Weak low-intensity deformation stays the strongest signal an expert sees.
     cap = 0.6 if "Low" in spec.intensities else 1.0
     if spec.atmosphere == 0:
@@ -423,7 +423,7 @@ def _frame_phase(rng: np.random.Generator, direction: str, shape: tuple[int, int
         los = los_field([source], direction, shape, stride=4)
         deformation = los / max(np.abs(los).max(), 1e-12) * rng.uniform(*INTENSITY_FRINGES[intensity]) * FRINGE
     relief = topography(rng, shape, volcano)
-    delay = scaled(relief, rng.uniform(0.5, 1.5)) + scaled(fractal_field(rng, shape, rng.uniform(2.8, 3.4)),
+    delay = scaled(relief, rng.uniform(0.5, 1.5)) + scaled(fractal_field(rng, shape, rng.uniform(3.0, 3.6)),
                                                             rng.uniform(0.5, 1.5))
     coherence = np.clip(rng.uniform(0.55, 0.85) - 0.3 * fractal_field(rng, shape, 3.0), 0.3, 1.0)
     if low_coherence:

@@ -116,7 +116,9 @@ class RetrievalIndex:
         self._search_index = self._cpu
         # HNSW has no GPU implementation in FAISS; it stays on the CPU.
         if use_gpu and faiss.get_num_gpus() > 0 and self.kind != "hnsw" and cpu_index.ntotal > 0:
-            self._search_index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, cpu_index)
+            # The GPU index does not own its resources: they must live as long as it does.
+            self._gpu_resources = faiss.StandardGpuResources()
+            self._search_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, cpu_index)
 
     @property
     def dim(self) -> int:

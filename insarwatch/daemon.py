@@ -24,7 +24,7 @@ import sdnotify
 from apscheduler.schedulers.background import BackgroundScheduler
 from watchdog.observers.api import BaseObserver
 
-from . import notify, reports
+from . import notify
 from .config import Settings, load_settings
 from .errors import InsarwatchError
 from .intake import Intake, make_observer, utcnow
@@ -115,11 +115,7 @@ class Daemon:
 
     def digest(self) -> None:
         until = self.clock()
-        since = until - timedelta(days=1)
-        digest = reports.digest_from_store(self.store, since, until, self.settings)
-        rendered = reports.build_digest_report(digest, until)
-        reports.write_report(rendered, self.settings.reports_dir)
-        notify.publish(self.store, digest.key, rendered, self.settings, until)
+        notify.publish_digest(self.store, self.settings, until - timedelta(days=1), until, until)
         self.deliver()
 
     def rescan(self) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sacrebleu
+import torch
 from PIL import Image
 from rich.progress import Progress
 from rouge_score import rouge_scorer
@@ -336,6 +337,9 @@ def test_collator_starts_captions_with_dec_and_ignores_padding(dataset: Path) ->
     train_split = load_dataset(dataset).split("train")
     model, processor = create_from_scratch(load_preset("tiny").model, [s.caption for s in train_split])
     batch = CaptionCollator(processor, max_length=64)(train_split[:3])
+    cached = CaptionCollator(processor, max_length=64, cache_bytes=2**30)
+    for _ in range(2):
+        assert torch.equal(cached(train_split[:3])["pixel_values"], batch["pixel_values"])
     assert batch["pixel_values"].shape == (3, 3, 112, 112)
     assert (batch["input_ids"][:, 0] == processor.tokenizer.bos_token_id).all()
     padded = batch["attention_mask"] == 0

@@ -126,7 +126,7 @@ def fit(
         list(train),
         batch_size=recipe.batch_size,
         shuffle=True,
-        collate_fn=CaptionCollator(processor, max_caption_tokens),
+        collate_fn=CaptionCollator(processor, max_caption_tokens, cache_bytes=recipe.image_cache_mb * 2**20),
         generator=torch.Generator().manual_seed(recipe.seed),
     )
     steps_per_epoch = math.ceil(len(loader) / recipe.grad_accum_steps)

@@ -39,7 +39,7 @@ def setup_logging(verbose: bool = False) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("PIL", "watchdog", "apscheduler", "urllib3", "filelock", "mail.log", "absl"):
+    for noisy in ("PIL", "watchdog", "apscheduler", "urllib3", "filelock", "mail.log", "absl", "faiss"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 

@@ -17,6 +17,7 @@ round(coherence*255) with 0 = no data.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,24 +237,30 @@ def add_colour_bar(indices: np.ndarray, rng: np.random.Generator) -> None:
     view[2:thickness + 2, start + 2:start + length - 2] = sweep[None, :]
 
 
+def _save(image: Image.Image, path: Path, **options: object) -> None:
+    """Write under a hidden name, then rename: a watcher never sees a half-written PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.part")
+    image.save(partial, format="PNG", **options)
+    os.replace(partial, path)
+
+
 def write_phase_png(path: Path, indices: np.ndarray, rgba: bool = False) -> None:
     """P mode with ``PALETTE`` and transparency 0, or RGBA in the other scheme (alpha 0 = no-data)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     if rgba:
         pixels = np.zeros(indices.shape + (4,), dtype=np.uint8)
         valid = (indices >= 1) & (indices <= PHASE_LEVELS)
         pixels[valid, :3] = RGBA_PALETTE[indices[valid] - 1]
         pixels[valid, 3] = 255
-        Image.fromarray(pixels, "RGBA").save(path)
+        _save(Image.fromarray(pixels, "RGBA"), path)
         return
     image = Image.fromarray(indices, "L").convert("P")
     image.putpalette(PALETTE.ravel().tolist())
-    image.save(path, transparency=NODATA)
+    _save(image, path, transparency=NODATA)
 
 
 def write_coherence_png(path: Path, coherence: np.ndarray, nodata: np.ndarray) -> None:
     """8-bit grayscale, value round(coherence*255) with 0 reserved for no-data."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     values = np.clip(np.round(coherence * 255), 1, 255).astype(np.uint8)
     values[nodata] = 0
-    Image.fromarray(values, "L").save(path)
+    _save(Image.fromarray(values, "L"), path)

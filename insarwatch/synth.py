@@ -17,7 +17,8 @@ and sample ``i`` draws from its own child seed so it does not depend on how many
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
+from .errors import InputError, InsarwatchError
 from .interferometry import (
     ACTIVITY_TYPES,
     FRINGE,
@@ -336,6 +338,21 @@ def make_patch(seed: int, index: int, size: int = PATCH) -> SynthPatch:
     return render_patch(index, draw_spec(rng), rng, size)
 
 
+@contextmanager
+def _output_dir(root: Path) -> Iterator[Path]:
+    """Create ``root``; a root that cannot be a directory is bad input, a write that fails
+    later (disk full) a runtime failure, each one line naming the file."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(root, f"cannot create the output directory ({exc.strerror or exc})") from None
+    try:
+        yield root
+    except OSError as exc:
+        raise InsarwatchError(f"{exc.filename or root}: {exc.strerror or exc}") from None
+
+
 def write_patch(root: Path, patch: SynthPatch) -> Path:
     image = root / "images" / f"{patch.unique_id}.png"
     write_phase_png(image, patch.indices, rgba=patch.spec.rgba)
@@ -349,14 +366,15 @@ def write_dataset(root: Path, n: int, seed: int, size: int = PATCH,
                   advance: Callable[[], None] | None = None) -> dict[str, int]:
     """Write ``n`` Hephaestus-style patches under ``root``; returns counts by outcome."""
     counts = {"deforming": 0, "non_deforming": 0, "rgba": 0, "flagged": 0}
-    for index in range(n):
-        patch = make_patch(seed, index, size)
-        write_patch(Path(root), patch)
-        counts["deforming" if patch.spec.deformation else "non_deforming"] += 1
-        counts["rgba"] += patch.spec.rgba
-        counts["flagged"] += patch.spec.defect != "none"
-        if advance is not None:
-            advance()
+    with _output_dir(root) as root:
+        for index in range(n):
+            patch = make_patch(seed, index, size)
+            write_patch(root, patch)
+            counts["deforming" if patch.spec.deformation else "non_deforming"] += 1
+            counts["rgba"] += patch.spec.rgba
+            counts["flagged"] += patch.spec.defect != "none"
+            if advance is not None:
+                advance()
     return counts
 
 
@@ -436,51 +454,53 @@ def _frame_phase(rng: np.random.Generator, direction: str, shape: tuple[int, int
     return phase, coherence, nodata, deformation_mask(deformation)
 
 
+def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volcano: tuple[int, int], pairs: int,
+                 tile_size: int, advance: Callable[[], None] | None) -> SynthFrame:
+    rng = child_rng(seed, number)
+    direction = "AD"[number // 2 % 2]
+    name = frame_id(rng, direction)
+    deforming = number % 2 == 0
+    activity_type = str(rng.choice(ACTIVITY_TYPES)) if deforming else None
+    day = date(2019, 1, 1) + timedelta(days=int(rng.integers(0, 5 * 365)))
+    interferograms = []
+    for pair in range(pairs):
+        secondary = day + timedelta(days=int(rng.choice(REPEATS)))
+        intensity = str(rng.choice(list(INTENSITY_FRINGES))) if deforming else None
+        low_coherence = number % 4 == 3 and pair == pairs - 1
+        phase, coherence, nodata, mask = _frame_phase(rng, direction, size[::-1], volcano, activity_type, intensity,
+                                                      low_coherence)
+        stem = f"{day:%Y%m%d}_{secondary:%Y%m%d}"
+        folder = drop / name / "interferograms" / stem
+        indices = phase_to_index(phase)
+        indices[nodata] = NODATA
+        diff_png, coherence_png = folder / f"{stem}.geo.diff.png", folder / f"{stem}.geo.cc.png"
+        # The sibling lands first so a watcher that sees the diff PNG also finds its coherence.
+        write_coherence_png(coherence_png, coherence, nodata)
+        write_phase_png(diff_png, indices)
+        tiles = deforming_tiles(mask & ~nodata, tile_size) if deforming else ()
+        interferograms.append(SynthInterferogram(f"{name}/{stem}", name, day, secondary, diff_png, coherence_png,
+                                                 deforming, activity_type, intensity, volcano, tiles, low_coherence))
+        day = secondary
+        if advance is not None:
+            advance()
+    return SynthFrame(name, deforming, tuple(interferograms))
+
+
 def write_drop(drop: Path, frames: int, seed: int, *, size: tuple[int, int] = FRAME_SIZE,
                volcano: tuple[int, int] | None = None, pairs: int = 3, tile_size: int = PATCH,
                advance: Callable[[], None] | None = None) -> list[SynthFrame]:
     """Write ``frames`` LiCSAR frames (``pairs`` consecutive interferograms each) under ``drop``.
 
-    Even-numbered frames deform near ``volcano`` (x, y px; default the centre) in every
-    pair; odd ones do not; every fourth frame's last pair is low-coherence. Each
+    ``size`` is (width, height). Frames alternate ascending/descending in pairs;
+    even-numbered frames deform near ``volcano`` (x, y px; default the centre) in every
+    pair, odd ones do not; every fourth frame's last pair is low-coherence. Each
     interferogram gets a ``.geo.cc.png`` sibling and a line in ``drop/synth-truth.jsonl``.
+    Frame ``k`` depends only on the seed and ``k``.
     """
-    drop = Path(drop)
-    width, height = size
-    volcano = volcano or (width // 2, height // 2)
-    written = []
-    for number in range(frames):
-        rng = child_rng(seed, number)
-        direction = "AD"[number // 2 % 2]
-        name = frame_id(rng, direction)
-        deforming = number % 2 == 0
-        activity_type = str(rng.choice(ACTIVITY_TYPES)) if deforming else None
-        day = date(2019, 1, 1) + timedelta(days=int(rng.integers(0, 5 * 365)))
-        interferograms = []
-        for pair in range(pairs):
-            secondary = day + timedelta(days=int(rng.choice(REPEATS)))
-            intensity = str(rng.choice(list(INTENSITY_FRINGES))) if deforming else None
-            low_coherence = number % 4 == 3 and pair == pairs - 1
-            phase, coherence, nodata, mask = _frame_phase(rng, direction, (height, width), volcano, activity_type,
-                                                          intensity, low_coherence)
-            stem = f"{day:%Y%m%d}_{secondary:%Y%m%d}"
-            folder = drop / name / "interferograms" / stem
-            indices = phase_to_index(phase)
-            indices[nodata] = NODATA
-            diff_png, coherence_png = folder / f"{stem}.geo.diff.png", folder / f"{stem}.geo.cc.png"
-            write_phase_png(diff_png, indices)
-            write_coherence_png(coherence_png, coherence, nodata)
-            mask &= ~nodata
-            interferograms.append(SynthInterferogram(
-                f"{name}/{stem}", name, day, secondary, diff_png, coherence_png, deforming, activity_type, intensity,
-                volcano, deforming_tiles(mask, tile_size) if deforming else (), low_coherence))
-            day = secondary
-            if advance is not None:
-                advance()
-        written.append(SynthFrame(name, deforming, tuple(interferograms)))
-    drop.mkdir(parents=True, exist_ok=True)
-    with open(drop / "synth-truth.jsonl", "w") as truth:
-        for frame in written:
-            for interferogram in frame.interferograms:
-                truth.write(json.dumps(interferogram.to_dict()) + "\n")
+    volcano = volcano or (size[0] // 2, size[1] // 2)
+    with _output_dir(drop) as drop:
+        written = [_write_frame(drop, number, seed, size, volcano, pairs, tile_size, advance)
+                   for number in range(frames)]
+        lines = [json.dumps(item.to_dict()) for frame in written for item in frame.interferograms]
+        (drop / "synth-truth.jsonl").write_text("".join(line + "\n" for line in lines))
     return written

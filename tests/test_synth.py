@@ -148,6 +148,16 @@ def test_drop_frames_pass_the_pixel_checks(tmp_path: Path) -> None:
     assert all(check.passed for check in checks), checks
 
 
+@pytest.mark.parametrize("command", [["synth", "--frames", "1", "--size", "64x64"], ["synth-dataset", "--n", "1"]])
+def test_an_output_path_that_is_a_file_is_bad_input(tmp_path: Path, command: list[str]) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a directory")
+    result = runner.invoke(app, [command[0], str(blocker / "out"), *command[1:]])
+    assert result.exit_code == 2
+    assert f"{blocker / 'out'}: cannot create the output directory" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_bad_sizes_are_usage_errors(tmp_path: Path) -> None:
     assert runner.invoke(app, ["synth", str(tmp_path), "--size", "12"]).exit_code == 2
     assert runner.invoke(app, ["synth", str(tmp_path), "--size", "300x300", "--volcano", "400,10"]).exit_code == 2

@@ -85,7 +85,9 @@ def build_tiny_blip(
         image_processor=BlipImageProcessorPil(size={"height": processor_size, "width": processor_size}),
         tokenizer=tokenizer,
     )
-    tower: dict[str, Any] = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    tower: dict[str, Any] = {
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+    }
     config = BlipConfig(
         # BLIP's default vision init (1e-10) would make every image look alike to a random model.
         vision_config={**tower, "image_size": image_size, "patch_size": 16, "initializer_range": 0.02},

@@ -166,6 +166,10 @@ def drop_half_the_tensors(model_dir: Path) -> None:
     save_file(kept, model_dir / "model.safetensors", metadata={"format": "pt"})
 
 
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
 def pickle_only(model_dir: Path) -> None:
     (model_dir / "model.safetensors").rename(model_dir / "pytorch_model.bin")
 
@@ -178,8 +182,7 @@ DAMAGES = {
     "pickle-only": (pickle_only, "refusing pickle weights"),
     "garbage-weights": (lambda d: (d / "model.safetensors").write_bytes(b"\x07\x00\x00\x00\x00\x00\x00\x00{bad"),
                         "corrupt safetensors"),
-    "truncated-weights": (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
-                          "corrupt safetensors"),
+    "truncated-weights": (lambda d: truncate(d / "model.safetensors"), "corrupt safetensors"),
     "missing-tensors": (drop_half_the_tensors, "missing"),
     "no-tokenizer": (lambda d: [(d / name).unlink() for name in ("tokenizer.json", "tokenizer_config.json")],
                      "processor/tokenizer"),

@@ -46,7 +46,9 @@ def test_current_moves_only_when_asked(tmp_path, tiny_blip_dir, tiny_version_sta
     assert os.readlink(store.current_link) == first.name  # relative: the var dir can move
 
     clock.now = T0 + timedelta(hours=1)
-    failed_evaluation = store.register(tiny_version_stager(store, tiny_blip_dir, metrics={"rougeL": 0.1}), make_current=False)
+    failed_evaluation = store.register(
+        tiny_version_stager(store, tiny_blip_dir, metrics={"rougeL": 0.1}), make_current=False
+    )
     assert store.current() == first
     assert [v.name for v in store.versions()] == [first.name, failed_evaluation.name]
 
@@ -58,7 +60,7 @@ def test_current_moves_only_when_asked(tmp_path, tiny_blip_dir, tiny_version_sta
     ), "no staging directories or temporary links left behind"
 
 
-def test_versions_registered_in_the_same_second_get_distinct_ordered_names(store, tiny_blip_dir) -> None:
+def test_versions_registered_in_the_same_second_get_distinct_ordered_names(store) -> None:
     names = []
     for _ in range(11):
         staged = store.stage()

@@ -221,3 +221,19 @@ def test_cpu_threads_setting_limits_torch_threads(tiny_blip_dir) -> None:
         assert torch.get_num_threads() == wanted
     finally:
         torch.set_num_threads(before)
+
+
+def test_sharded_safetensors_load_and_a_missing_shard_is_named(captioner, tmp_path, tiles) -> None:
+    sharded = tmp_path / "sharded"
+    captioner.model.save_pretrained(sharded, max_shard_size="100KB")
+    captioner.processor.save_pretrained(sharded)
+    shards = sorted(sharded.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (sharded / "model.safetensors.index.json").is_file()
+    assert [c.text for c in Captioner.load(sharded, FAST).caption(tiles[:2])] == [
+        c.text for c in captioner.caption(tiles[:2])
+    ]
+
+    shards[-1].unlink()
+    with pytest.raises(InputError) as error:
+        Captioner.load(sharded, FAST)
+    assert error.value.path == str(shards[-1]) and "missing" in error.value.reason

@@ -113,9 +113,19 @@ class Daemon:
         except InsarwatchError as exc:
             log.error("delivery run failed: %s", exc)
 
+    def digest_period(self) -> tuple[datetime, datetime]:
+        """The 24 hours ending at the latest scheduled digest time: the same period (and so
+        the same outbox key) however late or often the job runs that day."""
+        now = self.clock().astimezone()
+        hour, minute = (int(part) for part in self.settings.digest.time.split(":"))
+        until = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if until > now:
+            until -= timedelta(days=1)
+        return until - timedelta(days=1), until
+
     def digest(self) -> None:
-        until = self.clock()
-        notify.publish_digest(self.store, self.settings, until - timedelta(days=1), until, until)
+        since, until = self.digest_period()
+        notify.publish_digest(self.store, self.settings, since, until, self.clock())
         self.deliver()
 
     def rescan(self) -> None:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -149,7 +149,8 @@ def notify_socket() -> Iterator[NotifySocket]:
 
 def start(config: Path, notify: NotifySocket) -> subprocess.Popen[bytes]:
     env = {**os.environ, "NOTIFY_SOCKET": notify.path, "INSARWATCH_CONFIG": str(config)}
-    process = subprocess.Popen([INSARWATCH, "watch"], env=env, stderr=subprocess.PIPE)
+    with (config.parent / "daemon.log").open("ab") as log:  # a file, so a full pipe never blocks it
+        process = subprocess.Popen([INSARWATCH, "watch"], env=env, stderr=log)
     wait_for(lambda: any("READY=1" in m for m in notify.drain()), 60, "READY=1 on the notify socket")
     return process
 
@@ -174,6 +175,8 @@ def test_watch_survives_sigkill_and_processes_each_frame_once(
         daemon = start(config, notify_socket)
         wait_for(lambda: len(states(tiny_var_dir)) == total and set(states(tiny_var_dir).values()) <= TERMINAL,
                  180, "every interferogram in a terminal state")
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: b"configuration reloaded" in (tmp_path / "daemon.log").read_bytes(), 30, "the reload")
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(60) == 0
     finally:
@@ -262,3 +265,23 @@ def test_watch_once_without_a_model_is_a_one_line_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["--config", str(config), "watch", "--once"])
     assert result.exit_code == 1
     assert "no usable model" in result.output and "insarwatch train" in result.output
+
+
+def test_daily_digest_is_written_and_delivered_once(tmp_path: Path, tiny_var_dir: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    settings = load_settings(write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop))
+    now = [datetime(2026, 11, 23, 7, 0, 5, tzinfo=timezone.utc)]
+    daemon = Daemon(settings, clock=lambda: now[0])
+    try:
+        daemon.digest()
+        first = daemon.digest_period()
+        now[0] += timedelta(hours=2)
+        daemon.digest()  # a late re-run the same day covers the same period: not sent twice
+        assert daemon.digest_period() == first
+        with Store(settings.state_db, readonly=True) as store:
+            assert store.pending_deliveries() == 0
+    finally:
+        daemon.store.close()
+    (digest,) = (tiny_var_dir / "reports" / "digests").glob("*.html")
+    assert "digest" in digest.read_text(encoding="utf-8").lower()

@@ -61,20 +61,17 @@ def deformation_mask(los: np.ndarray) -> np.ndarray:
 
 
 def mask_polygon(mask: np.ndarray) -> list[float]:
-    """Convex hull of the mask pixels as a flat [x1, y1, ...] list (empty when too small)."""
-    edge = mask & ~ndimage.binary_erosion(mask)
-    points = np.argwhere(edge)[:, ::-1].astype(float)
-    if len(points) < 3:
+    """Convex hull of the mask pixels as a flat [x1, y1, ...] list (their bounding box when
+    the hull is degenerate: a line or a single pixel); empty only for an empty mask."""
+    points = np.argwhere(mask & ~ndimage.binary_erosion(mask))[:, ::-1].astype(float)
+    if not len(points):
         return []
     corners = np.concatenate([points + offset for offset in ((0, 0), (1, 0), (0, 1), (1, 1))])
     try:
-        hull = ConvexHull(corners)
+        vertices = corners[ConvexHull(corners).vertices]
     except QhullError:
-        return []
-    height, width = mask.shape
-    vertices = corners[hull.vertices]
-    vertices[:, 0] = np.clip(vertices[:, 0], 0, width)
-    vertices[:, 1] = np.clip(vertices[:, 1], 0, height)
+        (left, top), (right, bottom) = corners.min(axis=0), corners.max(axis=0)
+        vertices = np.array([(left, top), (right, top), (right, bottom), (left, bottom)])
     return [float(value) for value in vertices.ravel()]
 
 
@@ -147,6 +144,7 @@ DEFORMING_RATE = 0.5
 _TYPE_P = (0.22, 0.26, 0.18, 0.17, 0.17)
 _INTENSITY_P = (0.4, 0.35, 0.25)
 _ATMOSPHERE_P = (0.3, 0.25, 0.45)
+REPEATS = (6, 12, 12, 24)  # Sentinel-1 temporal baselines, days
 FRAMES = ("124D_04854_171313", "087A_05281_131313", "014A_04939_131313", "160D_05102_081213",
           "044A_05148_131213", "131D_05094_111111", "072A_04902_080808", "175D_05265_101010")
 
@@ -213,7 +211,8 @@ def _deformation(rng: np.random.Generator, spec: PatchSpec, size: int) -> tuple[
     return total, fields
 
 
-def _atmosphere(rng: np.random.Generator, spec: PatchSpec, size: int, deformation: np.ndarray) -> tuple[np.ndarray, str]:
+def _atmosphere(rng: np.random.Generator, spec: PatchSpec, size: int,
+                deformation: np.ndarray) -> tuple[np.ndarray, str]:
     """Atmospheric LOS delay (m) and the sentence(s) an expert would write about it."""
     shape = (size, size)
     if spec.deformation:
@@ -246,56 +245,68 @@ def _atmosphere(rng: np.random.Generator, spec: PatchSpec, size: int, deformatio
     return turbulent + stratified, f"{STRATIFICATION} {sentence}"
 
 
-def render_patch(unique_id: int, spec: PatchSpec, rng: np.random.Generator, size: int = PATCH) -> SynthPatch:
-    """Generate the phase for ``spec``, render it to palette indices and write its annotation."""
-    shape = (size, size)
-    deformation, patterns = _deformation(rng, spec, size)
-    delay, atmosphere_sentence = _atmosphere(rng, spec, size, deformation)
-    phase = 4 * np.pi / WAVELENGTH * (deformation + delay)
-    flags = dict.fromkeys(("corrupted", "processing_error", "glacier_fringes", "orbital_fringes", "low_coherence",
-                           "no_info", "image_artifacts", "is_crowd"), 0)
+# The annotation flags each defect sets (is_crowd for two patterns in one patch).
+DEFECT_FLAGS = {
+    "colour_bar": ("image_artifacts",), "no_info": ("no_info",), "corrupted": ("corrupted", "no_info"),
+    "low_coherence": ("low_coherence",), "orbital": ("orbital_fringes",), "glacier": ("glacier_fringes",),
+    "processing_error": ("processing_error",), "crowd": ("is_crowd",),
+}
+BINARY_FLAGS = ("corrupted", "processing_error", "glacier_fringes", "orbital_fringes", "low_coherence", "no_info",
+                "image_artifacts", "is_crowd")
+
+
+def _noisy_phase(rng: np.random.Generator, spec: PatchSpec, los: np.ndarray) -> np.ndarray:
+    """Phase of the LOS delay plus what the defect adds before wrapping, and decorrelation noise."""
+    size = los.shape[0]
+    phase = 4 * np.pi / WAVELENGTH * los
     yy, xx = np.mgrid[0:size, 0:size]
     if spec.defect == "orbital":
         angle = rng.uniform(0, 2 * np.pi)
         phase = phase + 2 * np.pi * rng.uniform(3, 6) / size * (xx * np.cos(angle) + yy * np.sin(angle))
-        flags["orbital_fringes"] = 1
-    if spec.defect == "glacier":
+    elif spec.defect == "glacier":
         centre = rng.uniform(0.2, 0.8, 2) * size
         blob = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * (size * 0.1) ** 2))
-        phase = phase + 2 * np.pi * 4 * blob * fractal_field(rng, shape, 2.0)
-        flags["glacier_fringes"] = 1
-    coherence = np.clip(rng.uniform(0.55, 0.9) - 0.3 * fractal_field(rng, shape, 3.0), 0.3, 1.0)
+        phase = phase + 2 * np.pi * 4 * blob * fractal_field(rng, los.shape, 2.0)
     if spec.defect == "low_coherence":
-        coherence = rng.uniform(0.05, 0.15) + 0.05 * fractal_field(rng, shape, 3.0)
-        flags["low_coherence"] = 1
-    phase = phase + rng.standard_normal(shape) * phase_noise_sigma(coherence)
-    indices = phase_to_index(phase)
-    if spec.defect == "processing_error":
+        coherence = rng.uniform(0.05, 0.15) + 0.05 * fractal_field(rng, los.shape, 3.0)
+    else:
+        coherence = np.clip(rng.uniform(0.55, 0.9) - 0.3 * fractal_field(rng, los.shape, 3.0), 0.3, 1.0)
+    return phase + rng.standard_normal(los.shape) * phase_noise_sigma(coherence)
+
+
+def _damage(rng: np.random.Generator, defect: str, indices: np.ndarray) -> None:
+    """Paint the pixel defects: processing-error block, no-data areas, garbage rows, legend."""
+    size = indices.shape[0]
+    if defect == "processing_error":
         top = int(rng.integers(0, size // 2))
         indices[top:top + size // 3] = np.roll(indices[top:top + size // 3], size // 5, axis=1) // 2 + 1
-        flags["processing_error"] = 1
-    if spec.defect == "no_info":
+    elif defect == "no_info":
+        yy, xx = np.mgrid[0:size, 0:size]
         angle = rng.uniform(0, 2 * np.pi)
         along = (xx - size / 2) * np.cos(angle) + (yy - size / 2) * np.sin(angle)
         indices[along > np.quantile(along, 1 - rng.uniform(0.35, 0.6))] = NODATA
-        flags["no_info"] = 1
-    if spec.defect == "corrupted":
-        rows = rng.permutation(size // 8)[: size // 20] * 8
-        for row in rows:
+    elif defect == "corrupted":
+        for row in rng.permutation(size // 8)[: size // 20] * 8:
             indices[row:row + 8] = rng.integers(1, PHASE_LEVELS + 1, size=(8, size), dtype=np.uint8)
         indices[:, : int(size * rng.uniform(0.3, 0.5))] = NODATA
-        flags.update(corrupted=1, no_info=1)
-    if spec.defect == "colour_bar":
+    elif defect == "colour_bar":
         add_colour_bar(indices, rng)
-        flags["image_artifacts"] = 1
-    flags["is_crowd"] = int(spec.defect == "crowd")
+
+
+def render_patch(unique_id: int, spec: PatchSpec, rng: np.random.Generator, size: int = PATCH) -> SynthPatch:
+    """Generate the phase for ``spec``, render it to palette indices and write its annotation."""
+    deformation, patterns = _deformation(rng, spec, size)
+    delay, atmosphere_sentence = _atmosphere(rng, spec, size, deformation)
+    indices = phase_to_index(_noisy_phase(rng, spec, deformation + delay))
+    _damage(rng, spec.defect, indices)
+    flags = {flag: int(flag in DEFECT_FLAGS.get(spec.defect, ())) for flag in BINARY_FLAGS}
 
     polygons, sentences = [], [] if spec.atmosphere == 0 else [atmosphere_sentence]
     labelled = ("Unidentified",) if spec.defect == "unidentified" else spec.activity_types
     for activity_type, intensity, los in zip(labelled, spec.intensities, patterns):
         polygons.append(mask_polygon(deformation_mask(los)))
         # The location is read off the annotated polygon, as anyone checking the label would.
-        location = location_phrase(polygon_mask([polygons[-1]], shape))
+        location = location_phrase(polygon_mask([polygons[-1]], (size, size)))
         sentences.append(deformation_sentence(activity_type, intensity, location))
     if not spec.deformation:
         sentences.append(NO_DEFORMATION)
@@ -303,29 +314,23 @@ def render_patch(unique_id: int, spec: PatchSpec, rng: np.random.Generator, size
         sentences.append(atmosphere_sentence)
     sentences.extend(FLAG_SENTENCES[flag] for flag in FLAG_SENTENCES if flags[flag])
 
-    frame = FRAMES[int(rng.integers(len(FRAMES)))]
     primary = date(2018, 1, 1) + timedelta(days=int(rng.integers(0, 6 * 365)))
-    secondary = primary + timedelta(days=int(rng.choice([6, 12, 12, 24])))
-    deflating = spec.deformation and float(deformation[np.unravel_index(np.argmax(np.abs(deformation)), shape)]) < 0
+    secondary = primary + timedelta(days=int(rng.choice(REPEATS)))
+    deflating = spec.deformation and deformation.flat[np.argmax(np.abs(deformation))] < 0
     annotation = {
         "uniqueID": unique_id,
-        "frameID": frame,
+        "frameID": FRAMES[int(rng.integers(len(FRAMES)))],
         "primary_date": f"{primary:%Y%m%d}",
         "secondary_date": f"{secondary:%Y%m%d}",
-        "corrupted": flags["corrupted"],
-        "processing_error": flags["processing_error"],
-        "glacier_fringes": flags["glacier_fringes"],
-        "orbital_fringes": flags["orbital_fringes"],
+        **{flag: flags[flag] for flag in ("corrupted", "processing_error", "glacier_fringes", "orbital_fringes")},
         "atmospheric_fringes": spec.atmosphere,
-        "low_coherence": flags["low_coherence"],
-        "no_info": flags["no_info"],
-        "image_artifacts": flags["image_artifacts"],
+        **{flag: flags[flag] for flag in ("low_coherence", "no_info", "image_artifacts")},
         "label": ["Deformation"] if spec.deformation else ["Non_Deformation"],
         "activity_type": list(labelled),
         "intensity_level": list(spec.intensities),
         "phase": ("Rebound" if deflating else "Unrest") if spec.deformation else "Rest",
         "confidence": round(float(rng.uniform(0.7, 1.0)), 2) if spec.deformation else 1.0,
-        "segmentation_mask": [polygon for polygon in polygons if polygon],
+        "segmentation_mask": polygons,
         "is_crowd": flags["is_crowd"],
         "caption": " ".join(sentences),
     }
@@ -381,7 +386,6 @@ def write_dataset(root: Path, n: int, seed: int, size: int = PATCH,
 # --------------------------------------------------------------------------- LiCSAR drop
 
 FRAME_SIZE = (1200, 1000)  # width, height in pixels
-REPEATS = (6, 12, 12, 24)  # Sentinel-1 temporal baselines, days
 
 
 @dataclass(frozen=True)
@@ -418,7 +422,8 @@ class SynthFrame:
 
 
 def frame_id(rng: np.random.Generator, direction: str) -> str:
-    return f"{int(rng.integers(1, 176)):03d}{direction}_{int(rng.integers(0, 100000)):05d}_{int(rng.integers(0, 1000000)):06d}"
+    track, first, second = int(rng.integers(1, 176)), int(rng.integers(0, 100000)), int(rng.integers(0, 1000000))
+    return f"{track:03d}{direction}_{first:05d}_{second:06d}"
 
 
 def deforming_tiles(mask: np.ndarray, tile_size: int, min_pixels: int = 50) -> tuple[int, ...]:

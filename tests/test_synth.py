@@ -26,8 +26,7 @@ ANNOTATION_TYPES = {
     "intensity_level": list, "phase": str, "confidence": float, "segmentation_mask": list, "is_crowd": int,
     "caption": str,
 }
-BINARY_FLAGS = ("corrupted", "processing_error", "glacier_fringes", "orbital_fringes", "low_coherence", "no_info",
-                "image_artifacts", "is_crowd")
+BINARY_FLAGS = synth.BINARY_FLAGS
 DEFORMATION_SENTENCE = re.compile(
     r"An? (mogi|sill|dyke|spheroid|earthquake|unidentified)-type deformation pattern of (low|medium|high) "
     r"intensity can be detected (on the central side|on the top side of the image|at the bottom of the image|"

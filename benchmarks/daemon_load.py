@@ -75,8 +75,8 @@ def register_tiny_model(var_dir: Path, patches: list[Path], settings: Captioning
     return store.register(staged, make_current=True).captioner_dir
 
 
-def drop_flood(staging: Path, drop: Path, patches: list[Path], count: int) -> list[str]:
-    """Lay out ``count`` interferograms under ``staging`` then move them into ``drop`` at once."""
+def stage_flood(staging: Path, patches: list[Path], count: int) -> list[str]:
+    """Lay out ``count`` single-tile interferograms under ``staging``, as LiCSAR would publish them."""
     keys = []
     frames = max(1, count // 100)
     for number in range(count):
@@ -87,10 +87,13 @@ def drop_flood(staging: Path, drop: Path, patches: list[Path], count: int) -> li
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(patches[number % len(patches)], folder / f"{pair}.geo.diff.png")
         keys.append(f"{frame}/{pair}")
-    drop.mkdir(parents=True, exist_ok=True)
-    for frame_dir in sorted(staging.iterdir()):
-        os.rename(frame_dir, drop / frame_dir.name)  # each frame arrives whole, as a sync would leave it
     return keys
+
+
+def release_flood(staging: Path, drop: Path) -> None:
+    """Move every staged frame into the watched drop at once (a rename: each arrives whole)."""
+    for frame_dir in sorted(staging.iterdir()):
+        os.rename(frame_dir, drop / frame_dir.name)
 
 
 def captioner_rate(model_dir: Path, patches: list[Path], settings: CaptioningSettings, tiles: int,
@@ -145,6 +148,8 @@ def main() -> None:
         f"[batch]\nsize = {args.batch_size}\nmax_wait_seconds = 2\n"
         f"[captioning]\n" + "".join(f"{key} = {value}\n" for key, value in generation.items()) +
         "[digest]\nenabled = false\n", encoding="utf-8")
+    keys = stage_flood(work / "staging", patches, count)
+    drop.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "INSARWATCH_CONFIG": str(config)}
     daemon = subprocess.Popen([str(Path(sys.executable).with_name("insarwatch")), "watch"], env=env,
                               stderr=subprocess.DEVNULL)
@@ -153,7 +158,7 @@ def main() -> None:
             time.sleep(0.2)
         time.sleep(2)  # let the model load and the observer start before the flood
         start = time.perf_counter()
-        keys = drop_flood(work / "staging", drop, patches, count)
+        release_flood(work / "staging", drop)
         peak = 0.0
         with Store(var_dir / "state.db", readonly=True) as store:
             while True:

@@ -222,6 +222,8 @@ class Captioner:
             "repetition_penalty": s.repetition_penalty,
         }
         options.update({name: value for name, value in optional.items() if value is not None})
+        if "min_new_tokens" in options:
+            options["min_new_tokens"] = min(options["min_new_tokens"], options["max_new_tokens"])
         return options
 
     def _precision(self) -> contextlib.AbstractContextManager[Any]:
@@ -231,7 +233,9 @@ class Captioner:
 
     def preprocess(self, images: Sequence[TileImage]) -> torch.Tensor:
         """Resize and normalise RGB tiles as the model was trained (the processor's rules)."""
-        return self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        pixels = self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        # Page-locked memory lets the copy to the GPU overlap with work already queued there.
+        return pixels.pin_memory() if self.device.type == "cuda" else pixels
 
     def _pixel_batches(self, images: Sequence[TileImage]) -> Iterator[torch.Tensor]:
         """Preprocessed batches, the next ones prepared in threads while the caller runs the model."""
@@ -249,7 +253,7 @@ class Captioner:
     def encode_pixels(self, pixel_values: torch.Tensor) -> VisionBatch:
         """The single vision pass over one preprocessed batch."""
         with torch.inference_mode(), self._precision():
-            output = self.model.vision_model(pixel_values=pixel_values.to(self.device))
+            output = self.model.vision_model(pixel_values=pixel_values.to(self.device, non_blocking=True))
             pooled = torch.nn.functional.normalize(output.pooler_output.float(), dim=-1)
         return VisionBatch(output.last_hidden_state, pooled.cpu().numpy().astype(np.float32))
 

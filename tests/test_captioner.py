@@ -114,8 +114,12 @@ def test_generation_options_come_from_settings(tiny_blip_dir) -> None:
 
 
 def test_decoding_longer_than_the_position_table_is_capped(tiny_blip_dir) -> None:
-    captioner = Captioner.load(tiny_blip_dir, CaptioningSettings(max_new_tokens=10_000, num_beams=1))
-    assert captioner.generation_options()["max_new_tokens"] == 127
+    settings = CaptioningSettings(max_new_tokens=10_000, min_new_tokens=500, num_beams=1)
+    captioner = Captioner.load(tiny_blip_dir, settings)
+    options = captioner.generation_options()
+    assert options["max_new_tokens"] == 127 and options["min_new_tokens"] == 127
+    (caption,) = captioner.caption([np.zeros((64, 64, 3), np.uint8)])  # runs to the end of the table
+    assert caption.text
     assert captioner.device.type == "cpu"
 
 

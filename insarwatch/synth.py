@@ -426,11 +426,11 @@ def frame_id(rng: np.random.Generator, direction: str) -> str:
     return f"{track:03d}{direction}_{first:05d}_{second:06d}"
 
 
-def deforming_tiles(mask: np.ndarray, tile_size: int, min_pixels: int = 50) -> tuple[int, ...]:
+def deforming_tiles(mask: np.ndarray, tile_size: int, tile_stride: int, min_pixels: int = 50) -> tuple[int, ...]:
     """Indices of the tiles (``imaging.tile`` order and boxes) with deformation in them."""
     from .imaging import tile
 
-    tiles = tile(np.zeros(mask.shape + (1,), dtype=np.uint8), tile_size, tile_size)
+    tiles = tile(np.zeros(mask.shape + (1,), dtype=np.uint8), tile_size, tile_stride)
     return tuple(t.index for t in tiles if mask[t.box[1]:t.box[3], t.box[0]:t.box[2]].sum() >= min_pixels)
 
 
@@ -460,7 +460,7 @@ def _frame_phase(rng: np.random.Generator, direction: str, shape: tuple[int, int
 
 
 def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volcano: tuple[int, int], pairs: int,
-                 tile_size: int, advance: Callable[[], None] | None) -> SynthFrame:
+                 tiling: tuple[int, int], advance: Callable[[], None] | None) -> SynthFrame:
     rng = child_rng(seed, number)
     direction = "AD"[number // 2 % 2]
     name = frame_id(rng, direction)
@@ -482,7 +482,7 @@ def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volc
         # The sibling lands first so a watcher that sees the diff PNG also finds its coherence.
         write_coherence_png(coherence_png, coherence, nodata)
         write_phase_png(diff_png, indices)
-        tiles = deforming_tiles(mask & ~nodata, tile_size) if deforming else ()
+        tiles = deforming_tiles(mask & ~nodata, *tiling) if deforming else ()
         interferograms.append(SynthInterferogram(f"{name}/{stem}", name, day, secondary, diff_png, coherence_png,
                                                  deforming, activity_type, intensity, volcano, tiles, low_coherence))
         day = secondary
@@ -493,18 +493,19 @@ def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volc
 
 def write_drop(drop: Path, frames: int, seed: int, *, size: tuple[int, int] = FRAME_SIZE,
                volcano: tuple[int, int] | None = None, pairs: int = 3, tile_size: int = PATCH,
-               advance: Callable[[], None] | None = None) -> list[SynthFrame]:
+               tile_stride: int = PATCH, advance: Callable[[], None] | None = None) -> list[SynthFrame]:
     """Write ``frames`` LiCSAR frames (``pairs`` consecutive interferograms each) under ``drop``.
 
     ``size`` is (width, height). Frames alternate ascending/descending in pairs;
     even-numbered frames deform near ``volcano`` (x, y px; default the centre) in every
     pair, odd ones do not; every fourth frame's last pair is low-coherence. Each
-    interferogram gets a ``.geo.cc.png`` sibling and a line in ``drop/synth-truth.jsonl``.
-    Frame ``k`` depends only on the seed and ``k``.
+    interferogram gets a ``.geo.cc.png`` sibling and a line in ``drop/synth-truth.jsonl``
+    whose ``tiles`` follow ``imaging.tile(rgb, tile_size, tile_stride)``. Frame ``k``
+    depends only on the seed and ``k``.
     """
     volcano = volcano or (size[0] // 2, size[1] // 2)
     with _output_dir(drop) as drop:
-        written = [_write_frame(drop, number, seed, size, volcano, pairs, tile_size, advance)
+        written = [_write_frame(drop, number, seed, size, volcano, pairs, (tile_size, tile_stride), advance)
                    for number in range(frames)]
         lines = [json.dumps(item.to_dict()) for frame in written for item in frame.interferograms]
         (drop / "synth-truth.jsonl").write_text("".join(line + "\n" for line in lines))

@@ -136,6 +136,16 @@ def test_synth_writes_a_licsar_drop_with_truth(tmp_path: Path) -> None:
     assert any(line["low_coherence"] for line in truth)
 
 
+def test_truth_tiles_follow_the_configured_tiling(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["synth", str(tmp_path), "--frames", "1", "--pairs", "1", "--size", "448x448",
+                                 "--volcano", "224,224"], env={"INSARWATCH_IMAGING__TILE_STRIDE": "112"})
+    assert result.exit_code == 0, result.output
+    truth = json.loads((tmp_path / "synth-truth.jsonl").read_text())
+    tiles = imaging.tile(np.zeros((448, 448, 3), dtype=np.uint8), 224, 112)
+    centre = next(t.index for t in tiles if t.box == (112, 112, 336, 336))
+    assert len(tiles) == 9 and centre in truth["tiles"] and set(truth["tiles"]) <= {t.index for t in tiles}
+
+
 def test_drop_frames_pass_the_pixel_checks(tmp_path: Path) -> None:
     from insarwatch.config import ImagingSettings
 

@@ -8,6 +8,7 @@ stderr and exit code 2 (bad input) or 1 (runtime failure) instead of a traceback
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +29,9 @@ app = typer.Typer(
 )
 
 
+CONFIG_HELP = "Settings file (default /etc/insarwatch/insarwatch.toml)."
+
+
 class State:
     """Per-invocation options shared by every command; settings load on first use."""
 
@@ -35,6 +39,10 @@ class State:
         self.config = config
         self.verbose = verbose
         self._settings: Settings | None = None
+
+    def use_config(self, config: Path) -> None:
+        self.config = config
+        self._settings = None
 
     @property
     def settings(self) -> Settings:
@@ -48,8 +56,7 @@ def main(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="Settings file (default /etc/insarwatch/insarwatch.toml).",
-                     envvar="INSARWATCH_CONFIG"),
+        typer.Option("--config", "-c", help=CONFIG_HELP, envvar="INSARWATCH_CONFIG"),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -57,19 +64,39 @@ def main(
     ctx.obj = State(config, verbose)
 
 
+_CONFIG_PARAMETER = inspect.Parameter(
+    "config", inspect.Parameter.KEYWORD_ONLY, default=None,
+    annotation=Annotated[Path | None, typer.Option("--config", "-c", help=CONFIG_HELP)],
+)
+
+
 def command(*, examples: list[str], **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a command whose help ends with examples and whose errors are one line."""
+    """Register a command whose help ends with examples and whose errors are one line.
+
+    A command that reads settings (it takes ``ctx``) also accepts ``--config`` after its
+    name, as in ``insarwatch watch --config FILE``, overriding the global option.
+    """
     epilog = "[bold]Examples[/bold]\n\n" + "\n\n".join(f"  $ {example}" for example in examples)
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(fn, eval_str=True)
+        reads_settings = "ctx" in signature.parameters
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kw: Any) -> Any:
+            config = kw.pop("config", None)
+            if config is not None:
+                kw["ctx"].obj.use_config(config)
             try:
                 return fn(*args, **kw)
             except InsarwatchError as exc:
                 console.stderr.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
                 raise typer.Exit(exc.exit_code) from None
 
+        if reads_settings:
+            wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+                parameters=[*signature.parameters.values(), _CONFIG_PARAMETER])
+            wrapper.__annotations__ = {**fn.__annotations__, "config": _CONFIG_PARAMETER.annotation}
         return app.command(epilog=epilog, **kwargs)(wrapper)
 
     return decorate
@@ -435,6 +462,7 @@ def _pair(text: str, separator: str, what: str) -> tuple[int, int]:
     "insarwatch synth /tmp/drop --frames 6 --seed 3 --volcano 400,300",
 ])
 def synth(
+    ctx: typer.Context,
     drop: Annotated[Path, typer.Argument(help="Drop directory to write the LiCSAR layout into.")],
     frames: Annotated[int, typer.Option("--frames", min=1, help="Number of frames.")] = 4,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same files).")] = 0,
@@ -447,10 +475,12 @@ def synth(
     .geo.cc.png coherence, deformation near the volcano in every other frame.
 
     DROP/synth-truth.jsonl records, per interferogram, whether it deforms, the source type,
-    intensity and the 224 px tiles that hold the deformation.
+    intensity and the tiles (imaging.tile_size / tile_stride from the settings) that hold
+    the deformation.
     """
     from . import synth as synthetic
 
+    imaging = settings_of(ctx).imaging
     width, height = _pair(size, "x", "WIDTHxHEIGHT")
     position = _pair(volcano, ",", "X,Y") if volcano else None
     if position and not (position[0] < width and position[1] < height):
@@ -458,6 +488,7 @@ def synth(
     with console.progress() as bar:
         task = bar.add_task("interferograms", total=frames * pairs)
         written = synthetic.write_drop(drop, frames, seed, size=(width, height), volcano=position, pairs=pairs,
+                                       tile_size=imaging.tile_size, tile_stride=imaging.tile_stride,
                                        advance=lambda: bar.advance(task))
     deforming = sum(frame.deforming for frame in written)
     typer.echo(f"{drop}: {frames} frames ({deforming} deforming), {frames * pairs} interferograms; "

@@ -1,0 +1,71 @@
+"""The command line as other tools script it: every command listed with examples, the
+``--config`` option before or after the command, and settings errors as one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from insarwatch.cli import app
+
+COMMANDS = ("synth", "synth-dataset", "prepare", "train", "evaluate", "caption", "findings", "watch", "status",
+            "report", "demo")
+
+
+def test_help_lists_every_command() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert name in result.output
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_each_command_has_examples(name: str) -> None:
+    result = CliRunner().invoke(app, [name, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Examples" in result.output
+    assert f"$ insarwatch {name}" in result.output
+
+
+def test_config_goes_before_or_after_the_command(tmp_path: Path) -> None:
+    config = tmp_path / "insarwatch.toml"
+    config.write_text(f'var_dir = "{tmp_path / "var"}"\n', encoding="utf-8")
+    runner = CliRunner()
+    for args in (["--config", str(config), "status", "--json"], ["status", "--config", str(config), "--json"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["counts"]["done"] == 0
+    assert not (tmp_path / "var" / "state.db").exists()  # status only reads
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[batch]\nsize = 'many'\n", "key 'batch.size'"),
+    ("[watch]\nsettle = 3\n", "key 'watch.settle': unknown key"),
+    ("var_dir = [\n", "not valid TOML"),
+])
+def test_bad_settings_are_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "insarwatch.toml"
+    config.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(app, ["status", "--config", str(config)])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: {config}") and message in line
+
+
+def test_missing_named_config_is_bad_input(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["watch", "--once", "--config", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2
+    assert "configuration file does not exist" in result.output
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "insarwatch.toml"
+    config.write_text(f'var_dir = "{tmp_path / "file-var"}"\n', encoding="utf-8")
+    env = {"INSARWATCH_VAR_DIR": str(tmp_path / "env-var"), "INSARWATCH_BATCH__SIZE": "3"}
+    from insarwatch.config import load_settings
+
+    settings = load_settings(config, environ=env)
+    assert settings.var_dir == tmp_path / "env-var" and settings.batch.size == 3

@@ -386,7 +386,6 @@ def caption(
     """
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from .errors import InputError
@@ -440,7 +439,7 @@ def caption(
             text = row["caption"] + (" (retrieved)" if row["retrieved"] else "")
             table.add_row(Path(row["image"]).name, str(row["tile"]), ",".join(map(str, row["box"])), text,
                           nearest or "no index")
-        Console().print(table)
+        console.stdout.print(table)
     if failed:
         console.stderr.print(f"{failed} of {len(images)} images could not be captioned")
         raise typer.Exit(2)

@@ -164,20 +164,23 @@ class PatchSpec:
 
 @dataclass(frozen=True)
 class SynthPatch:
-    """A rendered patch: palette indices (0 no-data, 255 legend white), mode and annotation."""
+    """A rendered patch: palette indices (0 no-data, 255 legend white), the deformation's
+    LOS field (metres, before atmosphere and noise) and the annotation dict (JSON fields)."""
 
     unique_id: int
     spec: PatchSpec
     indices: np.ndarray = field(repr=False)
-    los: np.ndarray = field(repr=False)  # deformation LOS in metres, for checks
+    los: np.ndarray = field(repr=False)
     annotation: dict = field(repr=False)
 
 
 def child_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator for item ``index`` of ``seed``: the same whatever the number of items."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
 
 
 def draw_spec(rng: np.random.Generator) -> PatchSpec:
+    """Draw the labels of one patch at the dataset's class, defect and atmosphere rates."""
     deforming = bool(rng.random() < DEFORMING_RATE)
     defect = str(rng.choice(DEFECTS, p=_DEFECT_P))
     if not deforming and defect in ("crowd", "unidentified"):

@@ -55,7 +55,7 @@ class TrainingInterrupted(InsarwatchError):
 
 
 class EvaluationFailed(InsarwatchError):
-    """The model trained but could not be evaluated: registered, never made current."""
+    """The model trained but could not be indexed or evaluated: registered, never made current."""
 
     def __init__(self, cause: InsarwatchError, version: ModelVersion) -> None:
         self.exit_code = cause.exit_code
@@ -215,6 +215,9 @@ def train(
         f"from {base}" if base else f"preset {preset.name} from scratch",
         sum(p.numel() for p in model.parameters()) / 1e6, len(train_split), len(val_split),
     )
+    device = pick_device(settings.captioning.device)
+    if device.type == "cpu" and settings.captioning.cpu_threads is not None:
+        torch.set_num_threads(settings.captioning.cpu_threads)
     store = ModelStore(settings.models_dir)
     staged = store.stage()
     checkpoint = staged / CAPTIONER_DIR
@@ -222,7 +225,7 @@ def train(
         result = fit(
             model, processor, train_split, val_split, recipe,
             max_caption_tokens=preset.model.max_caption_tokens,
-            device=pick_device(settings.captioning.device), checkpoint_dir=checkpoint,
+            device=device, checkpoint_dir=checkpoint,
             captioning=evaluation_settings(settings).captioning, progress=progress,
         )
     except BaseException:
@@ -231,7 +234,7 @@ def train(
     if result.best_epoch is None:
         store.discard(staged)
         raise TrainingInterrupted(None)
-    del model
+    del model  # what gets indexed and evaluated is the best checkpoint on disk; free the last epoch's copy
     try:
         return _finish(store, staged, dataset, preset, base, result, settings, progress, only_if_better)
     except KeyboardInterrupt:
@@ -251,10 +254,11 @@ def _finish(
 ) -> TrainOutcome:
     _write_json(staged / "train_config.json", _train_config(preset, dataset, base, result, settings.captioning))
     settings = evaluation_settings(settings)
-    captioner = Captioner.load(staged / CAPTIONER_DIR, settings.captioning)
-    index = build_index(captioner, dataset.split("train"), settings, progress)
-    index.save(staged)
     try:
+        # The checkpoint is loaded back as the service will load it, so evaluation also proves it loads.
+        captioner = Captioner.load(staged / CAPTIONER_DIR, settings.captioning)
+        index = build_index(captioner, dataset.split("train"), settings, progress)
+        index.save(staged)
         evaluation = evaluate_on(Bundle(ModelVersion(staged.name, staged), captioner, index), dataset, progress)
     except InsarwatchError as exc:
         raise EvaluationFailed(exc, store.register(staged, make_current=False)) from exc

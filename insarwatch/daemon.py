@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 1.0
 IDLE_WAIT_SECONDS = 0.2
 DELIVERY_INTERVAL_SECONDS = 15.0
+STORAGE_RETRY_SECONDS = 5.0
 
 
 class Daemon:
@@ -110,7 +112,7 @@ class Daemon:
     def deliver(self) -> None:
         try:
             notify.deliver_due(self.store, self.settings, self.clock())
-        except InsarwatchError as exc:
+        except (InsarwatchError, sqlite3.Error, OSError) as exc:
             log.error("delivery run failed: %s", exc)
 
     def digest_period(self) -> tuple[datetime, datetime]:
@@ -129,7 +131,10 @@ class Daemon:
         self.deliver()
 
     def rescan(self) -> None:
-        self.intake.reconcile(self.clock())
+        try:
+            self.intake.reconcile(self.clock())
+        except (sqlite3.Error, OSError) as exc:
+            log.error("rescan of %s failed (%s); the next one will catch up", self.settings.drop_dir, exc)
         self.intake.wake.set()
 
     def _scheduler(self) -> BackgroundScheduler:
@@ -187,20 +192,37 @@ class Daemon:
         return (not self.processor.held and not len(self.intake.tracker)
                 and not self.store.in_state("queued", limit=1))
 
+    def _pause_for_storage(self, exc: Exception) -> None:
+        """The state database cannot be written (a full disk, most often). Results are only
+        ever stored whole, so nothing half-done remains: wait, give the claimed frames back
+        to the queue, rescan for files whose admission failed, and carry on."""
+        log.error("%s: cannot record progress (%s); pausing %.0f s — unfinished frames will be redone",
+                  self.settings.state_db, exc, STORAGE_RETRY_SECONDS)
+        self.stopping.wait(STORAGE_RETRY_SECONDS)
+        try:
+            self.processor.release_all()
+        except (sqlite3.Error, OSError) as again:
+            log.error("%s: still cannot write (%s)", self.settings.state_db, again)
+            return
+        self.rescan()
+
     def _loop(self) -> None:
         while not self.stopping.is_set():
             self._heartbeat()
             if self._reload.is_set():
                 self._reload_settings()
             self._swap_model()
-            now = self.clock()
-            self.intake.admit(now)
             flush = self._flush.is_set()
             self._flush.clear()
-            before = self.store.pending_deliveries()
-            worked = self.processor.step(flush, time.monotonic())
-            if self.store.pending_deliveries() > before:
-                self.deliver()
+            try:
+                self.intake.admit(self.clock())
+                before = self.store.pending_deliveries()
+                worked = self.processor.step(flush, time.monotonic())
+                if self.store.pending_deliveries() > before:
+                    self.deliver()
+            except (sqlite3.Error, OSError) as exc:
+                self._pause_for_storage(exc)
+                continue
             if self.once and self._idle():
                 return
             if not worked:
@@ -210,7 +232,10 @@ class Daemon:
     def run(self) -> int:
         """Run until stopped (exit status 0), or with ``once`` until everything present is done."""
         settings = self.settings
-        requeued = self.store.requeue_processing(self.clock(), settings.watch.max_attempts)
+        try:
+            requeued = self.store.requeue_processing(self.clock(), settings.watch.max_attempts)
+        except sqlite3.Error as exc:
+            raise InsarwatchError(f"{settings.state_db}: cannot record progress: {exc}") from None
         if requeued:
             log.info("%d interferograms left in processing by the last run went back to the queue", requeued)
         self.check_model()
@@ -224,7 +249,7 @@ class Daemon:
             self.observer = make_observer(settings.watch.observer)
             self.observer.schedule(self.intake, str(settings.drop_dir), recursive=True)
             self.observer.start()  # before the scan, so nothing can arrive unseen between the two
-        self.intake.reconcile(self.clock())
+        self.rescan()
         scheduler = None if self.once else self._scheduler()
         if scheduler is not None:
             scheduler.start()

@@ -8,6 +8,7 @@ interferogram must end in exactly one terminal state with its alert delivered on
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -285,3 +286,55 @@ def test_daily_digest_is_written_and_delivered_once(tmp_path: Path, tiny_var_dir
         daemon.store.close()
     (digest,) = (tiny_var_dir / "reports" / "digests").glob("*.html")
     assert "digest" in digest.read_text(encoding="utf-8").lower()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 48 MB file system that the test can fill up."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    ballast = disk / "ballast"
+    chunk = b"\0" * (1 << 20)
+    with ballast.open("wb") as stream:
+        try:
+            while True:
+                stream.write(chunk)
+                stream.flush()
+        except OSError:
+            pass
+    return ballast
+
+
+def test_a_full_disk_pauses_the_daemon_and_loses_nothing(
+    tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path], small_disk: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    var_dir = small_disk / "var"
+    shutil.copytree(tiny_var_dir, var_dir, symlinks=True)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = write_config(tmp_path / "insarwatch.toml", var_dir, drop, settle_seconds=0.2)
+    daemon = Daemon(load_settings(config), config)
+    runner = threading.Thread(target=daemon.run)
+    with caplog.at_level(logging.ERROR):
+        runner.start()
+        try:
+            wait_for(lambda: daemon.observer is not None and daemon.observer.is_alive(), 60, "the observer")
+            ballast = fill(small_disk)
+            total = drop_all(frames, drop, lambda n: True)
+            wait_for(lambda: "cannot record progress" in caplog.text, 60, "the daemon to notice the full disk")
+            assert runner.is_alive()
+            ballast.unlink()
+            wait_for(lambda: len(states(var_dir)) == total and set(states(var_dir).values()) <= TERMINAL,
+                     120, "every frame once the disk has room again")
+        finally:
+            daemon.stopping.set()
+            runner.join(60)
+    assert "database or disk is full" in caplog.text
+    assert str(var_dir / "state.db") in caplog.text

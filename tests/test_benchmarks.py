@@ -1,0 +1,46 @@
+"""Smoke tests of the benchmark scripts at their smallest settings: they run and end with a ratio line.
+
+The figures themselves are not asserted (no timed assertions); only that each script
+completes on real components and reports its headline ratio as its last line.
+"""
+
+from __future__ import annotations
+
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+RATIO = re.compile(r"^ratio=(\d+(\.\d+)?|inf)$")
+
+
+def run_script(name: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
+    main = runpy.run_path(str(BENCHMARKS / name), run_name="benchmark")["main"]
+    assert main(argv) == 0
+    return capsys.readouterr().out.strip().splitlines()
+
+
+def test_caption_throughput_tiny_model_reports_both_paths_and_a_ratio(capsys, tmp_path) -> None:
+    lines = run_script(
+        "caption_throughput.py",
+        ["--tiny", "--quick", "--tiles", "2", "--tokens", "3", "--beams", "2", "--batch-size", "2",
+         "--model-dir", str(tmp_path / "blip")],
+        capsys,
+    )
+    assert RATIO.match(lines[-1]), lines[-1]
+    assert any("baseline" in line for line in lines) and any("insarwatch" in line for line in lines)
+    assert "identical captions: 2/2" in "\n".join(lines)
+
+
+def test_faiss_scale_smallest_size_reports_every_index_and_a_ratio(capsys) -> None:
+    lines = run_script(
+        "faiss_scale.py",
+        ["--sizes", "2000", "--data", "clustered", "--queries", "64", "--single-queries", "8"],
+        capsys,
+    )
+    assert RATIO.match(lines[-1]), lines[-1]
+    table = "\n".join(lines)
+    for kind in ("flat (auto)", "hnsw", "ivf"):
+        assert kind in table

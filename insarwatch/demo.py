@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from .config import Settings
-from .registry import ModelStore
+from .registry import ModelStore, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,35 @@ def _describe_truth(row: dict) -> str:
     return f"{row['activity_type'].lower()}, {row['intensity'].lower()}"
 
 
+def ensure_model(workdir: Path, progress: Progress, *, patches: int = 1200, seed: int = 7,
+                 preset: str = "tiny") -> tuple[ModelVersion, bool]:
+    """The demo's current model, trained on a synthetic training set if there is none yet;
+    returns it and whether it was trained now."""
+    from . import synth
+    from .hephaestus import prepare
+
+    workdir = Path(workdir).resolve()
+    settings = demo_settings(workdir)
+    models = ModelStore(settings.models_dir)
+    if models.current() is not None:
+        return models.current(), False
+    import training
+
+    hephaestus, dataset = workdir / "hephaestus", workdir / "dataset"
+    if not (dataset / "manifest.jsonl").exists():
+        task = progress.add_task("synthetic training set", total=patches)
+        synth.write_dataset(hephaestus, patches, seed, advance=lambda: progress.advance(task))
+        prepare(hephaestus, dataset, settings.imaging)
+    outcome = training.train(dataset, training.load_preset(preset), settings, progress)
+    log.info("trained %s: %s", outcome.version.name, outcome.reason)
+    return models.current(), True
+
+
 def run_demo(workdir: Path, progress: Progress, *, frames: int = 4, patches: int = 1200, seed: int = 7,
              preset: str = "tiny") -> DemoSummary:
     """Run every step of the service once on synthetic data under ``workdir``."""
     from . import reports, synth
     from .daemon import Daemon
-    from .hephaestus import prepare
     from .store import Store
 
     started = datetime.now(timezone.utc)
@@ -79,19 +102,7 @@ def run_demo(workdir: Path, progress: Progress, *, frames: int = 4, patches: int
     if not (drop / "synth-truth.jsonl").exists():
         task = progress.add_task("synthetic drop", total=frames * 2)
         synth.write_drop(drop, frames, seed, pairs=2, advance=lambda: progress.advance(task))
-    models = ModelStore(settings.models_dir)
-    trained = models.current() is None
-    if trained:
-        import training
-
-        hephaestus, dataset = workdir / "hephaestus", workdir / "dataset"
-        if not (dataset / "manifest.jsonl").exists():
-            task = progress.add_task("synthetic training set", total=patches)
-            synth.write_dataset(hephaestus, patches, seed, advance=lambda: progress.advance(task))
-            prepare(hephaestus, dataset, settings.imaging)
-        outcome = training.train(dataset, training.load_preset(preset), settings, progress)
-        log.info("trained %s: %s", outcome.version.name, outcome.reason)
-    version = models.current()
+    version, trained = ensure_model(workdir, progress, patches=patches, seed=seed, preset=preset)
     Daemon(settings, once=True).run()
 
     now = datetime.now(timezone.utc)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from rich.progress import Progress
 from rouge_score import rouge_scorer
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from insarwatch.cli import app
 from insarwatch.config import load_settings
@@ -70,7 +70,7 @@ def _image(index: int, deformation: bool) -> np.ndarray:
     return pixels
 
 
-def make_dataset(root: Path, n: int = 30, splits: dict[int, str] | None = None) -> Path:
+def make_dataset(root: Path, n: int = 30) -> Path:
     """``n`` images with manifest: every 5th is test, every 7th (not test) is val."""
     (root / "images").mkdir(parents=True)
     lines = []
@@ -81,15 +81,14 @@ def make_dataset(root: Path, n: int = 30, splits: dict[int, str] | None = None) 
         lines.append(json.dumps({
             "id": f"p{index}", "image": f"images/{index}.png", "caption": caption, "deformation": deformation,
             "activity_type": ["Mogi"] if deformation else [], "intensity": ["High"] if deformation else [],
-            "split": (splits or {}).get(index, split),
+            "split": split,
         }))
     (root / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
 
 
-def run(args: list[str], var: Path):
-    result = CliRunner().invoke(app, args, env={**ENV, "INSARWATCH_VAR_DIR": str(var)})
-    return result
+def run(args: list[str], var: Path) -> Result:
+    return CliRunner().invoke(app, args, env={**ENV, "INSARWATCH_VAR_DIR": str(var)})
 
 
 @pytest.fixture(scope="module")

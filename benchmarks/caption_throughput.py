@@ -176,14 +176,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
                         help="insarwatch autocast on CUDA (auto: bf16 where supported); the baseline is fp32")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads for both sides (captioning.cpu_threads; default: one per core)")
     parser.add_argument("--model-dir", type=Path,
                         help="reuse the model saved here (built there first if the directory is empty or missing)")
     parser.add_argument("--tiny", action="store_true", help="a toy-sized BLIP instead of the base shape (smoke tests)")
     args = parser.parse_args(argv)
     if args.quick:
         args.tiles, args.rounds = min(args.tiles, 4), 1
-    if min(args.tiles, args.batch_size, args.tokens, args.beams, args.rounds) < 1:
-        parser.error("--tiles, --batch-size, --tokens, --beams and --rounds must be at least 1")
+    counts = (args.tiles, args.batch_size, args.tokens, args.beams, args.rounds, args.threads or 1)
+    if min(counts) < 1 or args.threads == 0:
+        parser.error("--tiles, --batch-size, --tokens, --beams, --rounds and --threads must be at least 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no CUDA device")
     return args
@@ -201,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             build_model(model_dir, TINY if args.tiny else BASE)
         settings = CaptioningSettings(
             device=args.device, precision=args.precision, num_beams=args.beams, max_new_tokens=args.tokens,
-            min_new_tokens=args.tokens, batch_size=args.batch_size,
+            min_new_tokens=args.tokens, batch_size=args.batch_size, cpu_threads=args.threads,
         )
-        captioner = Captioner.load(model_dir, settings)
+        captioner = Captioner.load(model_dir, settings)  # sets the torch threads both sides use
         baseline = Baseline(model_dir, device, captioner.generation_options())
         images = tiles(args.tiles)
         # One untimed tile each: first-call allocations and lazy initialisation are not throughput.

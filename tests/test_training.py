@@ -324,6 +324,7 @@ def test_vocabulary_round_trip_reads_like_fine_tuned_blip(tmp_path: Path) -> Non
     decoded = tokenizer.decode(ids, skip_special_tokens=True)
     assert decoded == ("a mogi - type deformation pattern of high intensity can be detected on the top side of "
                        "the image.")
+    assert train_tokenizer(reversed(captions), vocab_size=200).get_vocab() == tokenizer.get_vocab()
     tokenizer.save_pretrained(tmp_path)
     from transformers import BertTokenizerFast
 

@@ -28,7 +28,18 @@ def train_tokenizer(captions: Iterable[str], vocab_size: int, min_frequency: int
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS)
     )
+    captions = list(captions)
     wordpiece.train_from_iterator(captions, trainer)
+    # The trainer breaks ties between equally frequent pairs in hash order, so its
+    # intermediate pieces (and all ids) change from run to run. Keeping the single
+    # characters plus the pieces the captions actually split into (whole words, when the
+    # vocabulary is big enough for merging to finish), numbered alphabetically after the
+    # special tokens, makes a seeded training run repeatable.
+    learnt = wordpiece.get_vocab()
+    used = {token for caption in captions for token in wordpiece.encode(caption).tokens}
+    used |= {token for token in learnt if len(token.removeprefix("##")) == 1}
+    ordered = [*SPECIAL_TOKENS, *sorted(used - set(SPECIAL_TOKENS))]
+    wordpiece.model = models.WordPiece({token: i for i, token in enumerate(ordered)}, unk_token=UNK)
     return BertTokenizerFast(
         tokenizer_object=wordpiece,
         unk_token=UNK,

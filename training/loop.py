@@ -49,10 +49,6 @@ class FitResult:
     best_epoch: int | None
     interrupted: bool
 
-    @property
-    def best(self) -> EpochStats | None:
-        return next((stats for stats in self.history if stats.epoch == self.best_epoch), None)
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

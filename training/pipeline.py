@@ -85,17 +85,15 @@ def index_records(samples: Sequence[Sample]) -> list[IndexRecord]:
     ]
 
 
-def _chunks(samples: Sequence[Sample], size: int) -> list[Sequence[Sample]]:
-    return [samples[start:start + size] for start in range(0, len(samples), size)]
-
-
 def build_index(
     captioner: Captioner, samples: Sequence[Sample], settings: Settings, progress: Progress
 ) -> RetrievalIndex:
     """The retrieval index of ``samples`` as ``captioner``'s vision encoder sees them."""
     task = progress.add_task("indexing", total=len(samples))
     embeddings = []
-    for chunk in _chunks(samples, settings.captioning.batch_size):
+    size = settings.captioning.batch_size
+    for start in range(0, len(samples), size):
+        chunk = samples[start:start + size]
         embeddings.append(captioner.embed(load_images(chunk)))
         progress.advance(task, len(chunk))
     progress.remove_task(task)

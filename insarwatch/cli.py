@@ -605,7 +605,8 @@ def demo(
         summary = run_demo(workdir, bars, frames=frames, patches=patches, seed=seed, preset=preset)
     table = Table(title=f"insarwatch demo — model {summary.model_version}"
                         f"{' (trained now)' if summary.trained else ' (reused)'}")
-    for column in ("interferogram", "synthetic truth", "state", "decision"):
+    table.add_column("interferogram", no_wrap=True)
+    for column in ("synthetic truth", "state", "decision"):
         table.add_column(column)
     for row in summary.rows:
         decision = row.level or (row.detail or "")

@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep the run here instead of a temp dir")
     args = parser.parse_args()
     count = 1_000 if args.quick else args.frames
-    console = Console()
+    console = Console(width=120)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="iw-load-"))
     work.mkdir(parents=True, exist_ok=True)
     var_dir, drop = work / "var", work / "drop"

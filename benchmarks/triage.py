@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--neighbours", type=int, default=5, help="triage.min_neighbours")
     parser.add_argument("--frames", type=int, default=4, help="synthetic frames when the drop is made here")
     args = parser.parse_args()
-    out = Console()
+    out = Console(width=120)
     workdir = args.workdir.resolve()
     settings = demo_settings(workdir)
     with iw_console.progress(transient=True) as bars:

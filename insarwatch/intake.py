@@ -156,10 +156,12 @@ class Intake(FileSystemEventHandler):
 
     def admit(self, now: datetime | None = None) -> int:
         """Queue every tracked file that has settled; returns how many were queued."""
-        queued = 0
-        for path in self.tracker.settled():
-            queued += self._admit_path(path, now or utcnow())
-        return queued
+        settled = self.tracker.settled()
+        if not settled:
+            return 0
+        # One transaction for the lot: a flood of arrivals costs one commit, not three each.
+        with self.store.transaction():
+            return sum(self._admit_path(path, now or utcnow()) for path in settled)
 
     def _admit_path(self, path: Path, now: datetime) -> int:
         try:
@@ -185,8 +187,16 @@ class Intake(FileSystemEventHandler):
         """Scan the whole drop: queue complete interferograms the store has not seen, track
         the ones still being written, record misfits. Returns how many were queued."""
         now = now or utcnow()
-        queued = 0
         settle_ns = int(self.tracker.settle_seconds * 1e9)
+        with self.store.transaction():
+            queued = self._reconcile_items(now, settle_ns)
+        requeued = self.store.requeue_failed(now)
+        if queued or requeued:
+            log.info("scan of %s queued %d new and %d failed interferograms", self.drop_dir, queued, requeued)
+        return queued + requeued
+
+    def _reconcile_items(self, now: datetime, settle_ns: int) -> int:
+        queued = 0
         for item in discover(self.drop_dir):
             if isinstance(item, Unrecognised):
                 if self.store.record_unrecognised(item.path, item.reason, now):
@@ -203,7 +213,4 @@ class Intake(FileSystemEventHandler):
                     self.store.discover(item.key, item.diff_png, str(item.frame), item.primary,
                                         item.secondary, now)
                 self.tracker.touch(item.diff_png)
-        requeued = self.store.requeue_failed(now)
-        if queued or requeued:
-            log.info("scan of %s queued %d new and %d failed interferograms", self.drop_dir, queued, requeued)
-        return queued + requeued
+        return queued

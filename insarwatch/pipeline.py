@@ -240,10 +240,13 @@ class Processor:
             log.exception("captioning a batch of %d tiles failed", len(batch))
             self._fail_frames({flight.prepared.record.key for flight, _ in batch}, f"captioning failed: {exc}")
             return
-        for (flight, piece), found in zip(batch, described, strict=True):
-            flight.described[piece.index] = found
-            if len(flight.described) == len(flight.prepared.tiles):
-                self._finish(flight, bundle.version.name)
+        # Every interferogram the batch completes is stored in one commit (each in its own
+        # savepoint, so one refused transition does not undo the others).
+        with self.store.transaction():
+            for (flight, piece), found in zip(batch, described, strict=True):
+                flight.described[piece.index] = found
+                if len(flight.described) == len(flight.prepared.tiles):
+                    self._finish(flight, bundle.version.name)
 
     def _fail_frames(self, keys: set[str], error: str) -> None:
         now = self._clock()

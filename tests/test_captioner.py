@@ -62,6 +62,14 @@ def test_one_vision_pass_per_batch_feeds_the_same_text_as_model_generate(caption
     assert len(set(expected)) > 1, "a model whose captions ignore the image would make this test vacuous"
 
 
+def test_image_keys_and_values_are_projected_once_per_image_not_once_per_beam(captioner, tiles) -> None:
+    assert captioner.generation_options()["num_beams"] == 5
+    cross_key = captioner.model.text_decoder.bert.encoder.layer[0].crossattention.self.key
+    with Counter(cross_key) as projections:
+        captioner.caption(tiles)
+    assert projections.calls == [4, 4, 1]  # per beam it would be 20, 20, 5
+
+
 def test_batched_results_equal_one_tile_at_a_time(captioner, tiles) -> None:
     batched = captioner.caption(tiles)
     single = [captioner.caption([tile])[0] for tile in tiles]

@@ -78,14 +78,16 @@ class CaptioningSettings(Section):
 class RetrievalSettings(Section):
     k: int = Field(5, ge=1)
     index_type: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
-    exact_max_vectors: int = Field(200_000, ge=1, description="'auto' builds an exact index up to this size")
+    exact_max_vectors: int = Field(
+        20_000, ge=1, description="'auto' builds an exact index up to this size (benchmarks/README.md)"
+    )
     approximate_type: Literal["hnsw", "ivf"] = Field(
-        "hnsw", description="Index 'auto' builds above exact_max_vectors"
+        "ivf", description="Index 'auto' builds above exact_max_vectors"
     )
     hnsw_m: int = Field(32, ge=2, description="HNSW graph degree")
     hnsw_ef_construction: int = Field(128, ge=1, description="HNSW build-time search depth")
     hnsw_ef_search: int = Field(128, ge=1, description="HNSW query-time search depth (recall vs latency)")
-    ivf_nlist: int | None = Field(None, ge=1, description="IVF lists; default 4*sqrt(n), at most n/39")
+    ivf_nlist: int | None = Field(None, ge=1, description="IVF lists; default sqrt(n), at most n/39")
     ivf_nprobe: int = Field(16, ge=1, description="IVF lists visited per query (recall vs latency)")
     use_gpu: bool = Field(True, description="Search on the GPU when FAISS sees one")
 

@@ -70,8 +70,10 @@ def normalised(vectors: np.ndarray) -> np.ndarray:
 
 
 def _ivf_lists(n: int, requested: int | None) -> int:
-    # FAISS wants ~39 training points per list; 4*sqrt(n) is its usual rule of thumb.
-    wanted = requested or int(4 * math.sqrt(n))
+    # sqrt(n) lists, not FAISS's 4*sqrt(n): k-means over 4000 lists at 1M vectors takes many
+    # minutes on a small CPU, sqrt(n) about one, and nprobe lists then hold nprobe*sqrt(n)
+    # vectors (benchmarks/README.md). FAISS wants ~39 training points per list.
+    wanted = requested or int(math.sqrt(n))
     return max(1, min(wanted, n // 39 or 1))
 
 

@@ -115,9 +115,9 @@ def test_auto_builds_exact_up_to_the_threshold_and_approximate_above() -> None:
     vectors = clustered(100, 8, 3, seed=6)
     assert RetrievalIndex.build(vectors, records_for(100), RetrievalSettings(exact_max_vectors=100)).kind == "flat"
     above = RetrievalSettings(exact_max_vectors=99)
-    assert RetrievalIndex.build(vectors, records_for(100), above).kind == "hnsw"
-    ivf = RetrievalSettings(exact_max_vectors=99, approximate_type="ivf")
-    assert RetrievalIndex.build(vectors, records_for(100), ivf).kind == "ivf"
+    assert RetrievalIndex.build(vectors, records_for(100), above).kind == "ivf"
+    hnsw = RetrievalSettings(exact_max_vectors=99, approximate_type="hnsw")
+    assert RetrievalIndex.build(vectors, records_for(100), hnsw).kind == "hnsw"
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])

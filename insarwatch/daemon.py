@@ -63,7 +63,7 @@ class Daemon:
         self.store = Store(settings.state_db)
         self.models = ModelStore(settings.models_dir)
         self.intake = Intake(settings.drop_dir, self.store, settings.watch.settle_seconds)
-        self.processor = Processor(settings, self.store, lambda: self._bundle, clock)
+        self.processor = Processor(settings, self.store, lambda: self._bundle, clock, self.intake.wake)
 
     # -- model ---------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ interferogram written to the store in one transaction with its alert and outbox 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -157,10 +158,13 @@ class Processor:
     """
 
     def __init__(self, settings: Settings, store: Store, bundle: Callable[[], Bundle | None],
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], wake: threading.Event | None = None) -> None:
         self.settings = settings
         self.store = store
         self._bundle = bundle
+        # Set when a prepared frame is ready, so an idle loop resumes at once instead of
+        # sleeping out its poll interval while the model could be working.
+        self._wake = wake or threading.Event()
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=settings.captioning.preprocess_workers,
                                         thread_name_prefix="insarwatch-prepare")
@@ -206,7 +210,9 @@ class Processor:
             return False
         records = self.store.claim(room, self._clock())
         for record in records:
-            self._preparing.append(self._pool.submit(prepare_safely, record, self.settings))
+            future = self._pool.submit(prepare_safely, record, self.settings)
+            future.add_done_callback(lambda _: self._wake.set())
+            self._preparing.append(future)
         return bool(records)
 
     def _collect(self) -> bool:

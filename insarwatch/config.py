@@ -152,6 +152,11 @@ class DigestSettings(Section):
     enabled: bool = True
     time: str = Field("07:00", pattern=r"^\d{2}:\d{2}$", description="Local time of the daily digest")
 
+    @property
+    def hour_minute(self) -> tuple[int, int]:
+        hour, minute = self.time.split(":")
+        return int(hour), int(minute)
+
 
 class Volcano(Section):
     name: str

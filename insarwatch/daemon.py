@@ -119,7 +119,7 @@ class Daemon:
         """The 24 hours ending at the latest scheduled digest time: the same period (and so
         the same outbox key) however late or often the job runs that day."""
         now = self.clock().astimezone()
-        hour, minute = (int(part) for part in self.settings.digest.time.split(":"))
+        hour, minute = self.settings.digest.hour_minute
         until = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
         if until > now:
             until -= timedelta(days=1)
@@ -150,7 +150,7 @@ class Daemon:
         scheduler.add_job(self.check_model, "interval", seconds=settings.watch.model_check_seconds,
                           id="model-check")
         if settings.digest.enabled:
-            hour, minute = (int(part) for part in settings.digest.time.split(":"))
+            hour, minute = settings.digest.hour_minute
             # A digest missed while the server was down is still worth sending the same day.
             scheduler.add_job(self.digest, "cron", hour=hour, minute=minute, id="digest",
                               misfire_grace_time=6 * 3600)

@@ -193,14 +193,17 @@ class Processor:
             self._oldest_ready = monotonic
         waited = self._oldest_ready is not None and monotonic - self._oldest_ready >= \
             self.settings.batch.max_wait_seconds
-        nothing_coming = not self._preparing and not self.store.in_state("queued", limit=1)
-        if len(self._ready) >= size or (self._ready and (flush or waited or nothing_coming)):
+        if len(self._ready) >= size or (self._ready and (flush or waited or self._nothing_coming())):
             bundle = self._bundle()
             if bundle is not None:
                 self._run_batch(bundle)
                 self._oldest_ready = monotonic if self._ready else None
                 worked = True
         return worked
+
+    def _nothing_coming(self) -> bool:
+        """No frame is being prepared or waiting in the queue: a partial batch is all there is."""
+        return not self._preparing and not self.store.in_state("queued", limit=1)
 
     def _claim(self) -> bool:
         if self._bundle() is None:

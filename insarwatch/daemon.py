@@ -212,6 +212,9 @@ class Daemon:
             if self._reload.is_set():
                 self._reload_settings()
             self._swap_model()
+            if self.intake.rescan_due.is_set():
+                self.intake.rescan_due.clear()
+                self.rescan()
             flush = self._flush.is_set()
             self._flush.clear()
             try:
@@ -246,8 +249,8 @@ class Daemon:
                 raise InsarwatchError(message)
             log.error("%s — frames wait in the queue until one appears", message)
         if not self.once:
-            self.observer = make_observer(settings.watch.observer)
-            self.observer.schedule(self.intake, str(settings.drop_dir), recursive=True)
+            self.observer = make_observer(settings.watch.observer, self.intake.events_lost)
+            self.intake.watch(self.observer)
             self.observer.start()  # before the scan, so nothing can arrive unseen between the two
         self.rescan()
         scheduler = None if self.once else self._scheduler()

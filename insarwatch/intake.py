@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,10 @@ from pathlib import Path
 from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
     FileSystemMovedEvent,
@@ -40,16 +45,25 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def make_observer(kind: str) -> BaseObserver:
-    """``auto`` takes inotify where the platform has it and falls back to polling."""
+# What a file arriving looks like. Left out on purpose: opens, reads and closes without a
+# write, which the daemon's own decoding of every frame would otherwise feed back to it,
+# several events per frame, enough to overflow the kernel's queue under a flood.
+ARRIVAL_EVENTS = (FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, DirCreatedEvent,
+                  DirMovedEvent)
+
+
+def make_observer(kind: str, on_overflow: Callable[[], None]) -> BaseObserver:
+    """``auto`` takes inotify on Linux, the platform's native observer elsewhere; ``polling``
+    is for network file systems. ``on_overflow`` runs (in the observer's thread) when the
+    kernel dropped events."""
     if kind == "polling":
         from watchdog.observers.polling import PollingObserver
 
         return PollingObserver(timeout=1.0)
-    if kind == "inotify":
-        from watchdog.observers.inotify import InotifyObserver
+    if kind == "inotify" or sys.platform.startswith("linux"):
+        from .inotify import RewatchingObserver
 
-        return InotifyObserver()
+        return RewatchingObserver(on_overflow)
     from watchdog.observers import Observer
 
     return Observer()
@@ -125,6 +139,15 @@ class Intake(FileSystemEventHandler):
         self.store = store
         self.tracker = SettleTracker(settle_seconds, clock)
         self.wake = threading.Event()
+        self.rescan_due = threading.Event()
+
+    def watch(self, observer: BaseObserver) -> None:
+        observer.schedule(self, str(self.drop_dir), recursive=True, event_filter=list(ARRIVAL_EVENTS))
+
+    def events_lost(self) -> None:
+        """The observer's queue overflowed: only a scan can tell what arrived meanwhile."""
+        self.rescan_due.set()
+        self.wake.set()
 
     # -- events (watchdog's thread) ----------------------------------------------------
 

@@ -206,13 +206,15 @@ def test_watch_survives_sigkill_and_processes_each_frame_once(
     assert len(reports) == len(done)
 
 
+@pytest.mark.parametrize("rescan_interval, overflow", [(1, False), (3600, True)],
+                         ids=["scheduled-rescan", "rescan-on-overflow"])
 def test_rescan_finds_frames_the_observer_missed(
-    tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path],
+    tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path], rescan_interval: int, overflow: bool,
 ) -> None:
     drop = tmp_path / "drop"
     drop.mkdir()
-    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop, rescan_interval_seconds=1,
-                          settle_seconds=0.2)
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop,
+                          rescan_interval_seconds=rescan_interval, settle_seconds=0.2)
     daemon = Daemon(load_settings(config), config)
     runner = threading.Thread(target=daemon.run)
     runner.start()
@@ -221,6 +223,8 @@ def test_rescan_finds_frames_the_observer_missed(
         daemon.observer.stop()
         daemon.observer.join(5)
         total = drop_all(frames, drop, lambda n: True)
+        if overflow:  # what the observer reports when the kernel dropped events (tests/test_intake.py)
+            daemon.intake.events_lost()
         wait_for(lambda: len(states(tiny_var_dir)) == total and set(states(tiny_var_dir).values()) <= TERMINAL,
                  120, "the rescan to queue and finish every frame")
     finally:

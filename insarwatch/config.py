@@ -146,6 +146,11 @@ class WatchSettings(Section):
 class BatchSettings(Section):
     size: int = Field(16, ge=1)
     max_wait_seconds: float = Field(2, ge=0)
+    prepare_workers: int | None = Field(
+        None, ge=0,
+        description="Threads that read and check interferograms while the model runs; 0 prepares them in "
+                    "the processing loop between batches. Default: 0 when the model runs on the CPU, 2 on a GPU",
+    )
 
 
 class DigestSettings(Section):

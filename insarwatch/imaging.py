@@ -244,35 +244,26 @@ def _band_score(strip: np.ndarray) -> float:
     colours = strip.astype(np.uint32)
     packed = (colours[..., 0] << 16) | (colours[..., 1] << 8) | colours[..., 2]
     white = np.all(strip >= WHITE_MIN, axis=-1)
+    lines = np.arange(along)
     starts = np.argmin(white[:, : FRAME_MAX + 1], axis=1)
-    starts_white = white[np.arange(along), starts]
-    same_next = packed[:, 1:] == packed[:, :-1]
-    # Run length of the start pixel's colour: count of consecutive "same as next" from start.
-    runs = np.zeros(along, dtype=np.int64)
-    for start in range(FRAME_MAX + 1):
-        rows = starts == start
-        if rows.any():
-            runs[rows] = np.cumprod(same_next[rows, start:], axis=1).sum(axis=1) + 1
-    ends = starts + runs
-    start_colour = packed[np.arange(along), starts]
+    starts_white = white[lines, starts]
+    # A line's run is its start pixel's colour repeated inwards, up to the first change.
+    changes = (packed[:, 1:] != packed[:, :-1]) & (np.arange(depth - 1) >= starts[:, None])
+    ends = np.where(changes.any(axis=1), changes.argmax(axis=1), depth - 1) + 1
+    runs = ends - starts
+    start_colour = packed[lines, starts]
     candidate = (~starts_white) & (start_colour != 0) & (runs >= BAND_MIN) & (ends < depth)
     if not candidate.any():
         return 0.0
     geometry = starts.astype(np.int64) * depth + ends
     values, counts = np.unique(geometry[candidate], return_counts=True)
-    modal = values[np.argmax(counts)]
-    matching = candidate & (geometry == modal)
-    best_length, best_colours, run_start = 0, 0, None
-    for position in range(along + 1):
-        inside = position < along and matching[position]
-        if inside and run_start is None:
-            run_start = position
-        elif not inside and run_start is not None:
-            length = position - run_start
-            if length > best_length:
-                best_length = length
-                best_colours = len(np.unique(start_colour[run_start:position]))
-            run_start = None
+    matching = candidate & (geometry == values[np.argmax(counts)])
+    # The longest stretch of consecutive matching lines (the first, on a tie).
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], matching.view(np.int8), [0]))))
+    first, last = edges[::2], edges[1::2]
+    longest = int(np.argmax(last - first))
+    best_length = int(last[longest] - first[longest])
+    best_colours = len(np.unique(start_colour[first[longest]:last[longest]]))
     length_score = min(1.0, best_length / (LEGEND_MIN_FRACTION * along))
     sweep_score = min(1.0, best_colours / LEGEND_COLOURS)
     return length_score * sweep_score

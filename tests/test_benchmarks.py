@@ -44,3 +44,15 @@ def test_faiss_scale_smallest_size_reports_every_index_and_a_ratio(capsys) -> No
     table = "\n".join(lines)
     for kind in ("flat (auto)", "hnsw", "ivf"):
         assert kind in table
+
+
+def test_daemon_load_small_flood_is_processed_exactly_once_and_reports_a_ratio(capsys, tmp_path) -> None:
+    lines = run_script(
+        "daemon_load.py",
+        ["--frames", "24", "--tokens", "3", "--beams", "1", "--batch-size", "4", "--workdir", str(tmp_path)],
+        capsys,
+    )
+    assert RATIO.match(lines[-1]), lines[-1]
+    table = "\n".join(lines)
+    assert "24 / 0 / 0" in table
+    assert re.search(r"every key tracked exactly once\s*│\s*True", table), table

@@ -35,7 +35,9 @@ TERMINAL = {"done", "rejected", "quarantined"}
 INSARWATCH = str(Path(sys.executable).with_name("insarwatch"))
 
 
-def write_config(path: Path, var_dir: Path, drop_dir: Path, **watch: float) -> Path:
+def write_config(path: Path, var_dir: Path, drop_dir: Path, prepare_workers: int = 0, **watch: float) -> Path:
+    """``prepare_workers`` 0 is the CPU default (frames prepared between batches); more
+    exercises the threads a GPU host prepares in."""
     settle = watch.get("settle_seconds", 0.6)
     rescan = watch.get("rescan_interval_seconds", 3600)
     # review_vote 0: the untrained tiny model writes unrecognised text, and every such tile
@@ -50,6 +52,7 @@ observer = "inotify"
 [batch]
 size = 4
 max_wait_seconds = 0.2
+prepare_workers = {prepare_workers}
 [captioning]
 num_beams = 2
 max_new_tokens = 12
@@ -161,7 +164,7 @@ def test_watch_survives_sigkill_and_processes_each_frame_once(
 ) -> None:
     drop = tmp_path / "drop"
     drop.mkdir()
-    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop)
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop, prepare_workers=2)
 
     daemon = start(config, notify_socket)
     try:

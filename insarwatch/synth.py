@@ -449,8 +449,10 @@ def _frame_phase(rng: np.random.Generator, direction: str, shape: tuple[int, int
         los = los_field([source], direction, shape, stride=4)
         deformation = los / max(np.abs(los).max(), 1e-12) * rng.uniform(*INTENSITY_FRINGES[intensity]) * FRINGE
     relief = topography(rng, shape, volcano)
-    delay = scaled(relief, rng.uniform(0.5, 1.5)) + scaled(fractal_field(rng, shape, rng.uniform(3.0, 3.6)),
-                                                            rng.uniform(0.5, 1.5))
+    # Frame-wide spans of 2-5 fringes leave each 224 px tile the 0.1-2 fringes of atmosphere
+    # a training patch has; at 0.5-1.5 the tiles were flatter than anything the model saw.
+    delay = scaled(relief, rng.uniform(2.0, 5.0)) + scaled(fractal_field(rng, shape, rng.uniform(3.0, 3.6)),
+                                                            rng.uniform(2.0, 5.0))
     coherence = np.clip(rng.uniform(0.55, 0.85) - 0.3 * fractal_field(rng, shape, 3.0), 0.3, 1.0)
     if low_coherence:
         coherence = rng.uniform(0.05, 0.15) + 0.05 * fractal_field(rng, shape, 3.0)

@@ -72,18 +72,20 @@ def flagged(bundle, settings, tiles: list[np.ndarray]) -> tuple[set[int], float,
     return hits, len(tiles) / seconds, captioned
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("insarwatch-demo"))
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.80, 0.85, 0.90, 0.95, 0.98])
     parser.add_argument("--neighbours", type=int, default=5, help="triage.min_neighbours")
     parser.add_argument("--frames", type=int, default=4, help="synthetic frames when the drop is made here")
-    args = parser.parse_args()
+    parser.add_argument("--patches", type=int, default=1200, help="training patches when the model is made here")
+    parser.add_argument("--preset", default="tiny", help="model preset when the model is made here")
+    args = parser.parse_args(argv)
     out = Console(width=120)
     workdir = args.workdir.resolve()
     settings = demo_settings(workdir)
     with iw_console.progress(transient=True) as bars:
-        version, _ = ensure_model(workdir, bars)
+        version, _ = ensure_model(workdir, bars, patches=args.patches, preset=args.preset)
     if not (settings.drop_dir / "synth-truth.jsonl").exists():
         write_drop(settings.drop_dir, args.frames, 7, pairs=2)
     sets = {"frames": frame_tiles(settings.drop_dir, settings), "patches": patch_tiles(workdir / "dataset")}
@@ -118,7 +120,8 @@ def main() -> None:
     out.print(f"chosen min_similarity {chosen:.2f}: {speed:.2f}x on frames at relative recall {recall:.3f}"
               f"{'' if safe else ' (no threshold kept 0.99 recall; closest shown)'}")
     print(f"ratio={speed:.3f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,6 +6,7 @@ completes on real components and reports its headline ratio as its last line.
 
 from __future__ import annotations
 
+import json
 import re
 import runpy
 from pathlib import Path
@@ -56,3 +57,20 @@ def test_daemon_load_small_flood_is_processed_exactly_once_and_reports_a_ratio(c
     table = "\n".join(lines)
     assert "24 / 0 / 0" in table
     assert re.search(r"every key tracked exactly once\s*│\s*True", table), table
+
+
+def test_triage_with_a_micro_model_reports_each_threshold_and_a_ratio(capsys, tmp_path) -> None:
+    from test_training import MICRO_PRESET
+
+    preset = tmp_path / "micro.json"
+    preset.write_text(json.dumps(MICRO_PRESET), encoding="utf-8")
+    lines = run_script(
+        "triage.py",
+        ["--workdir", str(tmp_path / "demo"), "--frames", "1", "--patches", "40", "--preset", str(preset),
+         "--thresholds", "0.5", "0.99"],
+        capsys,
+    )
+    assert RATIO.match(lines[-1]), lines[-1]
+    output = "\n".join(lines)
+    assert "chosen min_similarity" in output
+    assert {"frames", "patches"} <= set(re.findall(r"│\s*(frames|patches)\s*│", output))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,11 @@ class RewatchingObserver(InotifyObserver):
     """An ``InotifyObserver`` whose overflow recovery neither loops nor goes unreported."""
 
     def __init__(self, on_overflow: Callable[[], None]) -> None:
+        # Watchdog warns each time a folder made with its parents (mkdir -p, a sync tool) is
+        # watched twice — once by walking the parent, once by its own event — and the warning
+        # carries every watched path: megabytes in the journal on a large drop, for a re-add
+        # of the same callback that changes nothing.
+        warnings.filterwarnings("ignore", message="Callback with id .* already exists", category=RuntimeWarning)
         super().__init__()
         self._emitter_class = _RewatchingEmitter
         self._emitter_kwargs["on_overflow"] = on_overflow

@@ -20,6 +20,7 @@ from watchdog.observers.api import BaseObserver
 
 from insarwatch.intake import Intake, SettleTracker, make_observer
 from insarwatch.store import Store
+from test_daemon import wait_for
 
 QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")
 PAIR = "124D_04854_171313/interferograms/20190101_20190113"
@@ -82,15 +83,6 @@ class RecordingIntake(Intake):
 def store(tmp_path: Path) -> Iterator[Store]:
     with Store(tmp_path / "state.db") as opened:
         yield opened
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def start(intake: Intake, observer: BaseObserver) -> BaseObserver:

@@ -34,8 +34,8 @@ from rich.table import Table
 
 from insarwatch.captioner import Captioner
 from insarwatch.config import CaptioningSettings
-from insarwatch.interferometry import PALETTE
-from insarwatch.synth import make_patch
+from insarwatch.synthetic.render import PALETTE
+from insarwatch.synthetic.patches import make_patch
 
 # The real checkpoint's tokenizer is bert-base-uncased (30,522) plus [DEC] and [ENC].
 BASE_VOCAB = 30_524

@@ -38,7 +38,7 @@ from insarwatch.config import CaptioningSettings, RetrievalSettings
 from insarwatch.registry import ModelStore
 from insarwatch.retrieval import IndexRecord, RetrievalIndex
 from insarwatch.store import STATES, Store
-from insarwatch.synth import write_dataset
+from insarwatch.synthetic.patches import write_dataset
 
 QUIET = ("Turbulent mixing effect or wave-like patterns caused by liquid and solid particles of the atmosphere "
          "can be detected around the area. No deformation activity can be detected.")

@@ -40,7 +40,7 @@ from insarwatch.demo import demo_settings, ensure_model
 from insarwatch.findings import parse_caption
 from insarwatch.imaging import decode_png, tile, to_rgb
 from insarwatch.registry import load_bundle
-from insarwatch.synth import write_drop
+from insarwatch.synthetic.drop import write_drop
 
 
 def frame_tiles(drop: Path, settings) -> list[np.ndarray]:

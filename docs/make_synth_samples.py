@@ -10,11 +10,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from insarwatch import interferometry, synth
+from insarwatch.synthetic import patches, physics, render
 
 COLUMNS = (("Low", 0), ("Medium", 2), ("High", 1), ("Low", 2), ("High", 0))
 ATMOSPHERE = ("no atmosphere", "stratification", "turbulence")
-ROWS = (*interferometry.ACTIVITY_TYPES, None)
+ROWS = (*physics.ACTIVITY_TYPES, None)
 MARGIN, HEADER, GAP, TILE = 110, 24, 4, 168  # tiles shown at 3/4 size to keep the PNG small
 COLOURS = 127
 
@@ -23,10 +23,10 @@ def sample(row: int, column: int) -> Image.Image:
     activity_type = ROWS[row]
     intensity, atmosphere = COLUMNS[column]
     deforming = activity_type is not None
-    spec = synth.PatchSpec(deforming, (activity_type,) if deforming else (), (intensity,) if deforming else (),
+    spec = patches.PatchSpec(deforming, (activity_type,) if deforming else (), (intensity,) if deforming else (),
                            atmosphere, "none", False, "AD"[column % 2])
-    indices = synth.render_patch(0, spec, synth.child_rng(2026, row * len(COLUMNS) + column)).indices
-    return Image.fromarray(interferometry.PALETTE[indices]).resize((TILE, TILE), Image.LANCZOS)
+    indices = patches.render_patch(0, spec, patches.child_rng(2026, row * len(COLUMNS) + column)).indices
+    return Image.fromarray(render.PALETTE[indices]).resize((TILE, TILE), Image.LANCZOS)
 
 
 def main(out: Path = Path(__file__).with_name("synth-samples.png")) -> None:

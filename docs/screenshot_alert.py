@@ -30,12 +30,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from insarwatch import reports, synth
+from insarwatch import reports
+from insarwatch.synthetic import captions
+from insarwatch.synthetic.patches import make_patch
+from insarwatch.synthetic.drop import SynthInterferogram, write_drop
 from insarwatch.alerts import Alert, alert_key, decide_interferogram, decide_tile
 from insarwatch.config import Settings, Volcano
 from insarwatch.findings import parse_caption
 from insarwatch.imaging import check_quality, decode_png, tile, to_rgb
-from insarwatch.interferometry import PALETTE
+from insarwatch.synthetic.render import PALETTE
 from insarwatch.retrieval import IndexRecord, Neighbour
 
 MODEL_VERSION = "synthetic-truth (no model)"
@@ -57,7 +60,7 @@ def expert_patches(seed: int, count: int = 120) -> list[tuple[IndexRecord, np.nd
     """Clean synthetic Hephaestus-style patches with their expert-style captions and labels."""
     patches = []
     for index in range(count):
-        patch = synth.make_patch(seed, index)
+        patch = make_patch(seed, index)
         if patch.spec.defect != "none" or patch.spec.rgba:
             continue
         annotation = patch.annotation
@@ -78,20 +81,20 @@ def neighbours_like(pixels: np.ndarray, activity_type: str | None,
     return [Neighbour(round(similarity, 4), record) for similarity, record in scored[:NEIGHBOURS]]
 
 
-def truth_caption(truth: synth.SynthInterferogram, box: tuple[int, int, int, int]) -> str:
+def truth_caption(truth: SynthInterferogram, box: tuple[int, int, int, int]) -> str:
     """The expert-style sentence for a deforming tile, located relative to the tile."""
     left, top, right, bottom = box
     mask = np.zeros((bottom - top, right - left), dtype=bool)
     x = min(max(truth.volcano[0] - left, 0), right - left - 1)
     y = min(max(truth.volcano[1] - top, 0), bottom - top - 1)
     mask[y, x] = True
-    return synth.deformation_sentence(truth.activity_type, truth.intensity, synth.location_phrase(mask))
+    return captions.deformation_sentence(truth.activity_type, truth.intensity, captions.location_phrase(mask))
 
 
 def build_alert(work: Path, seed: int) -> tuple[Alert, Settings]:
     drop = work / "drop"
     # The volcano sits on a tile boundary so the page shows how neighbouring tiles are outlined.
-    frame = synth.write_drop(drop, frames=1, seed=seed, pairs=2, volcano=(672, 540))[0]
+    frame = write_drop(drop, frames=1, seed=seed, pairs=2, volcano=(672, 540))[0]
     truth = next(item for item in frame.interferograms if item.deformation and not item.low_coherence)
     settings = Settings(var_dir=work / "var", drop_dir=drop, volcanoes=[Volcano(name=VOLCANO, frames=[frame.frame])])
     image = decode_png(truth.diff_png, settings.imaging.max_pixels)

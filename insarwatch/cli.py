@@ -477,7 +477,7 @@ def synth(
     intensity and the tiles (imaging.tile_size / tile_stride from the settings) that hold
     the deformation.
     """
-    from . import synth as synthetic
+    from .synthetic.drop import write_drop
 
     imaging = settings_of(ctx).imaging
     width, height = _pair(size, "x", "WIDTHxHEIGHT")
@@ -486,7 +486,7 @@ def synth(
         raise typer.BadParameter(f"volcano {volcano} lies outside the {size} frame")
     with console.progress() as bar:
         task = bar.add_task("interferograms", total=frames * pairs)
-        written = synthetic.write_drop(drop, frames, seed, size=(width, height), volcano=position, pairs=pairs,
+        written = write_drop(drop, frames, seed, size=(width, height), volcano=position, pairs=pairs,
                                        tile_size=imaging.tile_size, tile_stride=imaging.tile_stride,
                                        advance=lambda: bar.advance(task))
     deforming = sum(frame.deforming for frame in written)
@@ -509,11 +509,11 @@ def synth_dataset(
     intensity); about one in ten carries a flag every curation filter removes, and 8% of
     the rest are RGBA.
     """
-    from . import synth as synthetic
+    from .synthetic.patches import write_dataset
 
     with console.progress() as bar:
         task = bar.add_task("patches", total=n)
-        counts = synthetic.write_dataset(root, n, seed, advance=lambda: bar.advance(task))
+        counts = write_dataset(root, n, seed, advance=lambda: bar.advance(task))
     typer.echo(f"{root}: {n} patches, {counts['deforming']} deforming, {counts['non_deforming']} not, "
                f"{counts['flagged']} flagged for removal, {counts['rgba']} RGBA")
 

@@ -68,7 +68,7 @@ def ensure_model(workdir: Path, progress: Progress, *, patches: int = 1200, seed
                  preset: str = "tiny") -> tuple[ModelVersion, bool]:
     """The demo's current model, trained on a synthetic training set if there is none yet;
     returns it and whether it was trained now."""
-    from . import synth
+    from .synthetic.patches import write_dataset
     from .hephaestus import prepare
 
     workdir = Path(workdir).resolve()
@@ -81,7 +81,7 @@ def ensure_model(workdir: Path, progress: Progress, *, patches: int = 1200, seed
     hephaestus, dataset = workdir / "hephaestus", workdir / "dataset"
     if not (dataset / "manifest.jsonl").exists():
         task = progress.add_task("synthetic training set", total=patches)
-        synth.write_dataset(hephaestus, patches, seed, advance=lambda: progress.advance(task))
+        write_dataset(hephaestus, patches, seed, advance=lambda: progress.advance(task))
         prepare(hephaestus, dataset, settings.imaging)
     outcome = training.train(dataset, training.load_preset(preset), settings, progress)
     log.info("trained %s: %s", outcome.version.name, outcome.reason)
@@ -91,7 +91,8 @@ def ensure_model(workdir: Path, progress: Progress, *, patches: int = 1200, seed
 def run_demo(workdir: Path, progress: Progress, *, frames: int = 4, patches: int = 1200, seed: int = 7,
              preset: str = "tiny") -> DemoSummary:
     """Run every step of the service once on synthetic data under ``workdir``."""
-    from . import reports, synth
+    from . import reports
+    from .synthetic.drop import write_drop
     from .daemon import Daemon
     from .store import Store
 
@@ -101,7 +102,7 @@ def run_demo(workdir: Path, progress: Progress, *, frames: int = 4, patches: int
     drop = settings.drop_dir
     if not (drop / "synth-truth.jsonl").exists():
         task = progress.add_task("synthetic drop", total=frames * 2)
-        synth.write_drop(drop, frames, seed, pairs=2, advance=lambda: progress.advance(task))
+        write_drop(drop, frames, seed, pairs=2, advance=lambda: progress.advance(task))
     version, trained = ensure_model(workdir, progress, patches=patches, seed=seed, preset=preset)
     Daemon(settings, once=True).run()
 

@@ -21,8 +21,9 @@ from .errors import InputError
 FRAME_RE = re.compile(r"^(\d{3})([AD])_(\d{5})_(\d{6})$")
 PAIR_RE = re.compile(r"^(\d{8})_(\d{8})$")
 DIFF_SUFFIX = ".geo.diff.png"
-SIBLING_SUFFIXES = (".geo.cc.png", ".geo.cc.tif", ".geo.diff_pha.tif", ".geo.unw.tif", ".geo.unw.png")
-PRODUCT_SUFFIXES = (DIFF_SUFFIX, *SIBLING_SUFFIXES)
+COHERENCE_PNG = ".geo.cc.png"
+SIBLING_SUFFIXES = (COHERENCE_PNG, ".geo.cc.tif", ".geo.diff_pha.tif", ".geo.unw.tif", ".geo.unw.png")
+INTERFEROGRAMS_DIR = "interferograms"
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Interferogram:
 
     @property
     def pair(self) -> str:
-        return f"{self.primary:%Y%m%d}_{self.secondary:%Y%m%d}"
+        return pair_name(self.primary, self.secondary)
 
     @property
     def key(self) -> str:
@@ -68,6 +69,17 @@ class Unrecognised:
 
     path: Path
     reason: str
+
+
+def pair_name(primary: date, secondary: date) -> str:
+    """``YYYYMMDD_YYYYMMDD``: the pair folder's name and the stem of its products."""
+    return f"{primary:%Y%m%d}_{secondary:%Y%m%d}"
+
+
+def product_path(drop_dir: Path, frame: str, primary: date, secondary: date, suffix: str = DIFF_SUFFIX) -> Path:
+    """Where LiCSAR puts a product: ``<FRAME>/interferograms/<PAIR>/<PAIR><suffix>``."""
+    pair = pair_name(primary, secondary)
+    return Path(drop_dir) / str(frame) / INTERFEROGRAMS_DIR / pair / f"{pair}{suffix}"
 
 
 def parse_frame_id(text: str) -> FrameId:
@@ -116,7 +128,7 @@ def interferogram_from_path(path: Path, drop_dir: Path) -> Interferogram:
     except ValueError:
         raise InputError(path, f"not under the drop directory {drop_dir}") from None
     parts = relative.parts
-    if len(parts) != 4 or parts[1] != "interferograms":
+    if len(parts) != 4 or parts[1] != INTERFEROGRAMS_DIR:
         raise InputError(path, "not laid out as <FRAME>/interferograms/<D1>_<D2>/<D1>_<D2>.geo.diff.png")
     frame_text, _, pair_dir, name = parts
     stem = name[: -len(DIFF_SUFFIX)]
@@ -132,7 +144,7 @@ def interferogram_from_path(path: Path, drop_dir: Path) -> Interferogram:
         for suffix in SIBLING_SUFFIXES
         if (sibling := path.with_name(stem + suffix)).exists() and is_inside(sibling, drop_dir)
     )
-    coherence = next((s for s in siblings if s.name.endswith(".geo.cc.png")), None)
+    coherence = next((s for s in siblings if s.name.endswith(COHERENCE_PNG)), None)
     return Interferogram(frame, primary, secondary, path, coherence, siblings)
 
 

@@ -1,7 +1,7 @@
 """Hephaestus-style annotations and interferogram PNGs built with plain json + Pillow.
 
 Used by the imaging, hephaestus and prepare tests. PNGs follow the pixel conventions
-``synth.py`` renders: a 256-entry cyclic palette whose index 0 is black and is the PNG's
+``insarwatch.synthetic.render`` draws: a 256-entry cyclic palette whose index 0 is black and is the PNG's
 ``transparency`` (no-data) entry, phase mapped to indices 1..255.
 """
 

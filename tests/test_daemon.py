@@ -29,7 +29,7 @@ from insarwatch.cli import app
 from insarwatch.config import load_settings
 from insarwatch.daemon import Daemon
 from insarwatch.store import Store
-from insarwatch.synth import write_drop
+from insarwatch.synthetic.drop import write_drop
 
 TERMINAL = {"done", "rejected", "quarantined"}
 INSARWATCH = str(Path(sys.executable).with_name("insarwatch"))

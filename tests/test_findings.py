@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from insarwatch.cli import app
-from insarwatch import synth
+from insarwatch.synthetic import captions
 from insarwatch.findings import Finding, Pattern, normalise, parse_caption, strongest
 
 ENV = {"INSARWATCH_CONFIG": "/dev/null"}
@@ -212,17 +212,17 @@ SYNTH_LOCATIONS = {
 def test_every_deformation_sentence_synth_writes_is_read_back(activity_type: str) -> None:
     for intensity in ("Low", "Medium", "High"):
         for phrase, location in SYNTH_LOCATIONS.items():
-            sentence = synth.deformation_sentence(activity_type, intensity, phrase)
-            assert parse_caption(f"{synth.TURBULENT_AROUND} {sentence}") == Finding(
+            sentence = captions.deformation_sentence(activity_type, intensity, phrase)
+            assert parse_caption(f"{captions.TURBULENT_AROUND} {sentence}") == Finding(
                 True, True, (Pattern(activity_type.lower(), intensity.lower(), location),), ("turbulent", "wave"))
 
 
 def test_every_flag_and_atmosphere_sentence_synth_writes_is_recognised_and_quiet() -> None:
     flags = {"low_coherence": {"low_coherence": True}, "processing_error": {"processing_error": True}}
-    for flag, sentence in synth.FLAG_SENTENCES.items():
-        assert parse_caption(f"{sentence} {synth.NO_DEFORMATION}").to_dict() == finding(**flags.get(flag, {}))
-    assert parse_caption(synth.STRATIFICATION).to_dict() == finding(atmosphere=("stratification",))
-    sides = synth.sides_phrase(("top", "left", "bottom"))
+    for flag, sentence in captions.FLAG_SENTENCES.items():
+        assert parse_caption(f"{sentence} {captions.NO_DEFORMATION}").to_dict() == finding(**flags.get(flag, {}))
+    assert parse_caption(captions.STRATIFICATION).to_dict() == finding(atmosphere=("stratification",))
+    sides = captions.sides_phrase(("top", "left", "bottom"))
     assert parse_caption(f"Turbulent mixing effect can be detected {sides}.").to_dict() == finding(
         atmosphere=("turbulent",))
 

@@ -18,7 +18,7 @@ from insarwatch.intake import Intake
 from insarwatch.pipeline import InlineExecutor, Processor, prepare_workers
 from insarwatch.registry import ModelStore, load_bundle
 from insarwatch.store import Store
-from insarwatch.synth import write_drop
+from insarwatch.synthetic.drop import write_drop
 
 NOW = datetime(2026, 11, 24, tzinfo=timezone.utc)
 

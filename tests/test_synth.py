@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from typer.testing import CliRunner
 
-from insarwatch import imaging, interferometry, synth
+from insarwatch import imaging
+from insarwatch.synthetic import captions, drop, patches, physics, render
 from insarwatch.cli import app
 from insarwatch.licsar import Interferogram, Unrecognised, discover
 
@@ -26,7 +27,7 @@ ANNOTATION_TYPES = {
     "intensity_level": list, "phase": str, "confidence": float, "segmentation_mask": list, "is_crowd": int,
     "caption": str,
 }
-BINARY_FLAGS = synth.BINARY_FLAGS
+BINARY_FLAGS = patches.BINARY_FLAGS
 DEFORMATION_SENTENCE = re.compile(
     r"An? (mogi|sill|dyke|spheroid|earthquake|unidentified)-type deformation pattern of (low|medium|high) "
     r"intensity can be detected (on the central side|on the top side of the image|at the bottom of the image|"
@@ -55,7 +56,7 @@ def _clean(annotation: dict) -> bool:
     return not any(annotation[flag] for flag in BINARY_FLAGS) and annotation["atmospheric_fringes"] <= 2
 
 
-def _mask(annotation: dict, size: int = synth.PATCH) -> np.ndarray:
+def _mask(annotation: dict, size: int = patches.PATCH) -> np.ndarray:
     canvas = Image.new("L", (size, size), 0)
     for polygon in annotation["segmentation_mask"]:
         ImageDraw.Draw(canvas).polygon(polygon, fill=1)
@@ -64,15 +65,15 @@ def _mask(annotation: dict, size: int = synth.PATCH) -> np.ndarray:
 
 def _fringe_energy(indices: np.ndarray) -> np.ndarray:
     """Per-pixel phase-gradient magnitude of the decoded PNG, speckle averaged out."""
-    phasor = np.exp(1j * np.nan_to_num(interferometry.index_to_phase(indices)))
+    phasor = np.exp(1j * np.nan_to_num(render.index_to_phase(indices)))
     smooth = ndimage.uniform_filter(phasor.real, 5) + 1j * ndimage.uniform_filter(phasor.imag, 5)
     down = np.angle(smooth[1:, :-1] * np.conj(smooth[:-1, :-1]))
     across = np.angle(smooth[:-1, 1:] * np.conj(smooth[:-1, :-1]))
     return np.pad(np.hypot(down, across), ((0, 1), (0, 1)), mode="edge")
 
 
-def _spec(**changes: object) -> synth.PatchSpec:
-    base = synth.PatchSpec(True, ("Mogi",), ("Medium",), 0, "none", False, "A")
+def _spec(**changes: object) -> patches.PatchSpec:
+    base = patches.PatchSpec(True, ("Mogi",), ("Medium",), 0, "none", False, "A")
     return replace(base, **changes)
 
 
@@ -80,9 +81,9 @@ def _spec(**changes: object) -> synth.PatchSpec:
 
 
 def test_patch_i_depends_only_on_seed_and_i(tmp_path: Path) -> None:
-    first, again = synth.make_patch(SEED, 5), synth.make_patch(SEED, 5)
+    first, again = patches.make_patch(SEED, 5), patches.make_patch(SEED, 5)
     assert np.array_equal(first.indices, again.indices) and first.annotation == again.annotation
-    assert not np.array_equal(first.indices, synth.make_patch(SEED + 1, 5).indices)
+    assert not np.array_equal(first.indices, patches.make_patch(SEED + 1, 5).indices)
     for n, root in ((3, tmp_path / "few"), (6, tmp_path / "more")):
         assert runner.invoke(app, ["synth-dataset", str(root), "--n", str(n), "--seed", "4"]).exit_code == 0
     for index in range(3):
@@ -115,7 +116,7 @@ def test_synth_writes_a_licsar_drop_with_truth(tmp_path: Path) -> None:
     interferograms = {item.key: item for item in found if isinstance(item, Interferogram)}
     assert len(interferograms) == 8
     assert {item.frame.direction for item in interferograms.values()} == {"ascending", "descending"}
-    assert all(item.temporal_baseline_days in synth.REPEATS for item in interferograms.values())
+    assert all(item.temporal_baseline_days in patches.REPEATS for item in interferograms.values())
     truth = [json.loads(line) for line in (drop / "synth-truth.jsonl").read_text().splitlines()]
     assert {line["key"] for line in truth} == set(interferograms)
     assert {line["deformation"] for line in truth} == {True, False}
@@ -129,7 +130,7 @@ def test_synth_writes_a_licsar_drop_with_truth(tmp_path: Path) -> None:
         assert (coherence < 0.25) == line["low_coherence"]
         assert line["volcano"] == [230, 210]
         if line["deformation"]:
-            assert line["activity_type"] in interferometry.ACTIVITY_TYPES and line["intensity"] in synth.INTENSITY_FRINGES
+            assert line["activity_type"] in physics.ACTIVITY_TYPES and line["intensity"] in patches.INTENSITY_FRINGES
             assert volcano_tile in line["tiles"]
         else:
             assert (line["activity_type"], line["intensity"], line["tiles"]) == (None, None, [])
@@ -149,7 +150,7 @@ def test_truth_tiles_follow_the_configured_tiling(tmp_path: Path) -> None:
 def test_drop_frames_pass_the_pixel_checks(tmp_path: Path) -> None:
     from insarwatch.config import ImagingSettings
 
-    synth.write_drop(tmp_path, 1, 5, size=(448, 448), pairs=1)
+    drop.write_drop(tmp_path, 1, 5, size=(448, 448), pairs=1)
     item = next(item for item in discover(tmp_path) if isinstance(item, Interferogram))
     image = imaging.decode_png(item.diff_png, 10**7)
     checks = imaging.check_quality(image, imaging.to_rgb(image, "skip", item.diff_png), item.coherence,
@@ -191,14 +192,14 @@ def test_annotations_have_exactly_the_agreed_fields(dataset: Path, annotations: 
         deforming = annotation["label"] == ["Deformation"]
         assert annotation["label"] in (["Deformation"], ["Non_Deformation"])
         assert annotation["phase"] in (("Unrest", "Rebound") if deforming else ("Rest",))
-        assert set(annotation["activity_type"]) <= {*interferometry.ACTIVITY_TYPES, "Unidentified"}
+        assert set(annotation["activity_type"]) <= {*physics.ACTIVITY_TYPES, "Unidentified"}
         assert set(annotation["intensity_level"]) <= {"Low", "Medium", "High"}
         assert bool(annotation["activity_type"]) == bool(annotation["segmentation_mask"]) == deforming
         for polygon in annotation["segmentation_mask"]:
             assert len(polygon) >= 6 and len(polygon) % 2 == 0
-            assert all(isinstance(v, float) and 0 <= v <= synth.PATCH for v in polygon)
+            assert all(isinstance(v, float) and 0 <= v <= patches.PATCH for v in polygon)
         image = Image.open(dataset / "images" / f"{annotation['uniqueID']}.png")
-        assert image.size == (synth.PATCH, synth.PATCH) and image.mode in ("P", "RGBA")
+        assert image.size == (patches.PATCH, patches.PATCH) and image.mode in ("P", "RGBA")
 
 
 def test_deformation_is_where_the_mask_says(dataset: Path, annotations: list[dict]) -> None:
@@ -226,34 +227,34 @@ def test_captions_follow_the_labels(annotations: list[dict]) -> None:
         assert ("No deformation activity can be detected." in caption) == (annotation["label"] == ["Non_Deformation"])
         if len(patterns) == 1:
             mask = _mask(annotation)
-            assert patterns[0][2] == synth.location_phrase(mask)
+            assert patterns[0][2] == captions.location_phrase(mask)
         code = annotation["atmospheric_fringes"]
-        stratified = synth.STRATIFICATION in caption
-        turbulent = synth.TURBULENT_AROUND in caption or bool(TURBULENT_SIDES.search(caption))
+        stratified = captions.STRATIFICATION in caption
+        turbulent = captions.TURBULENT_AROUND in caption or bool(TURBULENT_SIDES.search(caption))
         impact = bool(re.search(r"The atmospheric impact is (very )?low\.", caption))
         assert (impact, stratified, turbulent) == (code == 0, code in (1, 3), code in (2, 3)), caption
-        for flag, sentence in synth.FLAG_SENTENCES.items():
+        for flag, sentence in captions.FLAG_SENTENCES.items():
             assert (sentence in caption) == bool(annotation[flag])
 
 
 def test_location_phrase_uses_a_3x3_grid() -> None:
     mask = np.zeros((224, 224), dtype=bool)
     mask[10:40, 180:220] = True
-    assert synth.location_phrase(mask) == "on the top-right side of the image"
+    assert captions.location_phrase(mask) == "on the top-right side of the image"
     mask[:] = False
     mask[100:120, 100:120] = True
-    assert synth.location_phrase(mask) == "on the central side"
+    assert captions.location_phrase(mask) == "on the central side"
     mask[:] = False
     mask[200:224, 90:130] = True
-    assert synth.location_phrase(mask) == "at the bottom of the image"
+    assert captions.location_phrase(mask) == "at the bottom of the image"
 
 
 def test_every_activity_type_renders_visible_fringes() -> None:
     rng = np.random.default_rng(0)
-    for activity_type in interferometry.ACTIVITY_TYPES:
-        for intensity, (low, high) in synth.INTENSITY_FRINGES.items():
-            patch = synth.render_patch(0, _spec(activity_types=(activity_type,), intensities=(intensity,)), rng)
-            fringes = np.abs(patch.los).max() / interferometry.FRINGE
+    for activity_type in physics.ACTIVITY_TYPES:
+        for intensity, (low, high) in patches.INTENSITY_FRINGES.items():
+            patch = patches.render_patch(0, _spec(activity_types=(activity_type,), intensities=(intensity,)), rng)
+            fringes = np.abs(patch.los).max() / physics.FRINGE
             assert low <= fringes <= high
             assert patch.annotation["segmentation_mask"]
             assert f"{activity_type.lower()}-type deformation pattern of {intensity.lower()}" in \
@@ -277,9 +278,9 @@ def test_every_activity_type_renders_visible_fringes() -> None:
 def test_flagged_samples_carry_their_defect(tmp_path: Path, defect: str, flags: set[str]) -> None:
     types = ("Mogi", "Sill") if defect == "crowd" else ("Mogi",)
     spec = _spec(defect=defect, activity_types=types, intensities=("Medium",) * len(types))
-    patch = synth.render_patch(7, spec, np.random.default_rng(1))
+    patch = patches.render_patch(7, spec, np.random.default_rng(1))
     assert {flag for flag in BINARY_FLAGS if patch.annotation[flag]} == flags
-    path = synth.write_patch(tmp_path, patch)
+    path = patches.write_patch(tmp_path, patch)
     image = imaging.decode_png(path, 10**6)
     rgb = imaging.to_rgb(image, "skip", path)
     assert (imaging.colour_bar_score(rgb) > 0.5) == (defect == "colour_bar")
@@ -291,56 +292,56 @@ def test_flagged_samples_carry_their_defect(tmp_path: Path, defect: str, flags: 
 
 
 def test_unidentified_and_both_atmospheres_are_labelled() -> None:
-    patch = synth.render_patch(0, _spec(defect="unidentified"), np.random.default_rng(2))
+    patch = patches.render_patch(0, _spec(defect="unidentified"), np.random.default_rng(2))
     assert patch.annotation["activity_type"] == ["Unidentified"]
     assert "An unidentified-type deformation pattern" in patch.annotation["caption"]
-    patch = synth.render_patch(0, _spec(atmosphere=3), np.random.default_rng(2))
+    patch = patches.render_patch(0, _spec(atmosphere=3), np.random.default_rng(2))
     assert patch.annotation["atmospheric_fringes"] == 3
-    assert synth.STRATIFICATION in patch.annotation["caption"] and "Turbulent" in patch.annotation["caption"]
+    assert captions.STRATIFICATION in patch.annotation["caption"] and "Turbulent" in patch.annotation["caption"]
 
 
 def test_rgba_samples_use_alpha_and_another_scheme(tmp_path: Path) -> None:
-    path = synth.write_patch(tmp_path, synth.render_patch(3, _spec(rgba=True), np.random.default_rng(3)))
+    path = patches.write_patch(tmp_path, patches.render_patch(3, _spec(rgba=True), np.random.default_rng(3)))
     image = Image.open(path)
     assert image.mode == "RGBA"
     pixels = np.asarray(image)
     assert (pixels[..., 3] == 255).all()
     colours = {tuple(c) for c in pixels[..., :3].reshape(-1, 3)}
-    assert not colours & {tuple(c) for c in interferometry.PALETTE[1:interferometry.PHASE_LEVELS + 1]}
+    assert not colours & {tuple(c) for c in render.PALETTE[1:render.PHASE_LEVELS + 1]}
 
 
 # --------------------------------------------------------------------------- rendering and geometry
 
 
 def test_palette_conventions(tmp_path: Path) -> None:
-    phases = interferometry.PALETTE[1:interferometry.PHASE_LEVELS + 1]
-    assert tuple(interferometry.PALETTE[interferometry.NODATA]) == (0, 0, 0)
+    phases = render.PALETTE[1:render.PHASE_LEVELS + 1]
+    assert tuple(render.PALETTE[render.NODATA]) == (0, 0, 0)
     assert not np.all(phases == 0, axis=1).any()
-    assert len({tuple(c) for c in phases}) == interferometry.PHASE_LEVELS
+    assert len({tuple(c) for c in phases}) == render.PHASE_LEVELS
     phase = np.linspace(-np.pi + 1e-9, np.pi, 1000)
-    decoded = interferometry.index_to_phase(interferometry.phase_to_index(phase))
-    assert np.abs(np.angle(np.exp(1j * (decoded - phase)))).max() <= np.pi / interferometry.PHASE_LEVELS + 1e-9
-    assert np.isnan(interferometry.index_to_phase(np.array([interferometry.NODATA, interferometry.WHITE]))).all()
-    wrapped = interferometry.wrap(np.array([np.pi, -np.pi, 3 * np.pi, 0.5]))
+    decoded = render.index_to_phase(render.phase_to_index(phase))
+    assert np.abs(np.angle(np.exp(1j * (decoded - phase)))).max() <= np.pi / render.PHASE_LEVELS + 1e-9
+    assert np.isnan(render.index_to_phase(np.array([render.NODATA, render.WHITE]))).all()
+    wrapped = physics.wrap(np.array([np.pi, -np.pi, 3 * np.pi, 0.5]))
     assert np.allclose(wrapped, [np.pi, np.pi, np.pi, 0.5])
 
 
 def test_los_projection() -> None:
     for direction in "AD":
-        assert np.isclose(np.linalg.norm(interferometry.los_vector(direction)), 1)
-    ascending, descending = interferometry.los_vector("A"), interferometry.los_vector("D")
+        assert np.isclose(np.linalg.norm(physics.los_vector(direction)), 1)
+    ascending, descending = physics.los_vector("A"), physics.los_vector("D")
     assert ascending[0] < 0 < descending[0]  # ascending looks east, so the satellite is to the west
     assert np.isclose(ascending[0], -descending[0]) and np.isclose(ascending[2], descending[2])
     size = 101
     centre = (size - 1) / 2
-    source = interferometry.Source("Mogi", centre * interferometry.PIXEL, (size - centre) * interferometry.PIXEL, 2000.0)
-    fields = {d: interferometry.los_field([source], d, (size, size), stride=1) for d in "AD"}
+    source = physics.Source("Mogi", centre * physics.PIXEL, (size - centre) * physics.PIXEL, 2000.0)
+    fields = {d: physics.los_field([source], d, (size, size), stride=1) for d in "AD"}
     peaks = {}
     for direction, field in fields.items():
         peaks[direction] = np.unravel_index(np.argmax(field), field.shape)
         # Vertical-dominated: the peak stays within a fraction of the depth of the source and
         # most of the 1 m uplift reaches the LOS.
-        assert np.hypot(peaks[direction][0] - centre, peaks[direction][1] - centre) * interferometry.PIXEL < 0.4 * 2000
+        assert np.hypot(peaks[direction][0] - centre, peaks[direction][1] - centre) * physics.PIXEL < 0.4 * 2000
         assert field.max() > 0.7
     assert peaks["A"][1] < centre < peaks["D"][1]  # the peak leans towards the satellite
     difference = fields["A"] - fields["D"]
@@ -351,11 +352,11 @@ def test_los_projection() -> None:
 def test_dislocation_sources_behave() -> None:
     x = np.linspace(-10000, 10000, 201)
     y = np.zeros_like(x)
-    sill = interferometry.displacement(interferometry.Source("Sill", 0, 0, 1500, 4000, 4000), x, y)
+    sill = physics.displacement(physics.Source("Sill", 0, 0, 1500, 4000, 4000), x, y)
     assert sill[2].argmax() == 100 and sill[2].max() > 0.3
-    dyke = interferometry.displacement(interferometry.Source("Dyke", 0, 0, 300, 6000, 4000, strike=0.0), x, y)
+    dyke = physics.displacement(physics.Source("Dyke", 0, 0, 300, 6000, 4000, strike=0.0), x, y)
     assert dyke[2][100] < dyke[2].max() and dyke[0][150] > 0 > dyke[0][50]  # lobes pushed apart
-    quake = interferometry.displacement(interferometry.Source("Earthquake", 0, 0, 1000, 8000, 5000, 0.0, 60.0, 0.0), x, y)
+    quake = physics.displacement(physics.Source("Earthquake", 0, 0, 1000, 8000, 5000, 0.0, 60.0, 0.0), x, y)
     assert np.abs(quake).max() > 0.05
 
 

@@ -1,17 +1,14 @@
-"""Synthetic data for day one: a LiCSAR-layout drop and Hephaestus-style labelled patches.
+"""Hephaestus-style labelled patches: what is generated and how it is labelled.
 
-This module owns what is generated and how it is labelled, on top of the forward model in
-``interferometry.py``. ``write_drop`` writes whole frames (``.geo.diff.png`` with a
-``.geo.cc.png`` sibling) with deformation near a volcano in every other frame, plus
-``synth-truth.jsonl`` saying which interferograms deform and in which 224 px tiles.
 ``write_dataset`` writes 224x224 patches with annotation JSON whose labels say what was
 generated: the segmentation polygon surrounds where the LOS deformation exceeds half a
 fringe, the intensity is the fringe count (low 1.2-2.2, medium 3-5, high 6-15), the
-caption follows a small set of expert templates, and about one sample in ten carries a
-defect (colour bar, no-data, low coherence, orbital or glacier fringes, processing error,
-both atmospheres, crowded or unidentified deformation) with its flag set, then 8% of the
-rest are RGBA, so every curation filter has work. Everything is deterministic for a seed,
-and sample ``i`` draws from its own child seed so it does not depend on how many are made.
+caption follows the experts' grammar (``captions.py``), and about one sample in ten
+carries a defect (colour bar, no-data, low coherence, orbital or glacier fringes,
+processing error, both atmospheres, crowded or unidentified deformation) with its flag
+set, then 8% of the rest are RGBA, so every curation filter has work. Everything is
+deterministic for a seed, and sample ``i`` draws from its own child seed so it does not
+depend on how many are made.
 """
 
 from __future__ import annotations
@@ -28,26 +25,31 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from .errors import InputError, InsarwatchError
-from .interferometry import (
+from ..errors import InputError, InsarwatchError
+from .captions import (
+    FLAG_SENTENCES,
+    NO_DEFORMATION,
+    SIDES,
+    STRATIFICATION,
+    TURBULENT_AROUND,
+    deformation_sentence,
+    location_phrase,
+    sides_phrase,
+)
+from .physics import (
     ACTIVITY_TYPES,
     FRINGE,
-    NODATA,
-    PHASE_LEVELS,
     PIXEL,
     WAVELENGTH,
     Source,
-    add_colour_bar,
     draw_source,
     fractal_field,
     los_field,
     phase_noise_sigma,
-    phase_to_index,
     scaled,
     topography,
-    write_coherence_png,
-    write_phase_png,
 )
+from .render import NODATA, PHASE_LEVELS, add_colour_bar, phase_to_index, write_phase_png
 
 INTENSITY_FRINGES = {"Low": (1.2, 2.2), "Medium": (3.0, 5.0), "High": (6.0, 15.0)}
 PATCH = 224
@@ -75,34 +77,6 @@ def mask_polygon(mask: np.ndarray) -> list[float]:
     return [float(value) for value in vertices.ravel()]
 
 
-# --------------------------------------------------------------------------- captions
-
-_LOCATIONS = {
-    (1, 1): "on the central side",
-    (0, 1): "on the top side of the image",
-    (2, 1): "at the bottom of the image",
-    (1, 0): "on the left side of the image",
-    (1, 2): "on the right side of the image",
-    (0, 0): "on the top-left side of the image",
-    (0, 2): "on the top-right side of the image",
-    (2, 0): "on the bottom-left side of the image",
-    (2, 2): "on the bottom-right side of the image",
-}
-SIDES = ("top", "right", "bottom", "left")
-TURBULENT_AROUND = ("Turbulent mixing effect or wave-like patterns caused by liquid and solid particles "
-                    "of the atmosphere can be detected around the area.")
-STRATIFICATION = "Vertical stratification caused by atmospheric delays can be detected in high altitude areas."
-NO_DEFORMATION = "No deformation activity can be detected."
-FLAG_SENTENCES = {
-    "image_artifacts": "Image artifacts are detected on image.",
-    "low_coherence": "Low coherence can be detected across the image.",
-    "orbital_fringes": "Orbital fringes can be detected across the image.",
-    "glacier_fringes": "Glacier fringes can be detected on the image.",
-    "no_info": "Part of the image contains no information.",
-    "processing_error": "Processing errors can be detected on the image.",
-}
-
-
 def polygon_mask(polygons: list[list[float]], shape: tuple[int, int]) -> np.ndarray:
     """Rasterise flat [x1, y1, ...] polygons (segmentation_mask) to a boolean mask."""
     canvas = Image.new("L", shape[::-1], 0)
@@ -111,25 +85,6 @@ def polygon_mask(polygons: list[list[float]], shape: tuple[int, int]) -> np.ndar
             ImageDraw.Draw(canvas).polygon(polygon, fill=1)
     return np.asarray(canvas).astype(bool)
 
-
-def location_phrase(mask: np.ndarray) -> str:
-    """Where the mask's centroid lies on a 3x3 grid of the patch, in the experts' words."""
-    rows, cols = np.nonzero(mask)
-    height, width = mask.shape
-    cell = (min(2, int(rows.mean() * 3 // height)), min(2, int(cols.mean() * 3 // width)))
-    return _LOCATIONS[cell]
-
-
-def sides_phrase(sides: tuple[str, ...]) -> str:
-    names = [side for side in SIDES if side in sides]
-    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    return f"on the {listed} side"
-
-
-def deformation_sentence(activity_type: str, intensity: str, location: str) -> str:
-    name = activity_type.lower()
-    article = "An" if name[0] in "aeiou" else "A"
-    return f"{article} {name}-type deformation pattern of {intensity.lower()} intensity can be detected {location}."
 
 
 # --------------------------------------------------------------------------- patches
@@ -193,7 +148,7 @@ def draw_spec(rng: np.random.Generator) -> PatchSpec:
     return PatchSpec(deforming, types, intensities, atmosphere, defect, rgba, str(rng.choice(["A", "D"])))
 
 
-def _pixel_source(rng: np.random.Generator, activity_type: str, x: float, y: float, height: int) -> Source:
+def pixel_source(rng: np.random.Generator, activity_type: str, x: float, y: float, height: int) -> Source:
     return draw_source(rng, activity_type, x * PIXEL, (height - y) * PIXEL)
 
 
@@ -205,7 +160,7 @@ def _deformation(rng: np.random.Generator, spec: PatchSpec, size: int) -> tuple[
         # A crowded second pattern sits well away from the first.
         away = rng.uniform(0.3, 0.45, size=2) * size * rng.choice([-1, 1], 2)
         x, y = first if pattern == 0 else (first + away) % size
-        source = _pixel_source(rng, activity_type, x, y, size)
+        source = pixel_source(rng, activity_type, x, y, size)
         los = los_field([source], spec.direction, (size, size))
         sign = -1.0 if activity_type in ("Mogi", "Sill", "Spheroid") and rng.random() < 0.2 else 1.0
         peak = np.abs(los).max()
@@ -347,7 +302,7 @@ def make_patch(seed: int, index: int, size: int = PATCH) -> SynthPatch:
 
 
 @contextmanager
-def _output_dir(root: Path) -> Iterator[Path]:
+def output_dir(root: Path) -> Iterator[Path]:
     """Create ``root``; a root that cannot be a directory is bad input, a write that fails
     later (disk full) a runtime failure, each one line naming the file."""
     root = Path(root)
@@ -374,7 +329,7 @@ def write_dataset(root: Path, n: int, seed: int, size: int = PATCH,
                   advance: Callable[[], None] | None = None) -> dict[str, int]:
     """Write ``n`` Hephaestus-style patches under ``root``; returns counts by outcome."""
     counts = {"deforming": 0, "non_deforming": 0, "rgba": 0, "flagged": 0}
-    with _output_dir(root) as root:
+    with output_dir(root) as root:
         for index in range(n):
             patch = make_patch(seed, index, size)
             write_patch(root, patch)
@@ -384,134 +339,3 @@ def write_dataset(root: Path, n: int, seed: int, size: int = PATCH,
             if advance is not None:
                 advance()
     return counts
-
-
-# --------------------------------------------------------------------------- LiCSAR drop
-
-FRAME_SIZE = (1200, 1000)  # width, height in pixels
-
-
-@dataclass(frozen=True)
-class SynthInterferogram:
-    """One written interferogram and the truth a detector should find in it."""
-
-    key: str
-    frame: str
-    primary: date
-    secondary: date
-    diff_png: Path
-    coherence_png: Path
-    deformation: bool
-    activity_type: str | None
-    intensity: str | None
-    volcano: tuple[int, int]  # x, y pixel
-    tiles: tuple[int, ...]  # indices of the tiles (imaging.tile order) holding deformation
-    low_coherence: bool
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "key": self.key, "frame": self.frame, "primary": f"{self.primary:%Y%m%d}",
-            "secondary": f"{self.secondary:%Y%m%d}", "diff_png": str(self.diff_png),
-            "deformation": self.deformation, "activity_type": self.activity_type, "intensity": self.intensity,
-            "volcano": list(self.volcano), "tiles": list(self.tiles), "low_coherence": self.low_coherence,
-        }
-
-
-@dataclass(frozen=True)
-class SynthFrame:
-    frame: str
-    deforming: bool
-    interferograms: tuple[SynthInterferogram, ...]
-
-
-def frame_id(rng: np.random.Generator, direction: str) -> str:
-    track, first, second = int(rng.integers(1, 176)), int(rng.integers(0, 100000)), int(rng.integers(0, 1000000))
-    return f"{track:03d}{direction}_{first:05d}_{second:06d}"
-
-
-def deforming_tiles(mask: np.ndarray, tile_size: int, tile_stride: int, min_pixels: int = 50) -> tuple[int, ...]:
-    """Indices of the tiles (``imaging.tile`` order and boxes) with deformation in them."""
-    from .imaging import tile
-
-    tiles = tile(np.zeros(mask.shape + (1,), dtype=np.uint8), tile_size, tile_stride)
-    return tuple(t.index for t in tiles if mask[t.box[1]:t.box[3], t.box[0]:t.box[2]].sum() >= min_pixels)
-
-
-def _frame_phase(rng: np.random.Generator, direction: str, shape: tuple[int, int], volcano: tuple[int, int],
-                 activity_type: str | None, intensity: str | None, low_coherence: bool
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Wrapped phase, coherence, no-data and deformation mask of one whole frame."""
-    height, width = shape
-    deformation = np.zeros(shape)
-    if activity_type is not None:
-        x, y = np.array(volcano) + rng.normal(0, 10, 2)
-        source = _pixel_source(rng, activity_type, x, y, height)
-        los = los_field([source], direction, shape, stride=4)
-        deformation = los / max(np.abs(los).max(), 1e-12) * rng.uniform(*INTENSITY_FRINGES[intensity]) * FRINGE
-    relief = topography(rng, shape, volcano)
-    # Frame-wide spans of 2-5 fringes leave each 224 px tile the 0.1-2 fringes of atmosphere
-    # a training patch has; at 0.5-1.5 the tiles were flatter than anything the model saw.
-    delay = scaled(relief, rng.uniform(2.0, 5.0)) + scaled(fractal_field(rng, shape, rng.uniform(3.0, 3.6)),
-                                                            rng.uniform(2.0, 5.0))
-    coherence = np.clip(rng.uniform(0.55, 0.85) - 0.3 * fractal_field(rng, shape, 3.0), 0.3, 1.0)
-    if low_coherence:
-        coherence = rng.uniform(0.05, 0.15) + 0.05 * fractal_field(rng, shape, 3.0)
-    phase = 4 * np.pi / WAVELENGTH * (deformation + delay) + rng.standard_normal(shape) * phase_noise_sigma(coherence)
-    # A geocoded swath is slanted: its corners outside the footprint carry no data.
-    yy, xx = np.mgrid[0:height, 0:width]
-    nodata = (xx + 0.2 * width) < (0.25 * yy) + 0.05 * width
-    nodata |= (width - xx + 0.2 * width) < (0.25 * (height - yy)) + 0.05 * width
-    return phase, coherence, nodata, deformation_mask(deformation)
-
-
-def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volcano: tuple[int, int], pairs: int,
-                 tiling: tuple[int, int], advance: Callable[[], None] | None) -> SynthFrame:
-    rng = child_rng(seed, number)
-    direction = "AD"[number // 2 % 2]
-    name = frame_id(rng, direction)
-    deforming = number % 2 == 0
-    activity_type = str(rng.choice(ACTIVITY_TYPES)) if deforming else None
-    day = date(2019, 1, 1) + timedelta(days=int(rng.integers(0, 5 * 365)))
-    interferograms = []
-    for pair in range(pairs):
-        secondary = day + timedelta(days=int(rng.choice(REPEATS)))
-        intensity = str(rng.choice(list(INTENSITY_FRINGES))) if deforming else None
-        low_coherence = number % 4 == 3 and pair == pairs - 1
-        phase, coherence, nodata, mask = _frame_phase(rng, direction, size[::-1], volcano, activity_type, intensity,
-                                                      low_coherence)
-        stem = f"{day:%Y%m%d}_{secondary:%Y%m%d}"
-        folder = drop / name / "interferograms" / stem
-        indices = phase_to_index(phase)
-        indices[nodata] = NODATA
-        diff_png, coherence_png = folder / f"{stem}.geo.diff.png", folder / f"{stem}.geo.cc.png"
-        # The sibling lands first so a watcher that sees the diff PNG also finds its coherence.
-        write_coherence_png(coherence_png, coherence, nodata)
-        write_phase_png(diff_png, indices)
-        tiles = deforming_tiles(mask & ~nodata, *tiling) if deforming else ()
-        interferograms.append(SynthInterferogram(f"{name}/{stem}", name, day, secondary, diff_png, coherence_png,
-                                                 deforming, activity_type, intensity, volcano, tiles, low_coherence))
-        day = secondary
-        if advance is not None:
-            advance()
-    return SynthFrame(name, deforming, tuple(interferograms))
-
-
-def write_drop(drop: Path, frames: int, seed: int, *, size: tuple[int, int] = FRAME_SIZE,
-               volcano: tuple[int, int] | None = None, pairs: int = 3, tile_size: int = PATCH,
-               tile_stride: int = PATCH, advance: Callable[[], None] | None = None) -> list[SynthFrame]:
-    """Write ``frames`` LiCSAR frames (``pairs`` consecutive interferograms each) under ``drop``.
-
-    ``size`` is (width, height). Frames alternate ascending/descending in pairs;
-    even-numbered frames deform near ``volcano`` (x, y px; default the centre) in every
-    pair, odd ones do not; every fourth frame's last pair is low-coherence. Each
-    interferogram gets a ``.geo.cc.png`` sibling and a line in ``drop/synth-truth.jsonl``
-    whose ``tiles`` follow ``imaging.tile(rgb, tile_size, tile_stride)``. Frame ``k``
-    depends only on the seed and ``k``.
-    """
-    volcano = volcano or (size[0] // 2, size[1] // 2)
-    with _output_dir(drop) as drop:
-        written = [_write_frame(drop, number, seed, size, volcano, pairs, (tile_size, tile_stride), advance)
-                   for number in range(frames)]
-        lines = [json.dumps(item.to_dict()) for frame in written for item in frame.interferograms]
-        (drop / "synth-truth.jsonl").write_text("".join(line + "\n" for line in lines))
-    return written

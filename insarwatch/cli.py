@@ -127,14 +127,13 @@ def status(
     from rich.table import Table
 
     from .registry import ModelStore
-    from .store import read_status
+    from .store import Store
 
     settings = settings_of(ctx)
     current = ModelStore(settings.models_dir).current()
-    summary = {
-        **read_status(settings.state_db, datetime.now(timezone.utc)),
-        "model_version": current.name if current else None,
-    }
+    with Store.open_readonly(settings.state_db) as store:
+        summary = {**store.status_summary(datetime.now(timezone.utc)),
+                   "model_version": current.name if current else None}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -185,20 +184,20 @@ def report(
     settings = settings_of(ctx)
     now = datetime.now(timezone.utc)
     start, end = reports.digest_period(since, until, now)
-    exists = settings.state_db.exists()
-    if send and not exists:
-        raise InsarwatchError(f"{settings.state_db}: no state database yet; nothing to send")
-    # Without --send the database is only read, so this is safe beside a running daemon.
-    with Store(settings.state_db if exists else Path(":memory:"), readonly=exists and not send) as store:
-        if send:
+    if send:
+        if not settings.state_db.exists():
+            raise InsarwatchError(f"{settings.state_db}: no state database yet; nothing to send")
+        with Store(settings.state_db) as store:
             rendered, new = notify.publish_digest(store, settings, start, end, now)
             if not new:
                 console.stderr.print("this period's digest was sent before; not sending it again")
             run = notify.deliver_due(store, settings, now)
-            console.stderr.print(f"delivered {run.delivered}, retrying {run.retrying}, given up {run.given_up}")
-        else:
+        console.stderr.print(f"delivered {run.delivered}, retrying {run.retrying}, given up {run.given_up}")
+    else:
+        # Only read, so this is safe beside a running daemon.
+        with Store.open_readonly(settings.state_db) as store:
             rendered = reports.build_digest_report(reports.digest_from_store(store, start, end, settings), now)
-        html_path, json_path = reports.write_report(rendered, settings.reports_dir)
+    html_path, json_path = reports.write_report(rendered, settings.reports_dir)
     typer.echo(html_path)
     typer.echo(json_path)
 

@@ -33,7 +33,7 @@ app = typer.Typer(
 CONFIG_HELP = "Settings file (default /etc/insarwatch/insarwatch.toml)."
 
 
-class State:
+class Invocation:
     """Per-invocation options shared by every command; settings load on first use."""
 
     def __init__(self, config: Path | None, verbose: bool) -> None:
@@ -62,7 +62,7 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     console.setup_logging(verbose)
-    ctx.obj = State(config, verbose)
+    ctx.obj = Invocation(config, verbose)
 
 
 _CONFIG_PARAMETER = inspect.Parameter(
@@ -519,8 +519,8 @@ def watch(
     """
     from .daemon import run_daemon
 
-    state = ctx.obj
-    raise typer.Exit(run_daemon(state.settings, state.config, once=once))
+    invocation = ctx.obj
+    raise typer.Exit(run_daemon(invocation.settings, invocation.config, once=once))
 
 
 @command(examples=[

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             build_model(model_dir, TINY if args.tiny else BASE)
         settings = CaptioningSettings(
             device=args.device, precision=args.precision, num_beams=args.beams, max_new_tokens=args.tokens,
-            min_new_tokens=args.tokens, batch_size=args.batch_size, cpu_threads=args.threads,
+            min_new_tokens=args.tokens, tiles_per_call=args.batch_size, cpu_threads=args.threads,
         )
         captioner = Captioner.load(model_dir, settings)  # sets the torch threads both sides use
         baseline = Baseline(model_dir, device, captioner.generation_options())

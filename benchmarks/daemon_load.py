@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     config.write_text(
         f'var_dir = "{var_dir}"\ndrop_dir = "{drop}"\n'
         f"[watch]\nsettle_seconds = 1\nrescan_interval_seconds = 3600\n"
-        f"[batch]\nsize = {args.batch_size}\nmax_wait_seconds = 2\n"
+        f"[batch]\ntiles = {args.batch_size}\nmax_wait_seconds = 2\n"
         f"[captioning]\n" + "".join(f"{key} = {value}\n" for key, value in generation.items()) +
         "[digest]\nenabled = false\n", encoding="utf-8")
     keys = stage_flood(work / "staging", patches, count)

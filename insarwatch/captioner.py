@@ -271,9 +271,9 @@ class Captioner:
 
     def _pixel_batches(self, images: Sequence[TileImage]) -> Iterator[torch.Tensor]:
         """Preprocessed batches, the next ones prepared in threads while the caller runs the model."""
-        size = self.settings.batch_size
+        size = self.settings.tiles_per_call
         chunks = [images[start:start + size] for start in range(0, len(images), size)]
-        ahead = self.settings.preprocess_workers
+        ahead = self.settings.resize_threads
         with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="preprocess") as pool:
             pending: list[Future[torch.Tensor]] = [pool.submit(self.preprocess, c) for c in chunks[:ahead]]
             for position in range(len(chunks)):
@@ -317,7 +317,7 @@ class Captioner:
         return [line.strip() for line in self.processor.batch_decode(tokens, skip_special_tokens=True)]
 
     def encode(self, images: Sequence[TileImage]) -> Iterator[VisionBatch]:
-        """Vision passes over ``images`` in batches of ``settings.batch_size``."""
+        """Vision passes over ``images`` in batches of ``settings.tiles_per_call``."""
         for pixels in self._pixel_batches(images):
             yield self.encode_pixels(pixels)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from . import console
 from .config import Settings, load_settings
@@ -32,7 +33,7 @@ app = typer.Typer(
 CONFIG_HELP = "Settings file (default /etc/insarwatch/insarwatch.toml)."
 
 
-class State:
+class Invocation:
     """Per-invocation options shared by every command; settings load on first use."""
 
     def __init__(self, config: Path | None, verbose: bool) -> None:
@@ -61,7 +62,7 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     console.setup_logging(verbose)
-    ctx.obj = State(config, verbose)
+    ctx.obj = Invocation(config, verbose)
 
 
 _CONFIG_PARAMETER = inspect.Parameter(
@@ -106,6 +107,33 @@ def settings_of(ctx: typer.Context) -> Settings:
     return ctx.obj.settings
 
 
+def show(result: dict[str, Any] | list[dict[str, Any]], as_json: bool, table: Callable[[], Table | None]) -> None:
+    """Print a command's result: with ``--json`` one indented object, or one object per line
+    for a list (JSON Lines, for jq and pipes); else the rich table ``table`` builds, if any."""
+    import json
+
+    if as_json:
+        if isinstance(result, list):
+            for row in result:
+                typer.echo(json.dumps(row, ensure_ascii=False))
+        else:
+            typer.echo(json.dumps(result, indent=2))
+        return
+    built = table()
+    if built is not None:
+        console.stdout.print(built)
+
+
+def key_value_table(title: str, rows: dict[str, Any]) -> Table:
+    """Two columns, names in bold and values right-aligned; floats to four decimals."""
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for name, value in rows.items():
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
 @command(examples=[
     "insarwatch status",
     "insarwatch status --json",
@@ -120,43 +148,35 @@ def status(
     Reads the state database read-only, so it is safe while the daemon runs; with no
     database yet every count is zero.
     """
-    import json
     from datetime import datetime, timezone
 
-    from rich.console import Console
-    from rich.table import Table
-
     from .registry import ModelStore
-    from .store import read_status
+    from .store import Store
 
     settings = settings_of(ctx)
     current = ModelStore(settings.models_dir).current()
-    summary = {
-        **read_status(settings.state_db, datetime.now(timezone.utc)),
-        "model_version": current.name if current else None,
-    }
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2))
-        return
-    table = Table(title=f"insarwatch status ({settings.state_db})", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    for state, count in summary["counts"].items():
-        table.add_row(state, str(count))
-    table.add_section()
-    last = summary["last_processed"]
-    error = summary["last_error"]
-    for label, value in (
-        ("queue length", summary["queue_length"]),
-        ("alerts (7 days / total)", f"{summary['alerts_7d']} / {summary['alerts_total']}"),
-        ("pending deliveries", summary["pending_deliveries"]),
-        ("given-up deliveries", summary["given_up_deliveries"]),
-        ("model version", summary["model_version"] or "none"),
-        ("last processed", f"{last['key']} at {last['at']}" if last else "never"),
-        ("last error", f"{error['key']}: {error['error']} ({error['at']})" if error else "none"),
-    ):
-        table.add_row(label, str(value))
-    Console().print(table)
+    with Store.open_readonly(settings.state_db) as store:
+        summary = {**store.status_summary(datetime.now(timezone.utc)),
+                   "model_version": current.name if current else None}
+
+    def table() -> Table:
+        last = summary["last_processed"]
+        error = summary["last_error"]
+        built = key_value_table(f"insarwatch status ({settings.state_db})", summary["counts"])
+        built.add_section()
+        for label, value in (
+            ("queue length", summary["queue_length"]),
+            ("alerts (7 days / total)", f"{summary['alerts_7d']} / {summary['alerts_total']}"),
+            ("pending deliveries", summary["pending_deliveries"]),
+            ("given-up deliveries", summary["given_up_deliveries"]),
+            ("model version", summary["model_version"] or "none"),
+            ("last processed", f"{last['key']} at {last['at']}" if last else "never"),
+            ("last error", f"{error['key']}: {error['error']} ({error['at']})" if error else "none"),
+        ):
+            built.add_row(label, str(value))
+        return built
+
+    show(summary, as_json, table)
 
 
 @command(examples=[
@@ -185,20 +205,20 @@ def report(
     settings = settings_of(ctx)
     now = datetime.now(timezone.utc)
     start, end = reports.digest_period(since, until, now)
-    exists = settings.state_db.exists()
-    if send and not exists:
-        raise InsarwatchError(f"{settings.state_db}: no state database yet; nothing to send")
-    # Without --send the database is only read, so this is safe beside a running daemon.
-    with Store(settings.state_db if exists else Path(":memory:"), readonly=exists and not send) as store:
-        if send:
+    if send:
+        if not settings.state_db.exists():
+            raise InsarwatchError(f"{settings.state_db}: no state database yet; nothing to send")
+        with Store(settings.state_db) as store:
             rendered, new = notify.publish_digest(store, settings, start, end, now)
             if not new:
                 console.stderr.print("this period's digest was sent before; not sending it again")
             run = notify.deliver_due(store, settings, now)
-            console.stderr.print(f"delivered {run.delivered}, retrying {run.retrying}, given up {run.given_up}")
-        else:
+        console.stderr.print(f"delivered {run.delivered}, retrying {run.retrying}, given up {run.given_up}")
+    else:
+        # Only read, so this is safe beside a running daemon.
+        with Store.open_readonly(settings.state_db) as store:
             rendered = reports.build_digest_report(reports.digest_from_store(store, start, end, settings), now)
-        html_path, json_path = reports.write_report(rendered, settings.reports_dir)
+    html_path, json_path = reports.write_report(rendered, settings.reports_dir)
     typer.echo(html_path)
     typer.echo(json_path)
 
@@ -207,18 +227,6 @@ def _with_beams(settings: Settings, beams: int | None) -> Settings:
     if beams is None:
         return settings
     return settings.model_copy(update={"captioning": settings.captioning.model_copy(update={"num_beams": beams})})
-
-
-def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    for name, value in metrics.items():
-        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
-    Console().print(table)
 
 
 @command(examples=[
@@ -247,8 +255,6 @@ def train(
     the result under <var>/models/. `current` moves to it only if evaluation succeeded
     (and, with --only-if-better, it beats the current model). Ctrl-C keeps the best epoch so far.
     """
-    import json
-
     import training
 
     settings = _with_beams(settings_of(ctx), beams)
@@ -257,15 +263,14 @@ def train(
     )
     with console.progress(transient=True) as bars:
         outcome = training.train(data, chosen, settings, bars, base=base, only_if_better=only_if_better)
+    show({
+        "version": outcome.version.name, "path": str(outcome.version.path),
+        "made_current": outcome.made_current, "reason": outcome.reason,
+        "best_epoch": outcome.fit.best_epoch, "interrupted": outcome.fit.interrupted,
+        "metrics": outcome.metrics,
+    }, as_json, lambda: key_value_table(f"test metrics of {outcome.version.name}", outcome.metrics))
     if as_json:
-        typer.echo(json.dumps({
-            "version": outcome.version.name, "path": str(outcome.version.path),
-            "made_current": outcome.made_current, "reason": outcome.reason,
-            "best_epoch": outcome.fit.best_epoch, "interrupted": outcome.fit.interrupted,
-            "metrics": outcome.metrics,
-        }, indent=2))
         return
-    _print_metrics(f"test metrics of {outcome.version.name}", outcome.metrics)
     moved = "made current" if outcome.made_current else "NOT made current"
     typer.echo(f"registered {outcome.version.path} ({moved}: {outcome.reason})")
 
@@ -286,17 +291,13 @@ def evaluate(
 ) -> None:
     """Recompute a model's test metrics (ROUGE, BLEU, retrieval exact match, deformation
     precision/recall/F1) on a dataset's test split, exactly as `insarwatch train` does."""
-    import json
-
     import training
 
     settings = _with_beams(settings_of(ctx), beams)
     with console.progress(transient=True) as bars:
         version, evaluation = training.evaluate(model, data, settings, bars)
-    if as_json:
-        typer.echo(json.dumps({"version": version.name, "metrics": evaluation.metrics}, indent=2))
-        return
-    _print_metrics(f"test metrics of {version.name}", evaluation.metrics)
+    show({"version": version.name, "metrics": evaluation.metrics}, as_json,
+         lambda: key_value_table(f"test metrics of {version.name}", evaluation.metrics))
 
 
 @command(examples=[
@@ -316,12 +317,9 @@ def prepare(
     then 10% of train for validation (seed 17). Malformed annotations and missing images
     are listed and skipped.
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from collections.abc import Iterator, Sequence
 
-    from .hephaestus import NOT_PALETTE, RULES, Candidate, prepare as prepare_dataset
+    from .hephaestus import Candidate, prepare as prepare_dataset
 
     settings = settings_of(ctx)
     with console.progress() as bar:
@@ -335,33 +333,8 @@ def prepare(
         result = prepare_dataset(root, out, settings.imaging, track)
     for skipped in (*result.malformed, *result.unusable):
         console.stderr.print(f"skipped {skipped.path}: {skipped.reason}", markup=False, highlight=False, soft_wrap=True)
-    out_console = Console()
-    descriptions = {rule.name: rule.description for rule in RULES} | {NOT_PALETTE: "source PNG not palette (P) mode"}
-    removed = Table(title=f"Curation of {result.annotations} annotations ({result.layout} layout)")
-    removed.add_column("rule")
-    removed.add_column("removes")
-    removed.add_column("removed", justify="right")
-    removed.add_row("malformed", "annotation JSON unreadable or invalid", str(len(result.malformed)))
-    for name, count in result.removed.items():
-        if name == NOT_PALETTE:
-            removed.add_row("unusable", "image missing or unreadable", str(len(result.unusable)))
-        removed.add_row(name, descriptions[name], str(count))
-    out_console.print(removed)
-    remaining = Table(title="Clean annotations per class and source mode")
-    remaining.add_column("class")
-    for mode in ("P", "RGBA", "other"):
-        remaining.add_column(mode, justify="right")
-    remaining.add_column("selected", justify="right")
-    for name, modes in result.remaining.items():
-        remaining.add_row(name, *(str(modes[mode]) for mode in ("P", "RGBA", "other")),
-                          str(result.selected.get(name, 0)))
-    out_console.print(remaining)
-    splits = Table(title=f"Dataset written to {result.manifest}")
-    for name in result.splits:
-        splits.add_column(name, justify="right")
-    splits.add_column("total", justify="right")
-    splits.add_row(*(str(count) for count in result.splits.values()), str(sum(result.splits.values())))
-    out_console.print(splits)
+    for table in result.tables():
+        console.stdout.print(table)
 
 
 @command(examples=[
@@ -384,64 +357,35 @@ def caption(
     retrieval.k nearest neighbours from the model's FAISS index. An image that cannot be
     decoded is reported on one line and skipped; the exit code is then 2.
     """
-    import json
-
-    from rich.table import Table
-
-    from .errors import InputError
-    from .imaging import decode_png, tile, to_rgb
+    from .caption_files import describe_tiles, read_tiles
     from .registry import ModelStore, load_bundle
 
     settings = settings_of(ctx)
     bundle = load_bundle(ModelStore(settings.models_dir).resolve(model), settings)
-    failed = 0
-    tiles = []
-    for path in images:
-        try:
-            rgb = to_rgb(decode_png(path, settings.imaging.max_pixels), settings.imaging.rgba_policy, path)
-        except InputError as exc:
-            console.stderr.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-            failed += 1
-            continue
-        tiles += [(path, piece) for piece in tile(rgb, settings.imaging.tile_size, settings.imaging.tile_stride)]
-
-    described = []
+    read = read_tiles(images, settings.imaging)
+    for error in read.refused:
+        console.stderr.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
     with console.progress(transient=True) as bar:
-        task = bar.add_task(f"captioning with {bundle.version.name}", total=len(tiles))
-        for batch in bundle.describe_batches([piece.pixels for _, piece in tiles], settings.retrieval.k):
-            described += batch
-            bar.advance(task, len(batch))
+        task = bar.add_task(f"captioning with {bundle.version.name}", total=len(read.tiles))
+        captioned = describe_tiles(read.tiles, bundle, settings.retrieval.k, lambda done: bar.advance(task, done))
 
-    rows = [
-        {
-            "image": str(path),
-            "tile": piece.index,
-            "box": list(piece.box),
-            "caption": item.caption.text,
-            "retrieved": item.caption.retrieved,
-            "neighbours": [
-                {"similarity": round(n.similarity, 4), "caption": n.record.caption, "source": n.record.source,
-                 "deformation": n.record.deformation}
-                for n in item.neighbours
-            ],
-        }
-        for (path, piece), item in zip(tiles, described, strict=True)
-    ]
-    if as_json:
-        for row in rows:
-            typer.echo(json.dumps(row, ensure_ascii=False))
-    elif rows:
-        table = Table(title=f"captions by model {bundle.version.name}", show_lines=True)
+    def table() -> Table | None:
+        if not captioned:
+            return None
+        built = Table(title=f"captions by model {bundle.version.name}", show_lines=True)
         for name in ("image", "tile", "box", "caption", "nearest examples (similarity, source)"):
-            table.add_column(name, overflow="fold")
-        for row in rows:
-            nearest = "\n".join(f"{n['similarity']:.3f} {n['source']}: {n['caption']}" for n in row["neighbours"])
-            text = row["caption"] + (" (retrieved)" if row["retrieved"] else "")
-            table.add_row(Path(row["image"]).name, str(row["tile"]), ",".join(map(str, row["box"])), text,
+            built.add_column(name, overflow="fold")
+        for item in captioned:
+            nearest = "\n".join(f"{round(n.similarity, 4):.3f} {n.record.source}: {n.record.caption}"
+                                for n in item.described.neighbours)
+            text = item.described.caption.text + (" (retrieved)" if item.described.caption.retrieved else "")
+            built.add_row(item.image.name, str(item.tile.index), ",".join(map(str, item.tile.box)), text,
                           nearest or "no index")
-        console.stdout.print(table)
-    if failed:
-        console.stderr.print(f"{failed} of {len(images)} images could not be captioned")
+        return built
+
+    show([item.to_dict() for item in captioned], as_json, table)
+    if read.refused:
+        console.stderr.print(f"{len(read.refused)} of {len(images)} images could not be captioned")
         raise typer.Exit(2)
 
 
@@ -575,8 +519,8 @@ def watch(
     """
     from .daemon import run_daemon
 
-    state = ctx.obj
-    raise typer.Exit(run_daemon(state.settings, state.config, once=once))
+    invocation = ctx.obj
+    raise typer.Exit(run_daemon(invocation.settings, invocation.config, once=once))
 
 
 @command(examples=[
@@ -597,8 +541,6 @@ def demo(
 
     Needs no network, no GPU and no configuration; /etc/insarwatch is not read.
     """
-    from rich.table import Table
-
     from .demo import run_demo
 
     with console.progress(transient=True) as bars:

@@ -4,13 +4,16 @@ The file is ``/etc/insarwatch/insarwatch.toml`` unless ``--config`` (or
 ``INSARWATCH_CONFIG``) names another; a missing default file means "all defaults", a
 missing named file is an error. Environment variables override the file:
 ``INSARWATCH_VAR_DIR`` and ``INSARWATCH_DROP_DIR`` for the two paths every command
-honours, and ``INSARWATCH_<SECTION>__<KEY>`` for anything else (``INSARWATCH_BATCH__SIZE=8``).
-An unknown key or a value of the wrong type is a one-line error naming the key.
+honours, and ``INSARWATCH_<SECTION>__<KEY>`` for anything else (``INSARWATCH_BATCH__TILES=8``).
+An unknown key or a value of the wrong type is a one-line error naming the key. A key that
+was renamed (``RENAMED``) still works under its old name, with one deprecation line in the
+log per old key.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tomllib
 from pathlib import Path
@@ -22,6 +25,16 @@ from .errors import InputError
 
 DEFAULT_CONFIG = Path("/etc/insarwatch/insarwatch.toml")
 ENV_PREFIX = "INSARWATCH_"
+# Old dotted key → new dotted key. The old names differed by one word from keys that mean
+# something else (batch.size vs captioning.batch_size, prepare_workers vs preprocess_workers).
+RENAMED = {
+    "batch.size": "batch.tiles",
+    "batch.prepare_workers": "batch.reader_threads",
+    "captioning.batch_size": "captioning.tiles_per_call",
+    "captioning.preprocess_workers": "captioning.resize_threads",
+}
+
+log = logging.getLogger(__name__)
 
 
 class Section(BaseModel):
@@ -67,8 +80,10 @@ class CaptioningSettings(Section):
     top_k: int | None = None
     top_p: float | None = None
     repetition_penalty: float | None = None
-    preprocess_workers: int = Field(2, ge=1)
-    batch_size: int = Field(16, ge=1, description="Tiles per model call")
+    resize_threads: int = Field(
+        2, ge=1, description="Threads resizing and normalising tiles for the next model calls while one runs"
+    )
+    tiles_per_call: int = Field(16, ge=1, description="Tiles per model call")
     cpu_threads: int | None = Field(
         None, ge=1, description="Torch threads for CPU inference; unset = torch's default (one per core)"
     )
@@ -144,11 +159,11 @@ class WatchSettings(Section):
 
 
 class BatchSettings(Section):
-    size: int = Field(16, ge=1)
+    tiles: int = Field(16, ge=1, description="Tiles, from any interferograms, that make a batch")
     max_wait_seconds: float = Field(2, ge=0)
-    prepare_workers: int | None = Field(
+    reader_threads: int | None = Field(
         None, ge=0,
-        description="Threads that read and check interferograms while the model runs; 0 prepares them in "
+        description="Threads that read and check interferograms while the model runs; 0 reads them in "
                     "the processing loop between batches. Default: 0 when the model runs on the CPU, 2 on a GPU",
     )
 
@@ -228,6 +243,24 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _renamed(data: dict[str, Any], source: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``data`` with every old key of ``RENAMED`` moved to its new name, and the (old, new)
+    pairs found; giving both names of one key is an error."""
+    data = {name: dict(value) if isinstance(value, dict) else value for name, value in data.items()}
+    found = []
+    for old, new in RENAMED.items():
+        section, old_key = old.split(".")
+        table = data.get(section)
+        if not isinstance(table, dict) or old_key not in table:
+            continue
+        new_key = new.split(".")[1]
+        if new_key in table:
+            raise InputError(source, f"key '{old}' is the old name of '{new}': give only '{new}'")
+        table[new_key] = table.pop(old_key)
+        found.append((old, new))
+    return data, found
+
+
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
@@ -254,6 +287,9 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
         raise InputError(config_path, "configuration file does not exist")
     data = _merge(data, _env_overrides(environ))
     source = str(config_path) if config_path.exists() else "environment"
+    data, renamed = _renamed(data, source)
+    for old, new in renamed:
+        log.warning("%s: setting '%s' is deprecated, use '%s'", source, old, new)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from rich.table import Table
 
 from . import imaging, licsar
 from .config import ImagingSettings
@@ -232,6 +233,34 @@ class PrepareReport:
     remaining: dict[str, dict[str, int]]  # "deforming"/"non_deforming" → mode group → count
     selected: dict[str, int]  # class → count after balancing
     splits: dict[str, int]  # images written per split
+
+    def tables(self) -> tuple[Table, Table, Table]:
+        """What ``insarwatch prepare`` prints: removals per rule, the clean annotations per
+        class and source mode, and the images written per split."""
+        descriptions = {rule.name: rule.description for rule in RULES} | {NOT_PALETTE: "source PNG not palette (P) mode"}
+        removed = Table(title=f"Curation of {self.annotations} annotations ({self.layout} layout)")
+        removed.add_column("rule")
+        removed.add_column("removes")
+        removed.add_column("removed", justify="right")
+        removed.add_row("malformed", "annotation JSON unreadable or invalid", str(len(self.malformed)))
+        for name, count in self.removed.items():
+            if name == NOT_PALETTE:
+                removed.add_row("unusable", "image missing or unreadable", str(len(self.unusable)))
+            removed.add_row(name, descriptions[name], str(count))
+        modes = ("P", "RGBA", "other")
+        remaining = Table(title="Clean annotations per class and source mode")
+        remaining.add_column("class")
+        for mode in modes:
+            remaining.add_column(mode, justify="right")
+        remaining.add_column("selected", justify="right")
+        for name, counts in self.remaining.items():
+            remaining.add_row(name, *(str(counts[mode]) for mode in modes), str(self.selected.get(name, 0)))
+        splits = Table(title=f"Dataset written to {self.manifest}")
+        for name in self.splits:
+            splits.add_column(name, justify="right")
+        splits.add_column("total", justify="right")
+        splits.add_row(*(str(count) for count in self.splits.values()), str(sum(self.splits.values())))
+        return removed, remaining, splits
 
 
 def find_annotations(root: Path) -> list[Path]:

@@ -1,13 +1,14 @@
 """Processing: claimed interferograms → tiles → model batches → decisions → stored results.
 
-``prepare`` reads one interferogram from disk (layout check, decode, RGB conversion,
-pixel quality checks, tiling) and says either what to caption or why it was rejected;
+``read_interferogram`` reads one interferogram from disk (layout check, ``read_rgb``'s decode
+and RGB conversion, pixel quality checks, tiling) and says either what to caption or why it
+was rejected;
 ``conclude`` turns one interferogram's described tiles into findings, tile decisions, the
 interferogram's decision and, when it flags something, an ``Alert``. ``Processor`` runs
-them: preparation ahead of the model (in threads beside a GPU, bounded by
+them: reading ahead of the model (in threads beside a GPU, bounded by
 ``watch.queue_max``; between batches on a CPU), tiles from several interferograms batched
-together (``batch.size``), and each finished interferogram written to the store in one
-transaction with its alert and outbox rows.
+together (``batch.tiles``), and each finished interferogram written to the store in one
+transaction with its alert and outbox rows (the alert report rendered before it opens).
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from . import notify
 from .alerts import Alert, alert_key, decide_interferogram, decide_tile
-from .config import Settings
+from .config import ImagingSettings, Settings
 from .errors import InputError
 from .findings import parse_caption
 from .imaging import QualityCheck, Tile, check_quality, decode_png, tile, to_rgb
@@ -36,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Prepared:
+class Tiled:
     """An interferogram ready for the model: its tiles and the quality checks it passed."""
 
     record: InterferogramRecord
@@ -56,7 +60,7 @@ class Rejected:
 
 @dataclass(frozen=True)
 class Failed:
-    """Preparation broke for a reason that is not the file's fault (an OS error, a bug): retried."""
+    """Reading broke for a reason that is not the file's fault (an OS error, a bug): retried."""
 
     record: InterferogramRecord
     error: str
@@ -71,7 +75,28 @@ class Outcome:
     alert: Alert | None
 
 
-def prepare(record: InterferogramRecord, settings: Settings) -> Prepared | Rejected:
+class Unreadable(InputError):
+    """A PNG the model cannot be shown; ``rejection`` is the short reason the store records."""
+
+    def __init__(self, error: InputError, rejection: str) -> None:
+        super().__init__(error.path, error.reason)
+        self.rejection = rejection
+
+
+def read_rgb(path: Path, imaging: ImagingSettings) -> tuple[Image.Image, np.ndarray]:
+    """Decode a PNG and convert it to the RGB the model sees, as the daemon and ``insarwatch
+    caption`` both do; raises ``Unreadable`` ("decode", "rgba" or "mode")."""
+    try:
+        image = decode_png(path, imaging.max_pixels)
+    except InputError as exc:
+        raise Unreadable(exc, "decode") from None
+    try:
+        return image, to_rgb(image, imaging.rgba_policy, path)
+    except InputError as exc:
+        raise Unreadable(exc, "rgba" if image.mode == "RGBA" else "mode") from None
+
+
+def read_interferogram(record: InterferogramRecord, settings: Settings) -> Tiled | Rejected:
     """Read ``record``'s PNG and decide whether the model should see it (runs in a worker thread)."""
     imaging = settings.imaging
     try:
@@ -79,13 +104,9 @@ def prepare(record: InterferogramRecord, settings: Settings) -> Prepared | Rejec
     except InputError as exc:
         return Rejected(record, "layout", str(exc))
     try:
-        image = decode_png(interferogram.diff_png, imaging.max_pixels)
-    except InputError as exc:
-        return Rejected(record, "decode", str(exc))
-    try:
-        rgb = to_rgb(image, imaging.rgba_policy, interferogram.diff_png)
-    except InputError as exc:
-        return Rejected(record, "rgba" if image.mode == "RGBA" else "mode", str(exc))
+        image, rgb = read_rgb(interferogram.diff_png, imaging)
+    except Unreadable as exc:
+        return Rejected(record, exc.rejection, str(exc))
     quality = check_quality(image, rgb, interferogram.coherence, imaging)
     failed = [check for check in quality if not check.passed]
     if failed:
@@ -93,24 +114,25 @@ def prepare(record: InterferogramRecord, settings: Settings) -> Prepared | Rejec
         detail = first.detail or f"{first.name} {first.value:.3g} outside threshold {first.threshold:g}"
         return Rejected(record, first.name, f"{interferogram.diff_png}: {detail}")
     tiles = tuple(tile(rgb, imaging.tile_size, imaging.tile_stride))
-    return Prepared(record, interferogram, quality, tiles)
+    return Tiled(record, interferogram, quality, tiles)
 
 
-def prepare_safely(record: InterferogramRecord, settings: Settings) -> Prepared | Rejected | Failed:
-    """``prepare`` that turns an unexpected exception into ``Failed`` so one frame cannot stop the others."""
+def read_safely(record: InterferogramRecord, settings: Settings) -> Tiled | Rejected | Failed:
+    """``read_interferogram`` that turns an unexpected exception into ``Failed`` so one frame
+    cannot stop the others."""
     try:
-        return prepare(record, settings)
+        return read_interferogram(record, settings)
     except Exception as exc:
-        log.exception("preparing %s failed", record.key)
+        log.exception("reading %s failed", record.key)
         return Failed(record, f"{type(exc).__name__}: {exc}")
 
 
-def conclude(prepared: Prepared, described: Sequence[Described], settings: Settings, model_version: str,
+def conclude(tiled: Tiled, described: Sequence[Described], settings: Settings, model_version: str,
              now: datetime) -> Outcome:
     """Findings and decisions for every tile, the interferogram's decision and its alert."""
     decisions = []
     results = []
-    for piece, found in zip(prepared.tiles, described, strict=True):
+    for piece, found in zip(tiled.tiles, described, strict=True):
         finding = parse_caption(found.caption.text)
         decision = decide_tile(piece.index, piece.box, found.caption.text, finding, found.neighbours,
                                settings.alerts)
@@ -128,7 +150,7 @@ def conclude(prepared: Prepared, described: Sequence[Described], settings: Setti
     decision = decide_interferogram(decisions)
     alert = None
     if decision.level != "quiet":
-        ifg = prepared.interferogram
+        ifg = tiled.interferogram
         alert = Alert(
             key=alert_key(str(ifg.frame), ifg.primary, ifg.secondary, model_version),
             frame=str(ifg.frame),
@@ -137,8 +159,8 @@ def conclude(prepared: Prepared, described: Sequence[Described], settings: Setti
             secondary=ifg.secondary,
             model_version=model_version,
             decision=decision,
-            quality=prepared.quality,
-            received_at=prepared.record.received_at,
+            quality=tiled.quality,
+            received_at=tiled.record.received_at,
             processed_at=now,
             diff_png=ifg.diff_png,
         )
@@ -147,8 +169,20 @@ def conclude(prepared: Prepared, described: Sequence[Described], settings: Setti
 
 @dataclass
 class _InFlight:
-    prepared: Prepared
+    tiled: Tiled
     described: dict[int, Described] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Completed:
+    """One interferogram's outcome with its alert rendered, ready to be written."""
+
+    key: str
+    model_version: str
+    outcome: Outcome
+    now: datetime
+    alert_record: AlertRecord | None
+    targets: tuple[tuple[str, str], ...]
 
 
 class InlineExecutor(Executor):
@@ -163,23 +197,23 @@ class InlineExecutor(Executor):
         return future
 
 
-def prepare_workers(settings: Settings) -> int:
-    """Threads for ``prepare``: none beside a model on the CPU, which already uses every core.
+def reader_threads(settings: Settings) -> int:
+    """Threads for ``read_interferogram``: none beside a model on the CPU, which already uses every core.
 
-    Measured on a 2-core host with the tiny model: two threads preparing at a tenth of their
+    Measured on a 2-core host with the tiny model: two threads reading at a tenth of their
     capacity cut its captioning rate by 11-25 %, at full capacity by 98 % (torch's worker
-    threads wait on each other whenever a core or the GIL is taken), while preparing a
+    threads wait on each other whenever a core or the GIL is taken), while reading a
     single-tile frame between batches costs its own 3-4 ms and nothing more.
     """
-    if settings.batch.prepare_workers is not None:
-        return settings.batch.prepare_workers
+    if settings.batch.reader_threads is not None:
+        return settings.batch.reader_threads
     from .captioner import pick_device
 
     return 2 if pick_device(settings.captioning.device).type == "cuda" else 0
 
 
 class Processor:
-    """Claims queued interferograms, prepares them ahead of the model, batches their tiles.
+    """Claims queued interferograms, reads them ahead of the model, batches their tiles.
 
     ``step()`` does one unit of work and says whether it did anything, so the daemon's loop
     can heartbeat and check for shutdown between steps. Memory is bounded: at most
@@ -191,15 +225,15 @@ class Processor:
         self.settings = settings
         self.store = store
         self._bundle = bundle
-        # Set when a prepared frame is ready, so an idle loop resumes at once instead of
+        # Set when a frame read ahead is ready, so an idle loop resumes at once instead of
         # sleeping out its poll interval while the model could be working.
         self._wake = wake or threading.Event()
         self._clock = clock
-        workers = prepare_workers(settings)
+        workers = reader_threads(settings)
         self._inline = workers == 0
         self._pool: Executor = (InlineExecutor() if self._inline else
-                                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="insarwatch-prepare"))
-        self._preparing: deque[Future[Prepared | Rejected | Failed]] = deque()
+                                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="insarwatch-read"))
+        self._reading: deque[Future[Tiled | Rejected | Failed]] = deque()
         self._ready: deque[tuple[_InFlight, Tile]] = deque()
         self._in_flight: dict[str, _InFlight] = {}
         self._oldest_ready: float | None = None
@@ -207,19 +241,19 @@ class Processor:
     @property
     def held(self) -> int:
         """Interferograms claimed from the queue and not yet finished."""
-        return len(self._preparing) + len(self._in_flight)
+        return len(self._reading) + len(self._in_flight)
 
     @property
     def mid_interferogram(self) -> bool:
         """Some interferogram has tiles described and tiles still waiting: a model swap now
         would mix two versions in one decision."""
-        return any(0 < len(f.described) < len(f.prepared.tiles) for f in self._in_flight.values())
+        return any(0 < len(f.described) < len(f.tiled.tiles) for f in self._in_flight.values())
 
     def step(self, flush: bool, monotonic: float) -> bool:
-        """Claim, collect prepared frames, and run a batch when it is full (or ``flush``)."""
+        """Claim, collect frames read ahead, and run a batch when it is full (or ``flush``)."""
         worked = self._claim()
         worked |= self._collect()
-        size = self.settings.batch.size
+        size = self.settings.batch.tiles
         if self._ready and self._oldest_ready is None:
             self._oldest_ready = monotonic
         waited = self._oldest_ready is not None and monotonic - self._oldest_ready >= \
@@ -233,29 +267,29 @@ class Processor:
         return worked
 
     def _nothing_coming(self) -> bool:
-        """No frame is being prepared or waiting in the queue: a partial batch is all there is."""
-        return not self._preparing and not self.store.in_state("queued", limit=1)
+        """No frame is being read or waiting in the queue: a partial batch is all there is."""
+        return not self._reading and not self.store.in_state("queued", limit=1)
 
     def _claim(self) -> bool:
         if self._bundle() is None:
             return False  # no model yet: leave frames queued rather than holding them
-        size = self.settings.batch.size
+        size = self.settings.batch.tiles
         room = self.settings.watch.queue_max - self.held
-        if self._inline:  # prepared now, in this thread: only what the next batch needs
+        if self._inline:  # read now, in this thread: only what the next batch needs
             room = min(room, size - len(self._ready))
         if room <= 0 or len(self._ready) >= 2 * size:
             return False
         records = self.store.claim(room, self._clock())
         for record in records:
-            future = self._pool.submit(prepare_safely, record, self.settings)
+            future = self._pool.submit(read_safely, record, self.settings)
             future.add_done_callback(lambda _: self._wake.set())
-            self._preparing.append(future)
+            self._reading.append(future)
         return bool(records)
 
     def _collect(self) -> bool:
         worked = False
-        while self._preparing and self._preparing[0].done():
-            result = self._preparing.popleft().result()
+        while self._reading and self._reading[0].done():
+            result = self._reading.popleft().result()
             worked = True
             if isinstance(result, Rejected):
                 self._reject(result)
@@ -276,20 +310,24 @@ class Processor:
         log.warning("rejected %s", rejected.detail)
 
     def _run_batch(self, bundle: Bundle) -> None:
-        batch = [self._ready.popleft() for _ in range(min(self.settings.batch.size, len(self._ready)))]
+        batch = [self._ready.popleft() for _ in range(min(self.settings.batch.tiles, len(self._ready)))]
         try:
             described = bundle.describe([piece.pixels for _, piece in batch], self.settings.retrieval.k)
         except Exception as exc:  # the model failed on this batch: fail its frames, keep running
             log.exception("captioning a batch of %d tiles failed", len(batch))
-            self._fail_frames({flight.prepared.record.key for flight, _ in batch}, f"captioning failed: {exc}")
+            self._fail_frames({flight.tiled.record.key for flight, _ in batch}, f"captioning failed: {exc}")
             return
-        # Every interferogram the batch completes is stored in one commit (each in its own
-        # savepoint, so one refused transition does not undo the others).
+        completed = []
+        for (flight, piece), found in zip(batch, described, strict=True):
+            flight.described[piece.index] = found
+            if len(flight.described) == len(flight.tiled.tiles):
+                completed.append(self._complete(flight, bundle.version.name))
+        # Alert reports are rendered above, before the write lock is taken; every interferogram
+        # the batch completes is then stored in one commit (each in its own savepoint, so one
+        # refused transition does not undo the others).
         with self.store.transaction():
-            for (flight, piece), found in zip(batch, described, strict=True):
-                flight.described[piece.index] = found
-                if len(flight.described) == len(flight.prepared.tiles):
-                    self._finish(flight, bundle.version.name)
+            for done in completed:
+                self._store(done)
 
     def _fail_frames(self, keys: set[str], error: str) -> None:
         now = self._clock()
@@ -301,22 +339,28 @@ class Processor:
                 log.warning("%s", exc)
                 continue
             log.error("%s %s: %s", key, state, error)
-        self._ready = deque(item for item in self._ready if item[0].prepared.record.key not in keys)
+        self._ready = deque(item for item in self._ready if item[0].tiled.record.key not in keys)
 
-    def _finish(self, flight: _InFlight, model_version: str) -> None:
-        prepared = flight.prepared
-        key = prepared.record.key
+    def _complete(self, flight: _InFlight, model_version: str) -> _Completed:
+        """Decisions, alert and rendered outbox payload of a fully described interferogram."""
+        tiled = flight.tiled
+        key = tiled.record.key
         del self._in_flight[key]
         now = self._clock()
-        described = [flight.described[piece.index] for piece in prepared.tiles]
-        outcome = conclude(prepared, described, self.settings, model_version, now)
-        record, targets = None, ()
-        if outcome.alert is not None:
-            payload, targets = notify.alert_outbox(outcome.alert, self.settings)
-            record = AlertRecord(outcome.alert.key, key, outcome.alert.decision.level,
-                                 outcome.alert.decision.severity, model_version, payload, now)
+        described = [flight.described[piece.index] for piece in tiled.tiles]
+        outcome = conclude(tiled, described, self.settings, model_version, now)
+        if outcome.alert is None:
+            return _Completed(key, model_version, outcome, now, None, ())
+        payload, targets = notify.alert_outbox(outcome.alert, self.settings)
+        record = AlertRecord(outcome.alert.key, key, outcome.alert.decision.level,
+                             outcome.alert.decision.severity, model_version, payload, now)
+        return _Completed(key, model_version, outcome, now, record, tuple(targets))
+
+    def _store(self, done: _Completed) -> None:
+        key, outcome = done.key, done.outcome
         try:
-            enqueued = self.store.complete(key, outcome.tiles, model_version, outcome.level, now, record, targets)
+            enqueued = self.store.complete(key, outcome.tiles, done.model_version, outcome.level, done.now,
+                                           done.alert_record, done.targets)
         except StaleTransition as exc:
             log.warning("%s (released during shutdown; it will be redone)", exc)
             return
@@ -333,7 +377,7 @@ class Processor:
         One still being finished by a hung batch is then refused by the store's guarded
         transition instead of being stored twice.
         """
-        for future in self._preparing:
+        for future in self._reading:
             future.cancel()
         released = []
         for record in self.store.in_state("processing"):
@@ -342,7 +386,7 @@ class Processor:
             except StaleTransition:
                 continue
             released.append(record.key)
-        self._preparing.clear()
+        self._reading.clear()
         self._ready.clear()
         self._in_flight.clear()
         self._oldest_ready = None

@@ -292,6 +292,13 @@ class Store:
                 f"version {SCHEMA_VERSION} (start the daemon of this version once to migrate it)"
             )
 
+    @classmethod
+    def open_readonly(cls, path: Path) -> Store:
+        """A read-only snapshot of the database at ``path``, safe beside a running daemon; with
+        no database there yet, an empty one in memory (the schema, no rows), so readers need
+        no special case and nothing is created on disk."""
+        return cls(path, readonly=True) if Path(path).exists() else cls(Path(":memory:"))
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -719,11 +726,3 @@ class Store:
             FrameActivity(frame=frame, **{**values, "alert_keys": tuple(values["alert_keys"])})
             for frame, values in sorted(per_frame.items(), key=lambda item: item[0] or "")
         ]
-
-
-def read_status(state_db: Path, now: datetime) -> dict[str, Any]:
-    """The status summary, read without disturbing a running daemon; all zeros (and
-    nothing created on disk) when there is no database yet."""
-    # An in-memory database has the schema and no rows: the same summary code gives the zeros.
-    with Store(state_db if state_db.exists() else Path(":memory:"), readonly=state_db.exists()) as store:
-        return store.status_summary(now)

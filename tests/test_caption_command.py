@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from insarwatch.cli import app
 
-ENV = {"INSARWATCH_CAPTIONING__MAX_NEW_TOKENS": "8", "INSARWATCH_CAPTIONING__BATCH_SIZE": "2",
+ENV = {"INSARWATCH_CAPTIONING__MAX_NEW_TOKENS": "8", "INSARWATCH_CAPTIONING__TILES_PER_CALL": "2",
        "INSARWATCH_CAPTIONING__DEVICE": "cpu", "INSARWATCH_CONFIG": "/dev/null"}
 
 

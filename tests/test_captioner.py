@@ -15,7 +15,7 @@ from insarwatch.captioner import Captioner
 from insarwatch.config import CaptioningSettings
 from insarwatch.errors import InputError
 
-FAST = CaptioningSettings(max_new_tokens=10, batch_size=4)
+FAST = CaptioningSettings(max_new_tokens=10, tiles_per_call=4)
 
 
 @pytest.fixture(scope="module")

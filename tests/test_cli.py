@@ -42,7 +42,7 @@ def test_config_goes_before_or_after_the_command(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("[batch]\nsize = 'many'\n", "key 'batch.size'"),
+    ("[batch]\ntiles = 'many'\n", "key 'batch.tiles'"),
     ("[watch]\nsettle = 3\n", "key 'watch.settle': unknown key"),
     ("var_dir = [\n", "not valid TOML"),
 ])
@@ -64,8 +64,42 @@ def test_missing_named_config_is_bad_input(tmp_path: Path) -> None:
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     config = tmp_path / "insarwatch.toml"
     config.write_text(f'var_dir = "{tmp_path / "file-var"}"\n', encoding="utf-8")
-    env = {"INSARWATCH_VAR_DIR": str(tmp_path / "env-var"), "INSARWATCH_BATCH__SIZE": "3"}
+    env = {"INSARWATCH_VAR_DIR": str(tmp_path / "env-var"), "INSARWATCH_BATCH__TILES": "3"}
     from insarwatch.config import load_settings
 
     settings = load_settings(config, environ=env)
-    assert settings.var_dir == tmp_path / "env-var" and settings.batch.size == 3
+    assert settings.var_dir == tmp_path / "env-var" and settings.batch.tiles == 3
+
+
+def test_renamed_keys_keep_working_with_one_deprecation_line_each(tmp_path: Path, caplog) -> None:
+    from insarwatch.config import RENAMED, load_settings
+
+    config = tmp_path / "insarwatch.toml"
+    config.write_text("[batch]\nsize = 5\nprepare_workers = 1\n[captioning]\nbatch_size = 3\npreprocess_workers = 4\n",
+                      encoding="utf-8")
+    with caplog.at_level("WARNING", logger="insarwatch.config"):
+        settings = load_settings(config, environ={})
+    assert (settings.batch.tiles, settings.batch.reader_threads) == (5, 1)
+    assert (settings.captioning.tiles_per_call, settings.captioning.resize_threads) == (3, 4)
+    lines = [record.getMessage() for record in caplog.records]
+    assert sorted(lines) == sorted(f"{config}: setting '{old}' is deprecated, use '{new}'"
+                                   for old, new in RENAMED.items())
+
+
+def test_an_old_key_from_the_environment_is_renamed_too(caplog) -> None:
+    from insarwatch.config import load_settings
+
+    with caplog.at_level("WARNING", logger="insarwatch.config"):
+        settings = load_settings(environ={"INSARWATCH_CONFIG": "/dev/null", "INSARWATCH_BATCH__SIZE": "7"})
+    assert settings.batch.tiles == 7
+    assert [record.getMessage() for record in caplog.records] == [
+        "/dev/null: setting 'batch.size' is deprecated, use 'batch.tiles'"]
+
+
+def test_an_old_and_a_new_name_of_one_key_is_one_line_naming_both(tmp_path: Path) -> None:
+    config = tmp_path / "insarwatch.toml"
+    config.write_text("[batch]\nsize = 5\ntiles = 6\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["status", "--config", str(config)])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line == f"error: {config}: key 'batch.size' is the old name of 'batch.tiles': give only 'batch.tiles'"

@@ -35,9 +35,9 @@ TERMINAL = {"done", "rejected", "quarantined"}
 INSARWATCH = str(Path(sys.executable).with_name("insarwatch"))
 
 
-def write_config(path: Path, var_dir: Path, drop_dir: Path, prepare_workers: int = 0, **watch: float) -> Path:
-    """``prepare_workers`` 0 is the CPU default (frames prepared between batches); more
-    exercises the threads a GPU host prepares in."""
+def write_config(path: Path, var_dir: Path, drop_dir: Path, reader_threads: int = 0, **watch: float) -> Path:
+    """``reader_threads`` 0 is the CPU default (frames read between batches); more
+    exercises the threads a GPU host reads in."""
     settle = watch.get("settle_seconds", 0.6)
     rescan = watch.get("rescan_interval_seconds", 3600)
     # review_vote 0: the untrained tiny model writes unrecognised text, and every such tile
@@ -50,9 +50,9 @@ settle_seconds = {settle}
 rescan_interval_seconds = {rescan}
 observer = "inotify"
 [batch]
-size = 4
+tiles = 4
 max_wait_seconds = 0.2
-prepare_workers = {prepare_workers}
+reader_threads = {reader_threads}
 [captioning]
 num_beams = 2
 max_new_tokens = 12
@@ -164,7 +164,7 @@ def test_watch_survives_sigkill_and_processes_each_frame_once(
 ) -> None:
     drop = tmp_path / "drop"
     drop.mkdir()
-    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop, prepare_workers=2)
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop, reader_threads=2)
 
     daemon = start(config, notify_socket)
     try:

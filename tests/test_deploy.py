@@ -69,9 +69,9 @@ def test_example_config_lists_every_key_with_its_default() -> None:
 def test_the_key_check_notices_a_missing_key_and_a_wrong_default() -> None:
     values = _uncommented()
     del values["watch"]["settle_seconds"]
-    values["batch"]["size"] = 99
+    values["batch"]["tiles"] = 99
     assert _missing_or_wrong(Settings.model_validate(values), values) == [
-        "watch.settle_seconds: missing", "batch.size: shows 99, default is 16"]
+        "watch.settle_seconds: missing", "batch.tiles: shows 99, default is 16"]
 
 
 # -- install.sh --------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_install_into_a_root_then_again_changes_nothing(tmp_path: Path) -> None:
     assert (root / "etc/systemd/system/timers.target.wants/insarwatch-train.timer").is_symlink()
 
     site_config = root / "etc/insarwatch/insarwatch.toml"
-    site_config.write_text('drop_dir = "/data/licsar"\n[batch]\nsize = 4\n')
+    site_config.write_text('drop_dir = "/data/licsar"\n[batch]\ntiles = 4\n')
     installed = _tree(root)
     again = _install(root, "--skip-venv", "--drop-dir", "/data/licsar")
     assert again.returncode == 0, again.stdout + again.stderr

@@ -15,7 +15,7 @@ import pytest
 
 from insarwatch.config import BatchSettings, CaptioningSettings, Settings
 from insarwatch.intake import Intake
-from insarwatch.pipeline import InlineExecutor, Processor, prepare_workers
+from insarwatch.pipeline import InlineExecutor, Processor, reader_threads
 from insarwatch.registry import ModelStore, load_bundle
 from insarwatch.store import Store
 from insarwatch.synthetic.drop import write_drop
@@ -25,9 +25,9 @@ NOW = datetime(2026, 11, 24, tzinfo=timezone.utc)
 
 def test_frames_are_prepared_between_batches_on_a_cpu_and_in_threads_beside_a_gpu(tmp_path: Path) -> None:
     def workers(device: str, configured: int | None = None) -> int:
-        return prepare_workers(Settings(var_dir=tmp_path, drop_dir=tmp_path,
+        return reader_threads(Settings(var_dir=tmp_path, drop_dir=tmp_path,
                                         captioning=CaptioningSettings(device=device),
-                                        batch=BatchSettings(prepare_workers=configured)))
+                                        batch=BatchSettings(reader_threads=configured)))
 
     assert workers("cpu") == 0
     assert workers("cuda") == 2
@@ -47,7 +47,7 @@ def test_claims_follow_the_preparation_lane(tmp_path: Path, tiny_var_dir: Path, 
     drop = tmp_path / "drop"
     write_drop(drop, frames=6, seed=3, size=(224, 224), pairs=2)  # twelve single-tile interferograms
     settings = Settings(var_dir=tiny_var_dir, drop_dir=drop,
-                        batch=BatchSettings(size=4, max_wait_seconds=0, prepare_workers=workers),
+                        batch=BatchSettings(tiles=4, max_wait_seconds=0, reader_threads=workers),
                         captioning=CaptioningSettings(num_beams=1, max_new_tokens=4))
     bundle = load_bundle(ModelStore(settings.models_dir).current(), settings, require_index=True)
     with Store(settings.state_db) as store:

@@ -15,7 +15,7 @@ from insarwatch.registry import ModelStore, ModelVersion, load_bundle
 from insarwatch.retrieval import INDEX_FILE
 
 T0 = datetime(2026, 11, 23, 22, 15, 0, tzinfo=timezone.utc)
-SETTINGS = Settings(captioning={"max_new_tokens": 8, "batch_size": 4})
+SETTINGS = Settings(captioning={"max_new_tokens": 8, "tiles_per_call": 4})
 
 
 class Clock:

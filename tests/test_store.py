@@ -322,6 +322,21 @@ def test_reader_sees_a_snapshot_while_the_writer_holds_a_transaction(tmp_path: P
                 reader.discover("x", "x", FRAME, date(2026, 1, 1), date(2026, 1, 7), T0)
 
 
+def test_open_readonly_reads_a_snapshot_or_an_empty_schema_without_creating_anything(tmp_path: Path) -> None:
+    absent = tmp_path / "var" / "state.db"
+    with Store.open_readonly(absent) as empty:
+        assert set(empty.counts().values()) == {0}
+        assert empty.status_summary(T0)["last_processed"] is None
+    assert not absent.parent.exists()
+    path = tmp_path / "state.db"
+    with Store(path) as writer:
+        _queued(writer, 1, 2)
+    with Store.open_readonly(path) as reader:
+        assert reader.counts()["queued"] == 2
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.discover("x", "x", FRAME, date(2026, 1, 1), date(2026, 1, 7), T0)
+
+
 def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with Store(path) as store, Store(path, readonly=True) as other:

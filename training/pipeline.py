@@ -91,7 +91,7 @@ def build_index(
     """The retrieval index of ``samples`` as ``captioner``'s vision encoder sees them."""
     task = progress.add_task("indexing", total=len(samples))
     embeddings = []
-    size = settings.captioning.batch_size
+    size = settings.captioning.tiles_per_call
     for start in range(0, len(samples), size):
         chunk = samples[start:start + size]
         embeddings.append(captioner.embed(load_images(chunk)))

@@ -39,7 +39,7 @@ from insarwatch.config import TriageSettings
 from insarwatch.demo import demo_settings, ensure_model
 from insarwatch.findings import parse_caption
 from insarwatch.imaging import decode_png, tile, to_rgb
-from insarwatch.registry import load_bundle
+from insarwatch.describe import load_bundle
 from insarwatch.synth import write_drop
 
 

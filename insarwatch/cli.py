@@ -390,7 +390,8 @@ def caption(
 
     from .errors import InputError
     from .imaging import decode_png, tile, to_rgb
-    from .registry import ModelStore, load_bundle
+    from .describe import load_bundle
+    from .registry import ModelStore
 
     settings = settings_of(ctx)
     bundle = load_bundle(ModelStore(settings.models_dir).resolve(model), settings)

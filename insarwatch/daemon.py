@@ -30,7 +30,8 @@ from .config import Settings, load_settings
 from .errors import InsarwatchError
 from .intake import Intake, make_observer, utcnow
 from .pipeline import Processor
-from .registry import Bundle, ModelStore, load_bundle
+from .describe import Bundle, load_bundle
+from .registry import ModelStore
 from .store import Store
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from .errors import InputError
 from .findings import parse_caption
 from .imaging import QualityCheck, Tile, check_quality, decode_png, tile, to_rgb
 from .licsar import Interferogram, interferogram_from_path
-from .registry import Bundle, Described
+from .describe import Bundle, Described
 from .store import AlertRecord, InterferogramRecord, StaleTransition, Store, TileResult
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ import pytest
 from insarwatch.config import BatchSettings, CaptioningSettings, Settings
 from insarwatch.intake import Intake
 from insarwatch.pipeline import InlineExecutor, Processor, prepare_workers
-from insarwatch.registry import ModelStore, load_bundle
+from insarwatch.describe import load_bundle
+from insarwatch.registry import ModelStore
 from insarwatch.store import Store
 from insarwatch.synth import write_drop
 

@@ -30,7 +30,8 @@ from transformers.utils import logging as hf_logging
 from insarwatch.captioner import Captioner, pick_device
 from insarwatch.config import CaptioningSettings, Settings
 from insarwatch.errors import InputError, InsarwatchError
-from insarwatch.registry import Bundle, ModelStore, ModelVersion, load_bundle
+from insarwatch.describe import Bundle, load_bundle
+from insarwatch.registry import ModelStore, ModelVersion
 from insarwatch.retrieval import IndexRecord, RetrievalIndex
 
 from .dataset import Dataset, Sample, load_dataset, load_images

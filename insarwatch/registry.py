@@ -20,35 +20,70 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import InputError, InsarwatchError
 
 CURRENT = "current"
 STAGING_PREFIX = ".staging-"
 VERSION_FORMAT = "%Y%m%dT%H%M%SZ"
-CAPTIONER_DIR = "captioner"
-METRICS_FILE = "metrics.json"
 
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """A model directory: a registered version, or any directory given by path."""
+    """A model directory: a registered version, or any directory given by path.
+
+    The one place the files inside a version are named; the runtime, training, the
+    benchmarks and the tests build their paths through it.
+    """
 
     name: str
     path: Path
 
+    CAPTIONER_DIR: ClassVar[str] = "captioner"
+    INDEX_FILE: ClassVar[str] = "index.faiss"
+    RECORDS_FILE: ClassVar[str] = "index.jsonl"
+    METRICS_FILE: ClassVar[str] = "metrics.json"
+    PREDICTIONS_FILE: ClassVar[str] = "predictions.jsonl"
+    TRAIN_CONFIG_FILE: ClassVar[str] = "train_config.json"
+
+    @classmethod
+    def at(cls, path: str | Path) -> ModelVersion:
+        """The directory ``path`` read as a version named after it (staged or unregistered)."""
+        return cls(Path(path).name, Path(path))
+
     @property
     def captioner_dir(self) -> Path:
         """``captioner/`` inside a version; the directory itself for a bare save_pretrained dir."""
-        nested = self.path / CAPTIONER_DIR
+        nested = self.path / self.CAPTIONER_DIR
         if not nested.exists() and (self.path / "config.json").is_file():
             return self.path
         return nested
 
+    @property
+    def index_file(self) -> Path:
+        return self.path / self.INDEX_FILE
+
+    @property
+    def records_file(self) -> Path:
+        """``index.jsonl``: line *i* describes vector *i* of ``index_file``."""
+        return self.path / self.RECORDS_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / self.METRICS_FILE
+
+    @property
+    def predictions_file(self) -> Path:
+        return self.path / self.PREDICTIONS_FILE
+
+    @property
+    def train_config_file(self) -> Path:
+        return self.path / self.TRAIN_CONFIG_FILE
+
     def metrics(self) -> dict[str, Any]:
         """The evaluation metrics saved with the version; empty when there are none."""
-        path = self.path / METRICS_FILE
+        path = self.metrics_file
         if not path.is_file():
             return {}
         try:
@@ -128,8 +163,8 @@ class ModelStore:
     def register(self, staged: Path, make_current: bool) -> ModelVersion:
         """Move ``staged`` into place under a new version name; optionally make it current."""
         self._check_staged(staged)
-        if not (staged / CAPTIONER_DIR).is_dir():
-            raise InputError(staged, f"staged version has no {CAPTIONER_DIR}/ directory")
+        if not (staged / ModelVersion.CAPTIONER_DIR).is_dir():
+            raise InputError(staged, f"staged version has no {ModelVersion.CAPTIONER_DIR}/ directory")
         version = self._reserve_name()
         # Renaming onto the reserved empty directory replaces it atomically (POSIX rename).
         os.rename(staged, version.path)

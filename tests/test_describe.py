@@ -11,7 +11,6 @@ from insarwatch.config import Settings
 from insarwatch.describe import load_bundle
 from insarwatch.errors import InputError
 from insarwatch.registry import ModelStore, ModelVersion
-from insarwatch.retrieval import INDEX_FILE
 
 SETTINGS = Settings(captioning={"max_new_tokens": 8, "batch_size": 4})
 
@@ -41,7 +40,7 @@ def test_load_bundle_refuses_an_index_built_by_another_model(store, tiny_blip_di
     version = store.register(tiny_version_stager(store, tiny_blip_dir, index_dim=48), make_current=True)
     with pytest.raises(InputError) as error:
         load_bundle(version, SETTINGS)
-    assert error.value.path == str(version.path / INDEX_FILE) and "another model" in error.value.reason
+    assert error.value.path == str(version.index_file) and "another model" in error.value.reason
 
 
 def test_load_bundle_of_a_bare_captioner_has_no_index_unless_required(tiny_blip_dir) -> None:

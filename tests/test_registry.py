@@ -61,7 +61,7 @@ def test_versions_registered_in_the_same_second_get_distinct_ordered_names(store
     names = []
     for _ in range(11):
         staged = store.stage()
-        (staged / "captioner").mkdir()
+        (staged / ModelVersion.CAPTIONER_DIR).mkdir()
         names.append(store.register(staged, make_current=False).name)
     assert names[:3] == ["20261123T221500Z", "20261123T221500Z-2", "20261123T221500Z-3"]
     assert [v.name for v in store.versions()] == names  # -10 sorts after -9
@@ -113,8 +113,8 @@ def test_discard_removes_a_staged_version(store) -> None:
 
 
 def test_corrupt_metrics_are_an_input_error(tmp_path) -> None:
-    (tmp_path / "metrics.json").write_text("{not json", encoding="utf-8")
+    ModelVersion.at(tmp_path).metrics_file.write_text("{not json", encoding="utf-8")
     with pytest.raises(InputError) as error:
         ModelVersion("v", tmp_path).metrics()
-    assert error.value.path == str(tmp_path / "metrics.json")
+    assert error.value.path == str(tmp_path / ModelVersion.METRICS_FILE)
     assert ModelVersion("v", tmp_path / "absent").metrics() == {}

@@ -41,9 +41,6 @@ from .metrics import Prediction, metrics_from_predictions, write_predictions
 
 log = logging.getLogger(__name__)
 
-CAPTIONER_DIR = "captioner"
-
-
 class TrainingInterrupted(InsarwatchError):
     """Ctrl-C stopped the run; ``checkpoint`` (if any) holds the best epoch so far."""
 
@@ -219,7 +216,7 @@ def train(
         torch.set_num_threads(settings.captioning.cpu_threads)
     store = ModelStore(settings.models_dir)
     staged = store.stage()
-    checkpoint = staged / CAPTIONER_DIR
+    checkpoint = staged / ModelVersion.CAPTIONER_DIR
     try:
         result = fit(
             model, processor, train_split, val_split, recipe,
@@ -251,18 +248,19 @@ def _finish(
     progress: Progress,
     only_if_better: bool,
 ) -> TrainOutcome:
-    _write_json(staged / "train_config.json", _train_config(preset, dataset, base, result, settings.captioning))
+    layout = ModelVersion.at(staged)
+    _write_json(layout.train_config_file, _train_config(preset, dataset, base, result, settings.captioning))
     settings = evaluation_settings(settings)
     try:
         # The checkpoint is loaded back as the service will load it, so evaluation also proves it loads.
-        captioner = Captioner.load(staged / CAPTIONER_DIR, settings.captioning)
+        captioner = Captioner.load(layout.captioner_dir, settings.captioning)
         index = build_index(captioner, dataset.split("train"), settings, progress)
         index.save(staged)
-        evaluation = evaluate_on(Bundle(ModelVersion(staged.name, staged), captioner, index), dataset, progress)
+        evaluation = evaluate_on(Bundle(layout, captioner, index), dataset, progress)
     except InsarwatchError as exc:
         raise EvaluationFailed(exc, store.register(staged, make_current=False)) from exc
-    write_predictions(evaluation.predictions, staged / "predictions.jsonl")
-    _write_json(staged / "metrics.json", evaluation.metrics)
+    write_predictions(evaluation.predictions, layout.predictions_file)
+    _write_json(layout.metrics_file, evaluation.metrics)
     if result.interrupted:
         make_current, reason = False, "training was interrupted"
     else:

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import imaging, licsar
 from .config import ImagingSettings
-from .errors import InputError
+from .errors import InputError, one_line
 
 SEED = 17
 TEST_FRACTION = 0.1
@@ -147,15 +147,7 @@ def load_annotation(path: Path) -> Annotation:
     try:
         return Annotation.model_validate(data)
     except ValidationError as exc:
-        raise InputError(path, _one_line(exc)) from None
-
-
-def _one_line(error: ValidationError) -> str:
-    first = error.errors()[0]
-    name = ".".join(str(part) for part in first["loc"])
-    message = "missing field" if first["type"] == "missing" else first["msg"]
-    more = len(error.errors()) - 1
-    return f"field '{name}': {message}" + (f" (and {more} more problems)" if more else "")
+        raise InputError(path, one_line(exc, "field", missing="missing field")) from None
 
 
 # --------------------------------------------------------------------------- selection

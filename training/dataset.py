@@ -19,7 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from insarwatch.errors import InputError
+from insarwatch.errors import InputError, one_line
 
 MANIFEST = "manifest.jsonl"
 Split = Literal["train", "val", "test"]
@@ -56,11 +56,7 @@ def _parse_line(line: str, where: str) -> Sample:
     try:
         return Sample.model_validate_json(line)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        if first["type"] == "json_invalid":
-            raise InputError(where, f"not valid JSON: {first['msg']}") from None
-        field = ".".join(str(part) for part in first["loc"]) or "(line)"
-        raise InputError(where, f"field '{field}': {first['msg']}") from None
+        raise InputError(where, one_line(exc, "field")) from None
 
 
 def load_dataset(root: Path) -> Dataset:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import imaging, licsar
+from . import files, imaging, licsar
 from .config import ImagingSettings
 from .errors import InputError, one_line
 
@@ -312,17 +310,6 @@ def manifest_record(annotation: Annotation, image: str, split_name: str) -> dict
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def prepare(
     root: Path,
     out: Path,
@@ -369,7 +356,7 @@ def prepare(
         lines.append(json.dumps(manifest_record(annotation, relative, split_name)))
         written[split_name] += 1
     manifest = out / "manifest.jsonl"
-    _write_atomic(manifest, "".join(line + "\n" for line in lines))
+    files.write_text(manifest, "".join(line + "\n" for line in lines))
     return PrepareReport(
         root=root,
         manifest=manifest,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from . import files
 from .config import RetrievalSettings
 from .errors import InputError, InsarwatchError
 from .registry import ModelVersion
@@ -152,14 +152,11 @@ class RetrievalIndex:
         """Write ``index.faiss`` and ``index.jsonl`` into ``directory`` (each atomically)."""
         version = ModelVersion.at(directory)
         version.path.mkdir(parents=True, exist_ok=True)
-        index_tmp = version.path / f".{ModelVersion.INDEX_FILE}.tmp"
-        faiss.write_index(self._cpu, str(index_tmp))
-        records_tmp = version.path / f".{ModelVersion.RECORDS_FILE}.tmp"
-        with records_tmp.open("w", encoding="utf-8") as out:
-            for record in self.records:
-                out.write(record.to_json() + "\n")
-        os.replace(index_tmp, version.index_file)
-        os.replace(records_tmp, version.records_file)
+        with files.replacing(version.index_file) as index_tmp, files.replacing(version.records_file) as records_tmp:
+            faiss.write_index(self._cpu, str(index_tmp))
+            with records_tmp.open("w", encoding="utf-8") as out:
+                for record in self.records:
+                    out.write(record.to_json() + "\n")
 
     @staticmethod
     def exists(directory: str | Path) -> bool:

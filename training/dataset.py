@@ -9,7 +9,6 @@ dataset never has to fit in memory.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path

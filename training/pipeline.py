@@ -27,6 +27,7 @@ import transformers
 from rich.progress import Progress
 from transformers.utils import logging as hf_logging
 
+from insarwatch import files
 from insarwatch.captioner import Captioner, pick_device
 from insarwatch.config import CaptioningSettings, Settings
 from insarwatch.errors import InputError, InsarwatchError
@@ -151,7 +152,7 @@ def evaluate(model: str, data: Path, settings: Settings, progress: Progress) -> 
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    files.write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def _train_config(

@@ -27,10 +27,10 @@ from watchdog.observers.api import BaseObserver
 
 from . import notify
 from .config import Settings, load_settings
+from .describe import Bundle, load_bundle
 from .errors import InsarwatchError
 from .intake import Intake, make_observer, utcnow
 from .pipeline import Processor
-from .describe import Bundle, load_bundle
 from .registry import ModelStore
 from .store import Store
 

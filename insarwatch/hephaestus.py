@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import Image
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import files, imaging, licsar
 from .config import ImagingSettings
 from .errors import InputError, one_line
+from .manifest import MANIFEST, Sample, Split
 
 SEED = 17
 TEST_FRACTION = 0.1
@@ -66,7 +67,7 @@ class Annotation(BaseModel):
     phase: Literal["Rest", "Unrest", "Rebound"] | None
     confidence: float | str | None
     segmentation_mask: list[list[float]]
-    caption: str
+    caption: str = Field(min_length=1)  # a manifest line needs one (manifest.Sample)
 
     @field_validator("primary_date", "secondary_date")
     @classmethod
@@ -297,17 +298,17 @@ def class_name(deformation: bool) -> str:
     return "deforming" if deformation else "non_deforming"
 
 
-def manifest_record(annotation: Annotation, image: str, split_name: str) -> dict[str, Any]:
-    """One manifest line, exactly the fields ``insarwatch train`` reads."""
-    return {
-        "id": annotation.uniqueID,
-        "image": image,
-        "caption": annotation.caption,
-        "deformation": annotation.deformation,
-        "activity_type": list(annotation.activity_type),
-        "intensity": list(annotation.intensity_level),
-        "split": split_name,
-    }
+def manifest_record(annotation: Annotation, image: str, split_name: Split) -> Sample:
+    """The manifest line ``insarwatch train`` reads for one curated annotation."""
+    return Sample(
+        id=str(annotation.uniqueID),
+        image=Path(image),
+        caption=annotation.caption,
+        deformation=annotation.deformation,
+        activity_type=annotation.activity_type,
+        intensity=annotation.intensity_level,
+        split=split_name,
+    )
 
 
 def prepare(
@@ -353,9 +354,9 @@ def prepare(
             continue
         Image.fromarray(rgb).save(out / relative, format="PNG")
         split_name = assignment[annotation.uniqueID]
-        lines.append(json.dumps(manifest_record(annotation, relative, split_name)))
+        lines.append(manifest_record(annotation, relative, split_name).to_line())
         written[split_name] += 1
-    manifest = out / "manifest.jsonl"
+    manifest = out / MANIFEST
     files.write_text(manifest, "".join(line + "\n" for line in lines))
     return PrepareReport(
         root=root,

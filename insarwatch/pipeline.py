@@ -25,11 +25,11 @@ from typing import Any
 from . import notify
 from .alerts import Alert, alert_key, decide_interferogram, decide_tile
 from .config import Settings
+from .describe import Bundle, Described
 from .errors import InputError
 from .findings import parse_caption
 from .imaging import QualityCheck, Tile, check_quality, decode_png, tile, to_rgb
 from .licsar import Interferogram, interferogram_from_path
-from .describe import Bundle, Described
 from .store import AlertRecord, InterferogramRecord, StaleTransition, Store, TileResult
 
 log = logging.getLogger(__name__)

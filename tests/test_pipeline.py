@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from insarwatch.config import BatchSettings, CaptioningSettings, Settings
+from insarwatch.describe import load_bundle
 from insarwatch.intake import Intake
 from insarwatch.pipeline import InlineExecutor, Processor, prepare_workers
-from insarwatch.describe import load_bundle
 from insarwatch.registry import ModelStore
 from insarwatch.store import Store
 from insarwatch.synth import write_drop

@@ -30,12 +30,13 @@ from transformers.utils import logging as hf_logging
 from insarwatch import files
 from insarwatch.captioner import Captioner, pick_device
 from insarwatch.config import CaptioningSettings, Settings
-from insarwatch.errors import InputError, InsarwatchError
 from insarwatch.describe import Bundle, load_bundle
+from insarwatch.errors import InputError, InsarwatchError
+from insarwatch.manifest import Sample
 from insarwatch.registry import ModelStore, ModelVersion
 from insarwatch.retrieval import IndexRecord, RetrievalIndex
 
-from .dataset import Dataset, Sample, load_dataset, load_images
+from .dataset import Dataset, load_dataset, load_images
 from .factory import Preset, create_from_scratch, load_pretrained
 from .loop import FitResult, fit
 from .metrics import Prediction, metrics_from_predictions, write_predictions

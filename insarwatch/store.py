@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
+from .alerts import Level
 from .errors import InsarwatchError
 
 BUSY_TIMEOUT_MS = 10_000
@@ -34,7 +35,6 @@ MessageKind = Literal["alert", "digest"]
 DeliveryStatus = Literal["pending", "delivered", "given_up"]
 State = Literal["discovered", "queued", "processing", "done", "rejected", "failed", "quarantined"]
 STATES: tuple[State, ...] = ("discovered", "queued", "processing", "done", "rejected", "failed", "quarantined")
-Level = Literal["alert", "review", "quiet"]
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (

@@ -115,16 +115,7 @@ def conclude(prepared: Prepared, described: Sequence[Described], settings: Setti
         decision = decide_tile(piece.index, piece.box, found.caption.text, finding, found.neighbours,
                                settings.alerts)
         decisions.append(decision)
-        document = decision.to_dict()
-        results.append(TileResult(
-            tile_index=piece.index,
-            box=piece.box,
-            caption=found.caption.text,
-            finding=document["finding"],
-            neighbours=document["neighbours"],
-            decision={"level": decision.level, "severity": decision.severity, "reasons": decision.reasons,
-                      "retrieved": found.caption.retrieved},
-        ))
+        results.append(TileResult.from_document(decision.to_dict(), found.caption.retrieved))
     decision = decide_interferogram(decisions)
     alert = None
     if decision.level != "quiet":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -175,6 +175,20 @@ class TileResult:
     finding: dict[str, Any]
     neighbours: list[dict[str, Any]]
     decision: dict[str, Any]
+
+    @classmethod
+    def from_document(cls, tile: Mapping[str, Any], retrieved: bool) -> TileResult:
+        """The stored form of ``TileDecision.to_dict()``: its decision fields grouped under
+        ``decision``, with whether the caption was copied from a neighbour (triage)."""
+        return cls(
+            tile_index=tile["tile_index"],
+            box=tuple(tile["box"]),
+            caption=tile["caption"],
+            finding=tile["finding"],
+            neighbours=tile["neighbours"],
+            decision={"level": tile["level"], "severity": tile["severity"], "reasons": tile["reasons"],
+                      "retrieved": retrieved},
+        )
 
 
 @dataclass(frozen=True)

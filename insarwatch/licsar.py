@@ -22,7 +22,11 @@ FRAME_RE = re.compile(r"^(\d{3})([AD])_(\d{5})_(\d{6})$")
 PAIR_RE = re.compile(r"^(\d{8})_(\d{8})$")
 DIFF_SUFFIX = ".geo.diff.png"
 SIBLING_SUFFIXES = (".geo.cc.png", ".geo.cc.tif", ".geo.diff_pha.tif", ".geo.unw.tif", ".geo.unw.png")
-PRODUCT_SUFFIXES = (DIFF_SUFFIX, *SIBLING_SUFFIXES)
+
+
+def temporal_baseline_days(primary: date, secondary: date) -> int:
+    """Days between the two acquisitions of a pair (what reports show beside the dates)."""
+    return (secondary - primary).days
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class Interferogram:
 
     @property
     def temporal_baseline_days(self) -> int:
-        return (self.secondary - self.primary).days
+        return temporal_baseline_days(self.primary, self.secondary)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw, ImageFont
 from . import files
 from .config import Settings
 from .errors import InputError, InsarwatchError
+from .licsar import temporal_baseline_days
 
 if TYPE_CHECKING:
     from .alerts import Alert
@@ -194,7 +195,7 @@ def alert_document(alert: Alert) -> dict[str, Any]:
         "times": {
             "primary": jsonable(alert.primary),
             "secondary": jsonable(alert.secondary),
-            "temporal_baseline_days": (alert.secondary - alert.primary).days,
+            "temporal_baseline_days": temporal_baseline_days(alert.primary, alert.secondary),
             "received_at": jsonable(alert.received_at),
             "processed_at": jsonable(alert.processed_at),
         },

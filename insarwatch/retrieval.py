@@ -128,10 +128,6 @@ class RetrievalIndex:
         """``flat`` (exact), ``hnsw`` or ``ivf``."""
         return _kind_of(self._cpu)
 
-    @property
-    def on_gpu(self) -> bool:
-        return self._search_index is not self._cpu
-
     def __len__(self) -> int:
         return int(self._cpu.ntotal)
 

@@ -462,9 +462,6 @@ class Store:
                 (str(path), str(path), stamp, stamp, stamp, reason),
             ).rowcount)
 
-    def seen(self, key: str) -> bool:
-        return self._one("SELECT 1 FROM interferograms WHERE key = ?", (key,)) is not None
-
     def get(self, key: str) -> InterferogramRecord | None:
         row = self._one("SELECT * FROM interferograms WHERE key = ?", (key,))
         return None if row is None else _record(row)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import sacrebleu
 import torch
+from helpers import MICRO_PRESET
 from PIL import Image
 from rich.progress import Progress
 from rouge_score import rouge_scorer
@@ -35,21 +36,6 @@ LOCATIONS = ("top", "bottom", "left", "right")
 KINDS = ("mogi", "sill", "dyke")
 QUIET = "Turbulent mixing effect or wave-like patterns caused by liquid and solid particles of the atmosphere " \
         "can be detected around the area. No deformation activity can be detected."
-MICRO_PRESET = {
-    "name": "micro",
-    "description": "test-sized BLIP",
-    "model": {
-        "image_size": 32,
-        "vision": {"patch_size": 16, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                   "num_attention_heads": 2, "initializer_range": 0.02},
-        "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                 "max_position_embeddings": 64},
-        "vocab_size": 120,
-        "max_caption_tokens": 40,
-    },
-    "training": {"epochs": 2, "batch_size": 8, "learning_rate": 0.003, "warmup_ratio": 0.1,
-                 "val_max_new_tokens": 12, "seed": 3},
-}
 ENV = {"INSARWATCH_CAPTIONING__MAX_NEW_TOKENS": "12", "INSARWATCH_CAPTIONING__NUM_BEAMS": "2",
        "INSARWATCH_CAPTIONING__DEVICE": "cpu"}
 

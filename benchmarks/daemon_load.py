@@ -35,7 +35,7 @@ from rich.table import Table
 
 from insarwatch.captioner import Captioner
 from insarwatch.config import CaptioningSettings, RetrievalSettings
-from insarwatch.registry import ModelStore
+from insarwatch.registry import ModelStore, ModelVersion
 from insarwatch.retrieval import IndexRecord, RetrievalIndex
 from insarwatch.store import STATES, Store
 from insarwatch.synthetic.patches import write_dataset
@@ -66,9 +66,10 @@ def register_tiny_model(var_dir: Path, patches: list[Path], settings: Captioning
     model, processor = training.factory.create_from_scratch(preset.model, [QUIET] * 8)
     store = ModelStore(var_dir / "models")
     staged = store.stage()
-    model.save_pretrained(staged / "captioner", safe_serialization=True)
-    processor.save_pretrained(staged / "captioner")
-    captioner = Captioner.load(staged / "captioner", settings)
+    checkpoint = staged / ModelVersion.CAPTIONER_DIR
+    model.save_pretrained(checkpoint, safe_serialization=True)
+    processor.save_pretrained(checkpoint)
+    captioner = Captioner.load(checkpoint, settings)
     images = [np.asarray(Image.open(path).convert("RGB")) for path in patches]
     records = [IndexRecord(QUIET, False, (), (), path.stem) for path in patches]
     RetrievalIndex.build(captioner.embed(images), records, RetrievalSettings()).save(staged)

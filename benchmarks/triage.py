@@ -37,9 +37,10 @@ from insarwatch import console as iw_console
 from insarwatch.alerts import decide_tile
 from insarwatch.config import TriageSettings
 from insarwatch.demo import demo_settings, ensure_model
+from insarwatch.describe import load_bundle
 from insarwatch.findings import parse_caption
 from insarwatch.imaging import decode_png, tile, to_rgb
-from insarwatch.registry import load_bundle
+from insarwatch.manifest import MANIFEST
 from insarwatch.synthetic.drop import write_drop
 
 
@@ -52,7 +53,7 @@ def frame_tiles(drop: Path, settings) -> list[np.ndarray]:
 
 
 def patch_tiles(dataset: Path) -> list[np.ndarray]:
-    rows = [json.loads(line) for line in (dataset / "manifest.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (dataset / MANIFEST).read_text().splitlines()]
     return [np.asarray(Image.open(dataset / row["image"]).convert("RGB")) for row in rows
             if row["split"] in ("test", "val")]
 

@@ -52,6 +52,7 @@ class TileDecision:
     reasons: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
+        """The one JSON shape of a tile's decision: the alert report's tiles and the store's results."""
         return {
             "tile_index": self.tile_index,
             "box": list(self.box),
@@ -82,9 +83,6 @@ class Decision:
     severity: str | None
     tiles: tuple[TileDecision, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "severity": self.severity, "tiles": [tile.to_dict() for tile in self.tiles]}
-
 
 @dataclass(frozen=True)
 class Alert:
@@ -101,21 +99,6 @@ class Alert:
     received_at: datetime
     processed_at: datetime
     diff_png: Path
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "frame": str(self.frame),
-            "volcano": self.volcano,
-            "primary": self.primary.isoformat(),
-            "secondary": self.secondary.isoformat(),
-            "model_version": self.model_version,
-            **self.decision.to_dict(),
-            "quality": [check.to_dict() for check in self.quality],
-            "received_at": self.received_at.isoformat(),
-            "processed_at": self.processed_at.isoformat(),
-            "diff_png": str(self.diff_png),
-        }
 
 
 def _rank(intensity: str | None) -> int:

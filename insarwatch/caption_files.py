@@ -19,7 +19,7 @@ from .config import ImagingSettings
 from .errors import InputError
 from .imaging import Tile, tile
 from .pipeline import read_rgb
-from .registry import Bundle, Described
+from .describe import Bundle, Described
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 # What transformers raises for unreadable or inconsistent files; anything else is a bug.

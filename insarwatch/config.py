@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import InputError
+from .errors import InputError, one_line
 
 DEFAULT_CONFIG = Path("/etc/insarwatch/insarwatch.toml")
 ENV_PREFIX = "INSARWATCH_"
@@ -261,15 +261,6 @@ def _renamed(data: dict[str, Any], source: str) -> tuple[dict[str, Any], list[tu
     return data, found
 
 
-def _one_line(error: ValidationError) -> str:
-    first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-    more = len(error.errors()) - 1
-    suffix = f" (and {more} more)" if more else ""
-    return f"key '{key}': {message}{suffix}"
-
-
 def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
     """Read settings from ``path`` (or the default file) and the environment."""
     environ = dict(os.environ if environ is None else environ)
@@ -293,4 +284,4 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise InputError(source, _one_line(exc)) from None
+        raise InputError(source, one_line(exc, "key", extra="unknown key")) from None

@@ -27,10 +27,11 @@ from watchdog.observers.api import BaseObserver
 
 from . import notify
 from .config import Settings, load_settings
+from .describe import Bundle, load_bundle
 from .errors import InsarwatchError
 from .intake import Intake, make_observer, utcnow
 from .pipeline import Processor
-from .registry import Bundle, ModelStore, load_bundle
+from .registry import ModelStore
 from .store import Store
 
 log = logging.getLogger(__name__)

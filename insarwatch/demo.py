@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from .config import Settings
+from .manifest import MANIFEST
 from .registry import ModelStore, ModelVersion
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def ensure_model(workdir: Path, progress: Progress, *, patches: int = 1200, seed
     import training
 
     hephaestus, dataset = workdir / "hephaestus", workdir / "dataset"
-    if not (dataset / "manifest.jsonl").exists():
+    if not (dataset / MANIFEST).exists():
         task = progress.add_task("synthetic training set", total=patches)
         write_dataset(hephaestus, patches, seed, advance=lambda: progress.advance(task))
         prepare(hephaestus, dataset, settings.imaging)

@@ -4,11 +4,17 @@ An ``InputError`` is bad input the user can fix (a corrupt PNG, a malformed anno
 model directory without weights): it always names the file and the reason in one line and
 maps to exit code 2. Anything else the service raises on purpose is an ``InsarwatchError``
 (exit code 1). The CLI turns both into a single line on stderr, never a traceback.
+``one_line`` is the one wording of a pydantic ``ValidationError`` (settings, presets,
+annotations, manifest lines) as such a reason.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class InsarwatchError(Exception):
@@ -26,3 +32,19 @@ class InputError(InsarwatchError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def one_line(error: ValidationError, noun: str, *, missing: str | None = None, extra: str | None = None) -> str:
+    """The first problem in ``error`` as ``<noun> 'a.b': why``, counting the others.
+
+    ``missing`` and ``extra`` replace pydantic's wording for an absent or an unknown
+    ``noun`` where the caller has a plainer one.
+    """
+    problems = error.errors()
+    first = problems[0]
+    if first["type"] == "json_invalid":
+        return f"not valid JSON: {first['msg']}"
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = {"missing": missing, "extra_forbidden": extra}.get(first["type"]) or first["msg"]
+    more = len(problems) - 1
+    return f"{noun} '{where}': {message}" + (f" (and {more} more problems)" if more else "")

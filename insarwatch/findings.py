@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-PATTERN_TYPES = ("mogi", "dyke", "sill", "spheroid", "earthquake", "unidentified")
 INTENSITIES = ("low", "medium", "high")
 ATMOSPHERE = ("turbulent", "stratification", "wave")
 

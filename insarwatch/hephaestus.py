@@ -2,7 +2,7 @@
 
 This module owns the annotation schema (one JSON per interferogram, Bountos et al. 2022),
 the curation rules of Yazbeck & Rundle (2026) as pure functions applied in the order
-DESIGN.md states them, the balancing and the train/val/test split, and ``prepare``, which
+the paper states them (README, "Training and evaluation"), the balancing and the train/val/test split, and ``prepare``, which
 turns a Hephaestus-style ROOT into ``DATASET/images/<id>.png`` (RGB) plus
 ``DATASET/manifest.jsonl``. ROOT is either flat patches (``annotations/<id>.json`` +
 ``images/<id>.png``) or the raw LiCSAR layout (``<FRAME>/interferograms/<D1>_<D2>/...`` +
@@ -14,24 +14,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from rich.table import Table
 
-from . import imaging, licsar
+from . import files, imaging, licsar
 from .config import ImagingSettings
-from .errors import InputError
+from .errors import InputError, one_line
+from .manifest import MANIFEST, Sample, Split
 
 SEED = 17
 TEST_FRACTION = 0.1
@@ -69,7 +68,7 @@ class Annotation(BaseModel):
     phase: Literal["Rest", "Unrest", "Rebound"] | None
     confidence: float | str | None
     segmentation_mask: list[list[float]]
-    caption: str
+    caption: str = Field(min_length=1)  # a manifest line needs one (manifest.Sample)
 
     @field_validator("primary_date", "secondary_date")
     @classmethod
@@ -103,7 +102,7 @@ class Rule:
     removes: Callable[[Annotation], bool]
 
 
-# DESIGN.md's order; the first rule that removes an annotation is its reason.
+# The paper's order; the first rule that removes an annotation is its reason.
 RULES: tuple[Rule, ...] = (
     Rule("corrupted", "corrupted != 0", lambda a: a.corrupted != 0),
     Rule("no_info", "no_info != 0", lambda a: a.no_info != 0),
@@ -148,15 +147,7 @@ def load_annotation(path: Path) -> Annotation:
     try:
         return Annotation.model_validate(data)
     except ValidationError as exc:
-        raise InputError(path, _one_line(exc)) from None
-
-
-def _one_line(error: ValidationError) -> str:
-    first = error.errors()[0]
-    name = ".".join(str(part) for part in first["loc"])
-    message = "missing field" if first["type"] == "missing" else first["msg"]
-    more = len(error.errors()) - 1
-    return f"field '{name}': {message}" + (f" (and {more} more problems)" if more else "")
+        raise InputError(path, one_line(exc, "field", missing="missing field")) from None
 
 
 # --------------------------------------------------------------------------- selection
@@ -284,7 +275,7 @@ def source_image(annotation: Annotation, root: Path, layout: str) -> Path:
         if not licsar.is_inside(path, root):
             raise InputError(path, "symlink leads outside the dataset root; refused")
     else:
-        path = root / annotation.frameID / "interferograms" / annotation.pair / f"{annotation.pair}{licsar.DIFF_SUFFIX}"
+        path = licsar.product_path(root, annotation.frameID, annotation.pair)
         licsar.interferogram_from_path(path, root)
     if not path.is_file():
         raise InputError(path, f"image missing for annotation {annotation.uniqueID}")
@@ -336,28 +327,17 @@ def class_name(deformation: bool) -> str:
     return "deforming" if deformation else "non_deforming"
 
 
-def manifest_record(annotation: Annotation, image: str, split_name: str) -> dict[str, Any]:
-    """One manifest line, exactly the fields ``insarwatch train`` reads."""
-    return {
-        "id": annotation.uniqueID,
-        "image": image,
-        "caption": annotation.caption,
-        "deformation": annotation.deformation,
-        "activity_type": list(annotation.activity_type),
-        "intensity": list(annotation.intensity_level),
-        "split": split_name,
-    }
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def manifest_record(annotation: Annotation, image: str, split_name: Split) -> Sample:
+    """The manifest line ``insarwatch train`` reads for one curated annotation."""
+    return Sample(
+        id=str(annotation.uniqueID),
+        image=Path(image),
+        caption=annotation.caption,
+        deformation=annotation.deformation,
+        activity_type=annotation.activity_type,
+        intensity=annotation.intensity_level,
+        split=split_name,
+    )
 
 
 def prepare(
@@ -403,10 +383,10 @@ def prepare(
             continue
         Image.fromarray(rgb).save(out / relative, format="PNG")
         split_name = assignment[annotation.uniqueID]
-        lines.append(json.dumps(manifest_record(annotation, relative, split_name)))
+        lines.append(manifest_record(annotation, relative, split_name).to_line())
         written[split_name] += 1
-    manifest = out / "manifest.jsonl"
-    _write_atomic(manifest, "".join(line + "\n" for line in lines))
+    manifest = out / MANIFEST
+    files.write_text(manifest, "".join(line + "\n" for line in lines))
     return PrepareReport(
         root=root,
         manifest=manifest,

@@ -26,6 +26,11 @@ SIBLING_SUFFIXES = (COHERENCE_PNG, ".geo.cc.tif", ".geo.diff_pha.tif", ".geo.unw
 INTERFEROGRAMS_DIR = "interferograms"
 
 
+def temporal_baseline_days(primary: date, secondary: date) -> int:
+    """Days between the two acquisitions of a pair (what reports show beside the dates)."""
+    return (secondary - primary).days
+
+
 @dataclass(frozen=True)
 class FrameId:
     """A LiCSAR frame such as ``124D_04854_171313``: relative orbit (track) and direction."""
@@ -60,7 +65,7 @@ class Interferogram:
 
     @property
     def temporal_baseline_days(self) -> int:
-        return (self.secondary - self.primary).days
+        return temporal_baseline_days(self.primary, self.secondary)
 
 
 @dataclass(frozen=True)
@@ -76,9 +81,8 @@ def pair_name(primary: date, secondary: date) -> str:
     return f"{primary:%Y%m%d}_{secondary:%Y%m%d}"
 
 
-def product_path(drop_dir: Path, frame: str, primary: date, secondary: date, suffix: str = DIFF_SUFFIX) -> Path:
+def product_path(drop_dir: Path, frame: str, pair: str, suffix: str = DIFF_SUFFIX) -> Path:
     """Where LiCSAR puts a product: ``<FRAME>/interferograms/<PAIR>/<PAIR><suffix>``."""
-    pair = pair_name(primary, secondary)
     return Path(drop_dir) / str(frame) / INTERFEROGRAMS_DIR / pair / f"{pair}{suffix}"
 
 

@@ -29,11 +29,11 @@ from PIL import Image
 from . import notify
 from .alerts import Alert, alert_key, decide_interferogram, decide_tile
 from .config import ImagingSettings, Settings
+from .describe import Bundle, Described
 from .errors import InputError
 from .findings import parse_caption
 from .imaging import QualityCheck, Tile, check_quality, decode_png, tile, to_rgb
 from .licsar import Interferogram, interferogram_from_path
-from .registry import Bundle, Described
 from .store import AlertRecord, InterferogramRecord, StaleTransition, Store, TileResult
 
 log = logging.getLogger(__name__)
@@ -137,16 +137,7 @@ def conclude(tiled: Tiled, described: Sequence[Described], settings: Settings, m
         decision = decide_tile(piece.index, piece.box, found.caption.text, finding, found.neighbours,
                                settings.alerts)
         decisions.append(decision)
-        document = decision.to_dict()
-        results.append(TileResult(
-            tile_index=piece.index,
-            box=piece.box,
-            caption=found.caption.text,
-            finding=document["finding"],
-            neighbours=document["neighbours"],
-            decision={"level": decision.level, "severity": decision.severity, "reasons": decision.reasons,
-                      "retrieved": found.caption.retrieved},
-        ))
+        results.append(TileResult.from_document(decision.to_dict(), found.caption.retrieved))
     decision = decide_interferogram(decisions)
     alert = None
     if decision.level != "quiet":

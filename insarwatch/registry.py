@@ -1,14 +1,13 @@
-"""The versioned model store under ``<var>/models/`` and the one loader everything uses.
+"""The versioned model store under ``<var>/models/``.
 
 Owns the on-disk life of a trained model: a new version is written into a staging
 directory inside the store, renamed into place under a UTC timestamp name
 (``20261123T221500Z``, with ``-2``, ``-3``... when two land in the same second), and only
 then, if asked, made current by atomically replacing the ``current`` symlink. A reader
-therefore sees either the old model or the new one, never half of one. ``load_bundle`` is
-the single way the caption command, evaluation and the daemon turn a version into a
-loaded ``Captioner`` and its ``RetrievalIndex``, with the check that the index was built
-by that captioner; ``Bundle.describe`` is the one captioning path (with optional triage).
-Torch and FAISS are imported only when a bundle is loaded, so reading the store is cheap.
+therefore sees either the old model or the new one, never half of one. ``ModelVersion``
+names the files a version holds, once, for the runtime, training and the tests. Loading a
+version into a captioner and its index is ``describe.load_bundle``'s job, so reading the
+store imports neither torch nor FAISS.
 """
 
 from __future__ import annotations
@@ -17,44 +16,74 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 from .errors import InputError, InsarwatchError
-
-if TYPE_CHECKING:
-    from .captioner import Captioner, TileImage
-    from .config import Settings, TriageSettings
-    from .retrieval import Neighbour, RetrievalIndex
 
 CURRENT = "current"
 STAGING_PREFIX = ".staging-"
 VERSION_FORMAT = "%Y%m%dT%H%M%SZ"
-CAPTIONER_DIR = "captioner"
-METRICS_FILE = "metrics.json"
 
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """A model directory: a registered version, or any directory given by path."""
+    """A model directory: a registered version, or any directory given by path.
+
+    The one place the files inside a version are named; the runtime, training, the
+    benchmarks and the tests build their paths through it.
+    """
 
     name: str
     path: Path
 
+    CAPTIONER_DIR: ClassVar[str] = "captioner"
+    INDEX_FILE: ClassVar[str] = "index.faiss"
+    RECORDS_FILE: ClassVar[str] = "index.jsonl"
+    METRICS_FILE: ClassVar[str] = "metrics.json"
+    PREDICTIONS_FILE: ClassVar[str] = "predictions.jsonl"
+    TRAIN_CONFIG_FILE: ClassVar[str] = "train_config.json"
+
+    @classmethod
+    def at(cls, path: str | Path) -> ModelVersion:
+        """The directory ``path`` read as a version named after it (staged or unregistered)."""
+        return cls(Path(path).name, Path(path))
+
     @property
     def captioner_dir(self) -> Path:
         """``captioner/`` inside a version; the directory itself for a bare save_pretrained dir."""
-        nested = self.path / CAPTIONER_DIR
+        nested = self.path / self.CAPTIONER_DIR
         if not nested.exists() and (self.path / "config.json").is_file():
             return self.path
         return nested
 
+    @property
+    def index_file(self) -> Path:
+        return self.path / self.INDEX_FILE
+
+    @property
+    def records_file(self) -> Path:
+        """``index.jsonl``: line *i* describes vector *i* of ``index_file``."""
+        return self.path / self.RECORDS_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / self.METRICS_FILE
+
+    @property
+    def predictions_file(self) -> Path:
+        return self.path / self.PREDICTIONS_FILE
+
+    @property
+    def train_config_file(self) -> Path:
+        return self.path / self.TRAIN_CONFIG_FILE
+
     def metrics(self) -> dict[str, Any]:
         """The evaluation metrics saved with the version; empty when there are none."""
-        path = self.path / METRICS_FILE
+        path = self.metrics_file
         if not path.is_file():
             return {}
         try:
@@ -64,60 +93,6 @@ class ModelVersion:
         if not isinstance(data, dict):
             raise InputError(path, "metrics are not a JSON object")
         return data
-
-
-@dataclass(frozen=True)
-class Described:
-    """One tile's caption with the indexed examples most like it."""
-
-    caption: Caption
-    neighbours: tuple[Neighbour, ...]
-
-
-def confidently_quiet(neighbours: Sequence[Neighbour], triage: TriageSettings) -> bool:
-    """Triage: the nearest examples agree, closely enough, that nothing deforms here."""
-    nearest = neighbours[: triage.min_neighbours]
-    return len(nearest) >= triage.min_neighbours and all(
-        n.similarity >= triage.min_similarity and not n.record.deformation for n in nearest
-    )
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """What captioning needs from one model version, loaded and checked against each other."""
-
-    version: ModelVersion
-    captioner: Captioner
-    index: RetrievalIndex | None
-
-    def describe(self, images: Sequence[TileImage], k: int) -> list[Described]:
-        """Caption ``images`` and find each one's ``k`` nearest indexed examples."""
-        return [item for batch in self.describe_batches(images, k) for item in batch]
-
-    def describe_batches(self, images: Sequence[TileImage], k: int) -> Iterator[list[Described]]:
-        """``describe``, one model batch at a time (for progress bars and streaming).
-
-        One vision pass per batch feeds the search and the decoder. With
-        ``captioning.triage.enabled`` the decoder only runs for tiles that are not
-        ``confidently_quiet``; the others take their nearest example's caption, marked
-        ``retrieved``.
-        """
-        from .captioner import Caption
-
-        triage = self.captioner.settings.triage
-        use_triage = triage.enabled and self.index is not None
-        wanted = max(k, triage.min_neighbours) if use_triage else k
-        for vision in self.captioner.encode(images):
-            found = self.index.search(vision.embeddings, wanted) if self.index else [[] for _ in range(len(vision))]
-            quiet = [use_triage and confidently_quiet(row, triage) for row in found]
-            generated = iter(self.captioner.describe(vision, [i for i, q in enumerate(quiet) if not q]))
-            yield [
-                Described(
-                    Caption(row[0].record.caption if retrieved else next(generated), embedding, retrieved),
-                    tuple(row[:k]),
-                )
-                for embedding, row, retrieved in zip(vision.embeddings, found, quiet, strict=True)
-            ]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -188,8 +163,8 @@ class ModelStore:
     def register(self, staged: Path, make_current: bool) -> ModelVersion:
         """Move ``staged`` into place under a new version name; optionally make it current."""
         self._check_staged(staged)
-        if not (staged / CAPTIONER_DIR).is_dir():
-            raise InputError(staged, f"staged version has no {CAPTIONER_DIR}/ directory")
+        if not (staged / ModelVersion.CAPTIONER_DIR).is_dir():
+            raise InputError(staged, f"staged version has no {ModelVersion.CAPTIONER_DIR}/ directory")
         version = self._reserve_name()
         # Renaming onto the reserved empty directory replaces it atomically (POSIX rename).
         os.rename(staged, version.path)
@@ -233,15 +208,3 @@ def _version_order(name: str) -> tuple[str, int]:
     """``20261123T221500Z-10`` sorts after ``-9``: compare the timestamp, then the counter."""
     stamp, _, counter = name.partition("-")
     return stamp, int(counter) if counter.isdigit() else 1
-
-
-def load_bundle(version: ModelVersion, settings: Settings, require_index: bool = False) -> Bundle:
-    """Load a version's captioner and, when it has one, its index (checked to fit the captioner)."""
-    from .captioner import Captioner
-    from .retrieval import RetrievalIndex
-
-    captioner = Captioner.load(version.captioner_dir, settings.captioning)
-    index = None
-    if require_index or RetrievalIndex.exists(version.path):
-        index = RetrievalIndex.load(version.path, expected_dim=captioner.embedding_dim, settings=settings.retrieval)
-    return Bundle(version, captioner, index)

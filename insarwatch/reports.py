@@ -20,9 +20,7 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -33,8 +31,10 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from PIL import Image, ImageDraw, ImageFont
 
+from . import files
 from .config import Settings
 from .errors import InputError, InsarwatchError
+from .licsar import temporal_baseline_days
 
 if TYPE_CHECKING:
     from .alerts import Alert
@@ -195,7 +195,7 @@ def alert_document(alert: Alert) -> dict[str, Any]:
         "times": {
             "primary": jsonable(alert.primary),
             "secondary": jsonable(alert.secondary),
-            "temporal_baseline_days": (alert.secondary - alert.primary).days,
+            "temporal_baseline_days": temporal_baseline_days(alert.primary, alert.secondary),
             "received_at": jsonable(alert.received_at),
             "processed_at": jsonable(alert.processed_at),
         },
@@ -459,15 +459,7 @@ def write_report(report: Report, reports_dir: Path) -> tuple[Path, Path]:
         for suffix, text in ((".html", report.html),
                              (".json", json.dumps(report.document, indent=2, ensure_ascii=False) + "\n")):
             target = directory / f"{report.name}{suffix}"
-            handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{report.name}", suffix=".tmp")
-            try:
-                with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                    stream.write(text)
-                os.chmod(temporary, 0o644)
-                os.replace(temporary, target)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            files.write_text(target, text)
             paths.append(target)
     except OSError as exc:
         raise InsarwatchError(f"{directory}: cannot write report: {exc.strerror or exc}") from None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -25,12 +24,10 @@ from typing import Any
 import faiss
 import numpy as np
 
+from . import files
 from .config import RetrievalSettings
 from .errors import InputError, InsarwatchError
-
-INDEX_FILE = "index.faiss"
-RECORDS_FILE = "index.jsonl"
-
+from .registry import ModelVersion
 
 @dataclass(frozen=True)
 class IndexRecord:
@@ -131,10 +128,6 @@ class RetrievalIndex:
         """``flat`` (exact), ``hnsw`` or ``ivf``."""
         return _kind_of(self._cpu)
 
-    @property
-    def on_gpu(self) -> bool:
-        return self._search_index is not self._cpu
-
     def __len__(self) -> int:
         return int(self._cpu.ntotal)
 
@@ -153,21 +146,19 @@ class RetrievalIndex:
 
     def save(self, directory: str | Path) -> None:
         """Write ``index.faiss`` and ``index.jsonl`` into ``directory`` (each atomically)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        index_tmp = directory / f".{INDEX_FILE}.tmp"
-        faiss.write_index(self._cpu, str(index_tmp))
-        records_tmp = directory / f".{RECORDS_FILE}.tmp"
-        with records_tmp.open("w", encoding="utf-8") as out:
-            for record in self.records:
-                out.write(record.to_json() + "\n")
-        os.replace(index_tmp, directory / INDEX_FILE)
-        os.replace(records_tmp, directory / RECORDS_FILE)
+        version = ModelVersion.at(directory)
+        version.path.mkdir(parents=True, exist_ok=True)
+        with files.replacing(version.index_file) as index_tmp, files.replacing(version.records_file) as records_tmp:
+            faiss.write_index(self._cpu, str(index_tmp))
+            with records_tmp.open("w", encoding="utf-8") as out:
+                for record in self.records:
+                    out.write(record.to_json() + "\n")
 
     @staticmethod
     def exists(directory: str | Path) -> bool:
         """Whether ``directory`` holds any part of an index (a lone part is an error on load)."""
-        return (Path(directory) / INDEX_FILE).exists() or (Path(directory) / RECORDS_FILE).exists()
+        version = ModelVersion.at(directory)
+        return version.index_file.exists() or version.records_file.exists()
 
     @classmethod
     def load(
@@ -177,8 +168,8 @@ class RetrievalIndex:
         settings: RetrievalSettings | None = None,
     ) -> RetrievalIndex:
         """Read an index saved by ``save``; ``settings`` override its search-time parameters."""
-        directory = Path(directory)
-        index_path, records_path = directory / INDEX_FILE, directory / RECORDS_FILE
+        version = ModelVersion.at(directory)
+        index_path, records_path = version.index_file, version.records_file
         if not index_path.is_file():
             raise InputError(index_path, "retrieval index file is missing")
         try:
@@ -196,7 +187,7 @@ class RetrievalIndex:
         records = _read_records(records_path)
         if len(records) != cpu_index.ntotal:
             raise InputError(
-                records_path, f"{len(records)} records for {cpu_index.ntotal} vectors in {INDEX_FILE}"
+                records_path, f"{len(records)} records for {cpu_index.ntotal} vectors in {ModelVersion.INDEX_FILE}"
             )
         if settings is not None:
             _apply_search_settings(cpu_index, settings)

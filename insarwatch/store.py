@@ -10,6 +10,11 @@ schema is versioned with ``PRAGMA user_version`` and migrated on open. A read-on
 ``Store`` (``mode=ro``) reads a snapshot while the daemon writes, without blocking it.
 Timestamps are stored as fixed-width UTC ISO strings so they compare as text; naive
 datetimes are taken to be UTC.
+
+It stays one module past ~500 lines on purpose: the outbox, the state machine and the
+results share one connection, one schema migration list and transactions that span all
+three (a finished interferogram, its alert and its deliveries commit together); split,
+that atomicity would be spread over modules that each hold half of it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
+from .alerts import Level
 from .errors import InsarwatchError
 
 BUSY_TIMEOUT_MS = 10_000
@@ -34,7 +40,6 @@ MessageKind = Literal["alert", "digest"]
 DeliveryStatus = Literal["pending", "delivered", "given_up"]
 State = Literal["discovered", "queued", "processing", "done", "rejected", "failed", "quarantined"]
 STATES: tuple[State, ...] = ("discovered", "queued", "processing", "done", "rejected", "failed", "quarantined")
-Level = Literal["alert", "review", "quiet"]
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -175,6 +180,20 @@ class TileResult:
     finding: dict[str, Any]
     neighbours: list[dict[str, Any]]
     decision: dict[str, Any]
+
+    @classmethod
+    def from_document(cls, tile: Mapping[str, Any], retrieved: bool) -> TileResult:
+        """The stored form of ``TileDecision.to_dict()``: its decision fields grouped under
+        ``decision``, with whether the caption was copied from a neighbour (triage)."""
+        return cls(
+            tile_index=tile["tile_index"],
+            box=tuple(tile["box"]),
+            caption=tile["caption"],
+            finding=tile["finding"],
+            neighbours=tile["neighbours"],
+            decision={"level": tile["level"], "severity": tile["severity"], "reasons": tile["reasons"],
+                      "retrieved": retrieved},
+        )
 
 
 @dataclass(frozen=True)
@@ -454,9 +473,6 @@ class Store:
                 " VALUES (?, ?, 'rejected', ?, ?, ?, 'unrecognised', ?) ON CONFLICT (key) DO NOTHING",
                 (str(path), str(path), stamp, stamp, stamp, reason),
             ).rowcount)
-
-    def seen(self, key: str) -> bool:
-        return self._one("SELECT 1 FROM interferograms WHERE key = ?", (key,)) is not None
 
     def get(self, key: str) -> InterferogramRecord | None:
         row = self._one("SELECT * FROM interferograms WHERE key = ?", (key,))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from insarwatch.registry import ModelStore
+from insarwatch.registry import ModelStore, ModelVersion
 
 # Tests run toy-sized models on a shared CPU: one OpenMP thread is faster than several
 # spinning against each other (25x on the 2-core CI host under load). Set before torch loads.
@@ -114,7 +114,7 @@ def build_tiny_blip(
 @pytest.fixture(scope="session")
 def tiny_blip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BLIP captioner directory shared by the whole session; treat it as read-only."""
-    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip") / "captioner")
+    return build_tiny_blip(tmp_path_factory.mktemp("tiny-blip") / ModelVersion.CAPTIONER_DIR)
 
 
 @pytest.fixture(scope="session")
@@ -140,9 +140,10 @@ def stage_tiny_version(store: ModelStore, captioner_dir: Path, *, index_dim: int
     from insarwatch.retrieval import IndexRecord, RetrievalIndex
 
     staged = store.stage()
-    shutil.copytree(captioner_dir, staged / "captioner")
+    version = ModelVersion.at(staged)
+    shutil.copytree(captioner_dir, version.captioner_dir)
     if index_dim is None:
-        embeddings = Captioner.load(staged / "captioner", CaptioningSettings()).embed(tiny_index_images())
+        embeddings = Captioner.load(version.captioner_dir, CaptioningSettings()).embed(tiny_index_images())
     else:
         embeddings = np.random.default_rng(1).normal(size=(len(TINY_RECORDS), index_dim)).astype(np.float32)
     records = [
@@ -150,7 +151,7 @@ def stage_tiny_version(store: ModelStore, captioner_dir: Path, *, index_dim: int
         for i, (caption, deformation, activity, intensity) in enumerate(TINY_RECORDS)
     ]
     RetrievalIndex.build(embeddings, records, RetrievalSettings()).save(staged)
-    (staged / "metrics.json").write_text(json.dumps(metrics or {"rougeL": 0.7}), encoding="utf-8")
+    version.metrics_file.write_text(json.dumps(metrics or {"rougeL": 0.7}), encoding="utf-8")
     return staged
 
 

@@ -13,6 +13,7 @@ from insarwatch.alerts import Alert, Decision, TileDecision, alert_key, decide_i
 from insarwatch.config import AlertSettings, load_settings
 from insarwatch.findings import parse_caption
 from insarwatch.imaging import QualityCheck
+from insarwatch.reports import alert_document
 from insarwatch.retrieval import IndexRecord, Neighbour
 
 SETTINGS = AlertSettings()
@@ -200,7 +201,7 @@ def test_alert_key_is_stable_and_distinct_per_model_version_and_pair() -> None:
     assert alert_key("087A_05372_131313", date(2026, 11, 2), date(2026, 11, 14), "20261120T101500Z") != key
 
 
-def test_alert_to_dict_is_plain_json_with_everything_a_report_shows(tmp_path: Path) -> None:
+def test_the_alert_document_is_plain_json_with_everything_a_report_shows(tmp_path: Path) -> None:
     tiles = [decide(QUIET, [quiet(0.9)], index=0, box=box(0)), decide(DYKE_HIGH, [deforming(0.93, "High", "Dyke")])]
     alert = Alert(
         key=alert_key("124D_04854_171313", date(2026, 11, 2), date(2026, 11, 14), "v1"),
@@ -211,7 +212,8 @@ def test_alert_to_dict_is_plain_json_with_everything_a_report_shows(tmp_path: Pa
         processed_at=datetime(2026, 11, 15, 6, 2, 30, tzinfo=timezone.utc),
         diff_png=tmp_path / "20261102_20261114.geo.diff.png",
     )
-    document = json.loads(json.dumps(alert.to_dict()))
+    document = json.loads(json.dumps(alert_document(alert)))
+    document.update({key: document["times"][key] for key in ("primary", "secondary", "received_at")})
     assert {key: document[key] for key in ("key", "frame", "volcano", "primary", "secondary", "level", "severity",
                                            "received_at", "diff_png")} == {
         "key": "124D_04854_171313/20261102_20261114/v1", "frame": "124D_04854_171313", "volcano": "Etna",

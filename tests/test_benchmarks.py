@@ -12,6 +12,7 @@ import runpy
 from pathlib import Path
 
 import pytest
+from helpers import MICRO_PRESET
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 RATIO = re.compile(r"^ratio=(\d+(\.\d+)?|inf)$")
@@ -60,8 +61,6 @@ def test_daemon_load_small_flood_is_processed_exactly_once_and_reports_a_ratio(c
 
 
 def test_triage_with_a_micro_model_reports_each_threshold_and_a_ratio(capsys, tmp_path) -> None:
-    from test_training import MICRO_PRESET
-
     preset = tmp_path / "micro.json"
     preset.write_text(json.dumps(MICRO_PRESET), encoding="utf-8")
     lines = run_script(

@@ -14,6 +14,7 @@ from PIL import Image
 from insarwatch.captioner import Captioner
 from insarwatch.config import CaptioningSettings
 from insarwatch.errors import InputError
+from insarwatch.registry import ModelVersion
 
 FAST = CaptioningSettings(max_new_tokens=10, tiles_per_call=4)
 
@@ -167,7 +168,7 @@ def test_a_snapshot_in_the_hub_layout_loads_and_captions_alike(tiny_blip_dir, tm
 
 
 def copy_of(tiny_blip_dir: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(tiny_blip_dir, tmp_path / "captioner"))
+    return Path(shutil.copytree(tiny_blip_dir, tmp_path / ModelVersion.CAPTIONER_DIR))
 
 
 def drop_half_the_tensors(model_dir: Path) -> None:

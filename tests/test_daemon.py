@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 from typer.testing import CliRunner
 
 from insarwatch.cli import app
@@ -110,15 +111,6 @@ def states(var_dir: Path) -> dict[str, str]:
         return {record.key: record.state for state in ("discovered", "queued", "processing", "done", "rejected",
                                                        "failed", "quarantined")
                 for record in store.in_state(state)}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class NotifySocket:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from insarwatch.cli import app
-from test_training import MICRO_PRESET
+from helpers import MICRO_PRESET
 
 
 def test_demo_runs_every_step_then_reuses_the_model(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from insarwatch.config import Settings, load_settings
-from test_systemd import ENTRY_POINT, INSTALLED_ENTRY_POINT, verify
+from helpers import ENTRY_POINT, INSTALLED_ENTRY_POINT, verify
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 EXAMPLE = DEPLOY / "insarwatch.toml"

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
-from hephaestus_samples import annotation, write_annotation
+from helpers import annotation, write_annotation
 
 from insarwatch import hephaestus
 from insarwatch.errors import InputError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hephaestus_samples import fringes, palette, phase_indices, save_p, save_rgb
+from helpers import fringes, palette, phase_indices, save_p, save_rgb
 from PIL import Image
 
 from insarwatch import imaging

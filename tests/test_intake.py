@@ -21,7 +21,7 @@ from watchdog.observers.api import BaseObserver
 
 from insarwatch.intake import Intake, SettleTracker, make_observer
 from insarwatch.store import Store
-from test_daemon import wait_for
+from helpers import wait_for
 
 QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")
 PAIR = "124D_04854_171313/interferograms/20190101_20190113"

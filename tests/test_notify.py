@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from report_samples import FRAME, VOLCANO, make_alert
+from helpers import FRAME, VOLCANO, make_alert
 from typer.testing import CliRunner
 
 from insarwatch import notify, reports

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hephaestus_samples import FRAME, annotation, flat_sample, fringes, palette, save_p, save_rgb, write_annotation
+from helpers import FRAME, annotation, flat_sample, fringes, palette, save_p, save_rgb, write_annotation
 from PIL import Image
 from typer.testing import CliRunner
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from report_samples import FLAGGED_BOX, FRAME, PRIMARY, SECONDARY, VOLCANO, make_alert
+from helpers import FLAGGED_BOX, FRAME, PRIMARY, SECONDARY, VOLCANO, make_alert
 from typer.testing import CliRunner
 
 from insarwatch import reports

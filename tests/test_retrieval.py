@@ -7,7 +7,10 @@ import pytest
 
 from insarwatch.config import RetrievalSettings
 from insarwatch.errors import InputError
-from insarwatch.retrieval import INDEX_FILE, RECORDS_FILE, IndexRecord, RetrievalIndex
+from insarwatch.registry import ModelVersion
+from insarwatch.retrieval import IndexRecord, RetrievalIndex
+
+INDEX_FILE, RECORDS_FILE = ModelVersion.INDEX_FILE, ModelVersion.RECORDS_FILE
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Synthetic interferograms (``synth`` and its forward model ``interferometry``): determinism, the LiCSAR drop, annotation contract, labels that
+"""Synthetic interferograms (``insarwatch.synthetic``: the forward model, rendering, patches, drops): determinism, the LiCSAR drop, annotation contract, labels that
 agree with the rendered fringes, captions that agree with the labels, flagged samples that
 carry their pixel defects, and the LOS geometry. Real files, real CLI, real imaging checks."""
 

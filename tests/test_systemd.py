@@ -4,24 +4,15 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import ENTRY_POINT, INSTALLED_ENTRY_POINT, systemd_analyze, verify
 
 from insarwatch.config import Settings
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
-INSTALLED_ENTRY_POINT = "/opt/insarwatch/venv/bin/insarwatch"
-ENTRY_POINT = Path(sys.executable).parent / "insarwatch"
-
-
-def _analyze() -> str:
-    found = shutil.which("systemd-analyze")
-    assert found, "systemd-analyze is missing: apt-get install systemd"
-    return found
 
 
 def _local_copy(tmp_path: Path, name: str) -> Path:
@@ -49,12 +40,6 @@ def _directives(name: str) -> dict[str, dict[str, list[str]]]:
     return sections
 
 
-def verify(*units: Path) -> subprocess.CompletedProcess[str]:
-    """``systemd-analyze verify`` on unit files (with any ``<unit>.d/`` drop-ins beside them)."""
-    return subprocess.run([_analyze(), "verify", "--man=no", *map(str, units)],
-                          capture_output=True, text=True, cwd=units[0].parent)
-
-
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     assert ENTRY_POINT.exists()
     units = [_local_copy(tmp_path, name)
@@ -73,7 +58,7 @@ def test_verify_would_notice_a_broken_unit(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["insarwatch.service", "insarwatch-train.service"])
 def test_exposure_is_at_most_two(tmp_path: Path, name: str) -> None:
-    result = subprocess.run([_analyze(), "security", "--offline=true", str(_local_copy(tmp_path, name))],
+    result = subprocess.run([systemd_analyze(), "security", "--offline=true", str(_local_copy(tmp_path, name))],
                             capture_output=True, text=True)
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr

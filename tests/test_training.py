@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import sacrebleu
 import torch
+from helpers import MICRO_PRESET
 from PIL import Image
 from rich.progress import Progress
 from rouge_score import rouge_scorer
@@ -24,6 +25,7 @@ from typer.testing import CliRunner, Result
 from insarwatch.cli import app
 from insarwatch.config import load_settings
 from insarwatch.findings import parse_caption
+from insarwatch.registry import ModelVersion
 from training import TrainingInterrupted, list_presets, load_preset, train
 from training.dataset import CaptionCollator, load_dataset
 from training.factory import create_from_scratch
@@ -34,21 +36,6 @@ LOCATIONS = ("top", "bottom", "left", "right")
 KINDS = ("mogi", "sill", "dyke")
 QUIET = "Turbulent mixing effect or wave-like patterns caused by liquid and solid particles of the atmosphere " \
         "can be detected around the area. No deformation activity can be detected."
-MICRO_PRESET = {
-    "name": "micro",
-    "description": "test-sized BLIP",
-    "model": {
-        "image_size": 32,
-        "vision": {"patch_size": 16, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                   "num_attention_heads": 2, "initializer_range": 0.02},
-        "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                 "max_position_embeddings": 64},
-        "vocab_size": 120,
-        "max_caption_tokens": 40,
-    },
-    "training": {"epochs": 2, "batch_size": 8, "learning_rate": 0.003, "warmup_ratio": 0.1,
-                 "val_max_new_tokens": 12, "seed": 3},
-}
 ENV = {"INSARWATCH_CAPTIONING__MAX_NEW_TOKENS": "12", "INSARWATCH_CAPTIONING__NUM_BEAMS": "2",
        "INSARWATCH_CAPTIONING__DEVICE": "cpu"}
 
@@ -114,29 +101,29 @@ def trained(tmp_path_factory: pytest.TempPathFactory, dataset: Path, micro_prese
 
 def test_train_registers_a_complete_version_and_makes_it_current(trained: tuple[Path, dict]) -> None:
     var, outcome = trained
-    version = var / "models" / outcome["version"]
+    version = ModelVersion.at(var / "models" / outcome["version"])
     assert outcome["made_current"] and not outcome["interrupted"]
-    assert (var / "models" / "current").resolve() == version.resolve()
-    for name in ("index.faiss", "index.jsonl", "metrics.json", "predictions.jsonl", "train_config.json",
-                 "captioner/model.safetensors", "captioner/config.json", "captioner/tokenizer.json",
-                 "captioner/processor_config.json"):
-        assert (version / name).is_file(), name
+    assert (var / "models" / "current").resolve() == version.path.resolve()
+    for path in (version.index_file, version.records_file, version.metrics_file, version.predictions_file,
+                 version.train_config_file, *(version.captioner_dir / name for name in (
+                     "model.safetensors", "config.json", "tokenizer.json", "processor_config.json"))):
+        assert path.is_file(), path
     assert not list((var / "models").glob(".staging-*"))
-    metrics = json.loads((version / "metrics.json").read_text())
+    metrics = json.loads(version.metrics_file.read_text())
     assert set(metrics) >= {"rouge1", "rouge2", "rougeL", "bleu", "retrieval_exact_match", "deformation_precision",
                             "deformation_recall", "deformation_f1", "n_test", "seconds"}
     assert metrics["n_test"] == 6
-    config = json.loads((version / "train_config.json").read_text())
+    config = json.loads(version.train_config_file.read_text())
     assert config["samples"] == {"train": 20, "val": 4, "test": 6}
     assert [epoch["epoch"] for epoch in config["history"]] == [1, 2]
-    records = (version / "index.jsonl").read_text().splitlines()
+    records = version.records_file.read_text().splitlines()
     assert len(records) == 20
 
 
 def test_metrics_json_is_recomputable_from_predictions(trained: tuple[Path, dict]) -> None:
     var, outcome = trained
-    version = var / "models" / outcome["version"]
-    rows = [json.loads(line) for line in (version / "predictions.jsonl").read_text().splitlines()]
+    version = ModelVersion.at(var / "models" / outcome["version"])
+    rows = [json.loads(line) for line in version.predictions_file.read_text().splitlines()]
     assert {tuple(sorted(row)) for row in rows} == {
         ("deformation_true", "generated", "id", "reference", "retrieved", "similarity")}
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
@@ -153,7 +140,7 @@ def test_metrics_json_is_recomputable_from_predictions(trained: tuple[Path, dict
     expected["deformation_precision"] = precision
     expected["deformation_recall"] = recall
     expected["deformation_f1"] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    metrics = json.loads((version / "metrics.json").read_text())
+    metrics = json.loads(version.metrics_file.read_text())
     for name, value in expected.items():
         assert metrics[name] == pytest.approx(value, abs=1e-9), name
 
@@ -163,7 +150,7 @@ def test_evaluate_reproduces_the_registered_metrics(trained: tuple[Path, dict], 
     result = run(["evaluate", "--model", outcome["version"], "--data", str(dataset), "--json"], var)
     assert result.exit_code == 0, result.output
     again = json.loads(result.stdout)["metrics"]
-    saved = json.loads((var / "models" / outcome["version"] / "metrics.json").read_text())
+    saved = ModelVersion.at(var / "models" / outcome["version"]).metrics()
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in saved.items() if k != "seconds"}
 
 
@@ -182,8 +169,8 @@ def test_failed_evaluation_keeps_the_version_but_not_as_current(
     assert (var / "models" / "current").resolve() == before
     versions = sorted(p.name for p in (var / "models").iterdir() if not p.name.startswith(".") and p.name != "current")
     assert len(versions) == 2
-    newest = var / "models" / versions[-1]
-    assert (newest / "captioner" / "model.safetensors").is_file() and not (newest / "metrics.json").exists()
+    newest = ModelVersion.at(var / "models" / versions[-1])
+    assert (newest.captioner_dir / "model.safetensors").is_file() and not newest.metrics_file.exists()
 
 
 def test_only_if_better_does_not_replace_a_better_current(
@@ -192,7 +179,7 @@ def test_only_if_better_does_not_replace_a_better_current(
     var = tmp_path / "var"
     shutil.copytree(trained[0], var, symlinks=True)
     current = var / "models" / "current"
-    metrics_path = current / "metrics.json"
+    metrics_path = ModelVersion.at(current).metrics_file
     metrics = json.loads(metrics_path.read_text())
     metrics["rougeL"] = 1.5  # unbeatable
     metrics_path.write_text(json.dumps(metrics))
@@ -210,7 +197,7 @@ def test_base_fine_tunes_a_local_snapshot_keeping_its_vocabulary(
     result = run(["train", "--data", str(dataset), "--base", str(tiny_blip_dir), "--preset", str(micro_preset),
                   "--epochs", "1", "--json"], tmp_path)
     assert result.exit_code == 0, result.output
-    captioner = Path(json.loads(result.stdout)["path"]) / "captioner"
+    captioner = ModelVersion.at(json.loads(result.stdout)["path"]).captioner_dir
     vocabulary = [json.loads((d / "tokenizer.json").read_text())["model"]["vocab"] for d in (captioner, tiny_blip_dir)]
     assert vocabulary[0] == vocabulary[1]
     config = json.loads((captioner / "config.json").read_text())
@@ -240,8 +227,8 @@ def test_ctrl_c_keeps_the_best_epoch_and_registers_it_without_making_it_current(
     outcome = train(dataset, preset, settings, CtrlCDuring(epoch=2))
     assert outcome.fit.interrupted and outcome.fit.best_epoch == 1 and len(outcome.fit.history) == 1
     assert not outcome.made_current and not (tmp_path / "models" / "current").exists()
-    assert (outcome.version.path / "captioner" / "model.safetensors").is_file()
-    assert (outcome.version.path / "metrics.json").is_file()
+    assert (outcome.version.captioner_dir / "model.safetensors").is_file()
+    assert outcome.version.metrics_file.is_file()
 
 
 def test_ctrl_c_in_the_first_epoch_leaves_nothing_behind(dataset: Path, micro_preset: Path, tmp_path: Path) -> None:

@@ -9,34 +9,15 @@ dataset never has to fit in memory.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from insarwatch.errors import InputError
-
-MANIFEST = "manifest.jsonl"
-Split = Literal["train", "val", "test"]
-
-
-class Sample(BaseModel):
-    """One manifest line: an image, its expert caption and the labels behind it."""
-
-    model_config = ConfigDict(frozen=True, coerce_numbers_to_str=True)
-
-    id: str = Field(min_length=1)
-    image: Path
-    caption: str = Field(min_length=1)
-    deformation: bool
-    activity_type: tuple[str, ...] = ()
-    intensity: tuple[str, ...] = ()
-    split: Split
+from insarwatch.manifest import MANIFEST, Sample, Split
 
 
 @dataclass(frozen=True)
@@ -50,17 +31,6 @@ class Dataset:
 
     def split(self, name: Split) -> tuple[Sample, ...]:
         return tuple(sample for sample in self.samples if sample.split == name)
-
-
-def _parse_line(line: str, where: str) -> Sample:
-    try:
-        return Sample.model_validate_json(line)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        if first["type"] == "json_invalid":
-            raise InputError(where, f"not valid JSON: {first['msg']}") from None
-        field = ".".join(str(part) for part in first["loc"]) or "(line)"
-        raise InputError(where, f"field '{field}': {first['msg']}") from None
 
 
 def load_dataset(root: Path) -> Dataset:
@@ -80,7 +50,7 @@ def load_dataset(root: Path) -> Dataset:
         if not line.strip():
             continue
         where = f"{manifest}:{number}"
-        sample = _parse_line(line, where)
+        sample = Sample.from_line(line, where)
         if sample.id in seen:
             raise InputError(where, f"duplicate id {sample.id!r}")
         seen.add(sample.id)

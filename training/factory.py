@@ -25,7 +25,7 @@ from transformers import (
 
 from insarwatch.captioner import Captioner
 from insarwatch.config import CaptioningSettings
-from insarwatch.errors import InputError
+from insarwatch.errors import InputError, one_line
 
 from .vocab import SPECIAL_TOKENS, train_tokenizer
 
@@ -73,8 +73,7 @@ class Preset(_Spec):
         try:
             return Preset.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            raise InputError(".".join(map(str, first["loc"])), first["msg"]) from None
+            raise InputError(f"preset {self.name}", one_line(exc, "key")) from None
 
 
 def list_presets() -> list[str]:
@@ -93,9 +92,7 @@ def load_preset(name_or_path: str) -> Preset:
     except OSError as exc:
         raise InputError(path, f"cannot be read: {exc.strerror}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(map(str, first["loc"])) or "(top level)"
-        raise InputError(path, f"key '{key}': {first['msg']}") from None
+        raise InputError(path, one_line(exc, "key")) from None
 
 
 def create_from_scratch(

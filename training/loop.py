@@ -27,8 +27,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from insarwatch.captioner import Captioner, autocast_dtype
 from insarwatch.config import CaptioningSettings
+from insarwatch.manifest import Sample
 
-from .dataset import CaptionCollator, Sample, load_images
+from .dataset import CaptionCollator, load_images
 from .factory import TrainingSpec
 from .metrics import caption_scores
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import sacrebleu
 from rouge_score import rouge_scorer
 
+from insarwatch import files
 from insarwatch.errors import InsarwatchError
 from insarwatch.findings import parse_caption
 
@@ -89,7 +90,7 @@ def metrics_from_predictions(rows: Sequence[Prediction]) -> dict[str, float | in
 
 
 def write_predictions(rows: Sequence[Prediction], path: Path) -> None:
-    with path.open("w", encoding="utf-8") as out:
+    with files.replacing(path) as temporary, temporary.open("w", encoding="utf-8") as out:
         for row in rows:
             out.write(json.dumps(row.to_dict(), ensure_ascii=False) + "\n")
 

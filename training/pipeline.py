@@ -27,21 +27,21 @@ import transformers
 from rich.progress import Progress
 from transformers.utils import logging as hf_logging
 
+from insarwatch import files
 from insarwatch.captioner import Captioner, pick_device
 from insarwatch.config import CaptioningSettings, Settings
+from insarwatch.describe import Bundle, load_bundle
 from insarwatch.errors import InputError, InsarwatchError
-from insarwatch.registry import Bundle, ModelStore, ModelVersion, load_bundle
+from insarwatch.manifest import Sample
+from insarwatch.registry import ModelStore, ModelVersion
 from insarwatch.retrieval import IndexRecord, RetrievalIndex
 
-from .dataset import Dataset, Sample, load_dataset, load_images
+from .dataset import Dataset, load_dataset, load_images
 from .factory import Preset, create_from_scratch, load_pretrained
 from .loop import FitResult, fit
 from .metrics import Prediction, metrics_from_predictions, write_predictions
 
 log = logging.getLogger(__name__)
-
-CAPTIONER_DIR = "captioner"
-
 
 class TrainingInterrupted(InsarwatchError):
     """Ctrl-C stopped the run; ``checkpoint`` (if any) holds the best epoch so far."""
@@ -153,7 +153,7 @@ def evaluate(model: str, data: Path, settings: Settings, progress: Progress) -> 
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    files.write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def _train_config(
@@ -218,7 +218,7 @@ def train(
         torch.set_num_threads(settings.captioning.cpu_threads)
     store = ModelStore(settings.models_dir)
     staged = store.stage()
-    checkpoint = staged / CAPTIONER_DIR
+    checkpoint = staged / ModelVersion.CAPTIONER_DIR
     try:
         result = fit(
             model, processor, train_split, val_split, recipe,
@@ -250,18 +250,19 @@ def _finish(
     progress: Progress,
     only_if_better: bool,
 ) -> TrainOutcome:
-    _write_json(staged / "train_config.json", _train_config(preset, dataset, base, result, settings.captioning))
+    layout = ModelVersion.at(staged)
+    _write_json(layout.train_config_file, _train_config(preset, dataset, base, result, settings.captioning))
     settings = evaluation_settings(settings)
     try:
         # The checkpoint is loaded back as the service will load it, so evaluation also proves it loads.
-        captioner = Captioner.load(staged / CAPTIONER_DIR, settings.captioning)
+        captioner = Captioner.load(layout.captioner_dir, settings.captioning)
         index = build_index(captioner, dataset.split("train"), settings, progress)
         index.save(staged)
-        evaluation = evaluate_on(Bundle(ModelVersion(staged.name, staged), captioner, index), dataset, progress)
+        evaluation = evaluate_on(Bundle(layout, captioner, index), dataset, progress)
     except InsarwatchError as exc:
         raise EvaluationFailed(exc, store.register(staged, make_current=False)) from exc
-    write_predictions(evaluation.predictions, staged / "predictions.jsonl")
-    _write_json(staged / "metrics.json", evaluation.metrics)
+    write_predictions(evaluation.predictions, layout.predictions_file)
+    _write_json(layout.metrics_file, evaluation.metrics)
     if result.interrupted:
         make_current, reason = False, "training was interrupted"
     else:

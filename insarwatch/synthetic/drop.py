@@ -112,8 +112,8 @@ def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volc
                                                       low_coherence)
         indices = phase_to_index(phase)
         indices[nodata] = NODATA
-        diff_png = product_path(drop, name, day, secondary, DIFF_SUFFIX)
-        coherence_png = product_path(drop, name, day, secondary, COHERENCE_PNG)
+        diff_png = product_path(drop, name, pair_name(day, secondary), DIFF_SUFFIX)
+        coherence_png = product_path(drop, name, pair_name(day, secondary), COHERENCE_PNG)
         # The sibling lands first so a watcher that sees the diff PNG also finds its coherence.
         write_coherence_png(coherence_png, coherence, nodata)
         write_phase_png(diff_png, indices)

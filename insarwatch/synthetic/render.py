@@ -10,12 +10,12 @@ sees half of one.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..files import replacing
 from .physics import wrap
 
 NODATA = 0
@@ -72,11 +72,10 @@ def add_colour_bar(indices: np.ndarray, rng: np.random.Generator) -> None:
 
 
 def _save(image: Image.Image, path: Path, **options: object) -> None:
-    """Write under a hidden name, then rename: a watcher never sees a half-written PNG."""
+    """Write atomically under a hidden name: a watcher never sees a half-written PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.part")
-    image.save(partial, format="PNG", **options)
-    os.replace(partial, path)
+    with replacing(path) as partial:
+        image.save(partial, format="PNG", **options)
 
 
 def write_phase_png(path: Path, indices: np.ndarray, rgba: bool = False) -> None:

@@ -1,0 +1,88 @@
+"""The caption-and-neighbours stage: a loaded model version describing tiles.
+
+Owns what happens between a tile image and its ``Described`` record: ``load_bundle`` is
+the single way the caption command, evaluation and the daemon turn a ``ModelVersion`` into
+a loaded ``Captioner`` and its ``RetrievalIndex`` (checked to have been built by that
+captioner), and ``Bundle.describe``/``describe_batches`` is the one captioning path, with
+the optional triage rule (``confidently_quiet``) that copies the nearest example's caption
+instead of decoding. Torch and FAISS are imported only when a bundle is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .registry import ModelVersion
+
+if TYPE_CHECKING:
+    from .captioner import Caption, Captioner, TileImage
+    from .config import Settings, TriageSettings
+    from .retrieval import Neighbour, RetrievalIndex
+
+
+@dataclass(frozen=True)
+class Described:
+    """One tile's caption with the indexed examples most like it."""
+
+    caption: Caption
+    neighbours: tuple[Neighbour, ...]
+
+
+def confidently_quiet(neighbours: Sequence[Neighbour], triage: TriageSettings) -> bool:
+    """Triage: the nearest examples agree, closely enough, that nothing deforms here."""
+    nearest = neighbours[: triage.min_neighbours]
+    return len(nearest) >= triage.min_neighbours and all(
+        n.similarity >= triage.min_similarity and not n.record.deformation for n in nearest
+    )
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """What captioning needs from one model version, loaded and checked against each other."""
+
+    version: ModelVersion
+    captioner: Captioner
+    index: RetrievalIndex | None
+
+    def describe(self, images: Sequence[TileImage], k: int) -> list[Described]:
+        """Caption ``images`` and find each one's ``k`` nearest indexed examples."""
+        return [item for batch in self.describe_batches(images, k) for item in batch]
+
+    def describe_batches(self, images: Sequence[TileImage], k: int) -> Iterator[list[Described]]:
+        """``describe``, one model batch at a time (for progress bars and streaming).
+
+        One vision pass per batch feeds the search and the decoder. With
+        ``captioning.triage.enabled`` the decoder only runs for tiles that are not
+        ``confidently_quiet``; the others take their nearest example's caption, marked
+        ``retrieved``.
+        """
+        from .captioner import Caption
+
+        triage = self.captioner.settings.triage
+        use_triage = triage.enabled and self.index is not None
+        wanted = max(k, triage.min_neighbours) if use_triage else k
+        for vision in self.captioner.encode(images):
+            found = self.index.search(vision.embeddings, wanted) if self.index else [[] for _ in range(len(vision))]
+            quiet = [use_triage and confidently_quiet(row, triage) for row in found]
+            generated = iter(self.captioner.describe(vision, [i for i, q in enumerate(quiet) if not q]))
+            yield [
+                Described(
+                    Caption(row[0].record.caption if retrieved else next(generated), embedding, retrieved),
+                    tuple(row[:k]),
+                )
+                for embedding, row, retrieved in zip(vision.embeddings, found, quiet, strict=True)
+            ]
+
+
+def load_bundle(version: ModelVersion, settings: Settings, require_index: bool = False) -> Bundle:
+    """Load a version's captioner and, when it has one, its index (checked to fit the captioner)."""
+    from .captioner import Captioner
+    from .retrieval import RetrievalIndex
+
+    captioner = Captioner.load(version.captioner_dir, settings.captioning)
+    index = None
+    if require_index or RetrievalIndex.exists(version.path):
+        index = RetrievalIndex.load(version.path, expected_dim=captioner.embedding_dim, settings=settings.retrieval)
+    return Bundle(version, captioner, index)

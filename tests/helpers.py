@@ -1,0 +1,235 @@
+"""Helpers more than one test module uses: sample inputs built the way production meets them.
+
+- Hephaestus-style annotations and interferogram PNGs (plain json + Pillow), for the
+  imaging, hephaestus and prepare tests. PNGs follow the pixel conventions the synthetic
+  renderer uses: a 256-entry cyclic palette whose index 0 is black and is the PNG's
+  ``transparency`` (no-data) entry, phase mapped to indices 1..255.
+- An alert built the way the daemon builds one, for the report and delivery tests:
+  captions go through the real ``parse_caption`` and ``decide_tile``/``decide_interferogram``,
+  neighbours are real ``retrieval.Neighbour`` records, and the interferogram is a P-mode
+  PNG with concentric (Mogi-like) fringes written into a LiCSAR layout.
+- ``wait_for`` (daemon and intake tests), the micro training preset (training and demo
+  tests) and ``systemd-analyze verify`` (systemd and deploy tests).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+FRAME = "124D_04854_171313"
+
+
+# --------------------------------------------------------------------------- Hephaestus samples
+
+
+def palette() -> np.ndarray:
+    """256x3 uint8: index 0 black (no data), 1..255 around the hue circle, never black."""
+    colours = np.zeros((256, 3), dtype=np.uint8)
+    for index in range(1, 256):
+        colours[index] = [round(255 * c) for c in colorsys.hsv_to_rgb((index - 1) / 255, 0.8, 0.9)]
+    return colours
+
+
+def phase_indices(phase: np.ndarray) -> np.ndarray:
+    """Wrapped phase (any real values, radians) → palette indices 1..255."""
+    wrapped = np.mod(phase, 2 * np.pi) / (2 * np.pi)
+    return (1 + np.minimum((wrapped * 255).astype(np.int64), 254)).astype(np.uint8)
+
+
+def fringes(height: int = 224, width: int = 224, spacing: float = 12.0) -> np.ndarray:
+    """Concentric (Mogi-like) fringes as palette indices."""
+    y, x = np.mgrid[0:height, 0:width]
+    return phase_indices(np.hypot(x - width / 2, y - height / 2) / spacing * 2 * np.pi)
+
+
+def save_p(path: Path, indices: np.ndarray) -> Path:
+    """A P-mode PNG with the cyclic palette and index 0 as the transparency entry."""
+    image = Image.fromarray(indices.astype(np.uint8), mode="P")
+    image.putpalette(palette().ravel().tolist())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG", transparency=0)
+    return path
+
+
+def save_rgb(path: Path, indices: np.ndarray, alpha: np.ndarray | None = None) -> Path:
+    """The same picture as RGB, or RGBA when ``alpha`` is given."""
+    rgb = palette()[indices]
+    array = rgb if alpha is None else np.dstack([rgb, alpha.astype(np.uint8)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format="PNG")
+    return path
+
+
+def annotation(unique_id: int, *, deformation: bool = False, **fields: Any) -> dict[str, Any]:
+    """A clean annotation (passes every rule); ``fields`` override any key."""
+    record: dict[str, Any] = {
+        "uniqueID": unique_id,
+        "frameID": FRAME,
+        "primary_date": "20210101",
+        "secondary_date": "20210113",
+        "corrupted": 0,
+        "processing_error": 0,
+        "glacier_fringes": 0,
+        "orbital_fringes": 0,
+        "atmospheric_fringes": 1,
+        "low_coherence": 0,
+        "no_info": 0,
+        "image_artifacts": 0,
+        "is_crowd": 0,
+        "label": ["Deformation"] if deformation else ["Non_Deformation"],
+        "activity_type": ["Mogi"] if deformation else [],
+        "intensity_level": ["High"] if deformation else [],
+        "phase": "Unrest" if deformation else "Rest",
+        "confidence": 0.8,
+        "segmentation_mask": [[10, 10, 60, 10, 60, 60]] if deformation else [],
+        "caption": (
+            "A mogi-type deformation pattern of high intensity can be detected in the center of the image."
+            if deformation
+            else "Stratification effect can be detected on the left side. No deformation activity can be detected."
+        ),
+    }
+    record.update(fields)
+    return record
+
+
+def write_annotation(root: Path, record: dict[str, Any], name: str | None = None) -> Path:
+    path = root / "annotations" / (name or f"{record['uniqueID']}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record), encoding="utf-8")
+    return path
+
+
+def flat_sample(root: Path, record: dict[str, Any], mode: str = "P") -> None:
+    """Annotation plus ``images/<id>.png`` in the requested mode (P, RGB or RGBA)."""
+    write_annotation(root, record)
+    image = root / "images" / f"{record['uniqueID']}.png"
+    indices = fringes(64, 64, spacing=8.0 + record["uniqueID"] % 5)
+    if mode == "P":
+        save_p(image, indices)
+    elif mode == "RGBA":
+        save_rgb(image, indices, alpha=np.full(indices.shape, 255))
+    else:
+        save_rgb(image, indices)
+
+
+# --------------------------------------------------------------------------- a real alert
+
+
+VOLCANO = "Etna"
+PRIMARY, SECONDARY = date(2026, 11, 2), date(2026, 11, 14)
+RECEIVED = datetime(2026, 11, 15, 6, 0, tzinfo=timezone.utc)
+PROCESSED = datetime(2026, 11, 15, 6, 2, 30, tzinfo=timezone.utc)
+ALERT_CAPTION = "a dyke - type deformation pattern of high intensity can be detected on the top side of the image."
+QUIET_CAPTION = "no deformation activity can be detected."
+SIZE = (672, 448)  # 3 x 2 tiles of 224 px
+FLAGGED_BOX = (224, 0, 448, 224)
+
+
+def write_interferogram(drop: Path) -> Path:
+    """Concentric fringes centred in the flagged tile, as a P-mode LiCSAR ``.geo.diff.png``."""
+    pair = f"{PRIMARY:%Y%m%d}_{SECONDARY:%Y%m%d}"
+    path = drop / FRAME / "interferograms" / pair / f"{pair}.geo.diff.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    y, x = np.mgrid[0:SIZE[1], 0:SIZE[0]]
+    radius = np.hypot(x - 336, y - 112)
+    phase = (radius / 18) % 1.0
+    indices = (1 + phase * 254).astype(np.uint8)
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette(palette().ravel().tolist())
+    image.save(path, transparency=0)
+    return path
+
+
+def neighbours(deforming: bool, caption: str = ALERT_CAPTION) -> tuple:
+    from insarwatch.retrieval import IndexRecord, Neighbour
+
+    if deforming:
+        records = [IndexRecord(caption, True, ("Dyke",), ("High",), f"hephaestus/{n}") for n in (101, 102, 103)]
+    else:
+        records = [IndexRecord(QUIET_CAPTION, False, (), (), f"hephaestus/{n}") for n in (201, 202, 203)]
+    return tuple(Neighbour(similarity, record) for similarity, record in zip((0.94, 0.91, 0.88), records, strict=True))
+
+
+def make_alert(drop: Path, *, caption: str = ALERT_CAPTION, model_version: str = "v1", diff_png: Path | None = None):
+    """A real decision over a 3 x 2 tiled frame in which one tile reports ``caption``."""
+    from insarwatch.alerts import Alert, alert_key, decide_interferogram, decide_tile
+    from insarwatch.config import Settings
+    from insarwatch.findings import parse_caption
+    from insarwatch.imaging import QualityCheck
+
+    settings = Settings()
+    path = diff_png if diff_png is not None else write_interferogram(drop)
+    tiles = []
+    for index in range(6):
+        left, top = (index % 3) * 224, (index // 3) * 224
+        box = (left, top, left + 224, top + 224)
+        text = caption if box == FLAGGED_BOX else QUIET_CAPTION
+        tiles.append(decide_tile(index, box, text, parse_caption(text), neighbours(box == FLAGGED_BOX, text),
+                                 settings.alerts))
+    quality = (
+        QualityCheck("nodata_fraction", 0.0, 0.25, True),
+        QualityCheck("coherence_mean", 0.71, 0.25, True),
+        QualityCheck("artifact_score", 0.02, 0.5, True),
+    )
+    return Alert(
+        key=alert_key(FRAME, PRIMARY, SECONDARY, model_version), frame=FRAME, volcano=VOLCANO,
+        primary=PRIMARY, secondary=SECONDARY, model_version=model_version,
+        decision=decide_interferogram(tiles), quality=quality, received_at=RECEIVED,
+        processed_at=PROCESSED, diff_png=path,
+    )
+
+
+# --------------------------------------------------------------------------- waiting, training, systemd
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+MICRO_PRESET = {
+    "name": "micro",
+    "description": "test-sized BLIP",
+    "model": {
+        "image_size": 32,
+        "vision": {"patch_size": 16, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                   "num_attention_heads": 2, "initializer_range": 0.02},
+        "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                 "max_position_embeddings": 64},
+        "vocab_size": 120,
+        "max_caption_tokens": 40,
+    },
+    "training": {"epochs": 2, "batch_size": 8, "learning_rate": 0.003, "warmup_ratio": 0.1,
+                 "val_max_new_tokens": 12, "seed": 3},
+}
+
+INSTALLED_ENTRY_POINT = "/opt/insarwatch/venv/bin/insarwatch"
+ENTRY_POINT = Path(sys.executable).parent / "insarwatch"
+
+
+def systemd_analyze() -> str:
+    found = shutil.which("systemd-analyze")
+    assert found, "systemd-analyze is missing: apt-get install systemd"
+    return found
+
+
+def verify(*units: Path) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze verify`` on unit files (with any ``<unit>.d/`` drop-ins beside them)."""
+    return subprocess.run([systemd_analyze(), "verify", "--man=no", *map(str, units)],
+                          capture_output=True, text=True, cwd=units[0].parent)

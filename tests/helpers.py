@@ -10,6 +10,9 @@
   PNG with concentric (Mogi-like) fringes written into a LiCSAR layout.
 - ``wait_for`` (daemon and intake tests), the micro training preset (training and demo
   tests) and ``systemd-analyze verify`` (systemd and deploy tests).
+- ``shared_path``: a file or folder of the project's real data in ``../shared`` (real LiCSAR
+  tiles and frames, the real Hephaestus annotations), or a skip naming what is missing.
+  ``.ci/run`` fails when ``../shared`` is absent, so CI never skips these tests.
 """
 
 from __future__ import annotations
@@ -233,3 +236,18 @@ def verify(*units: Path) -> subprocess.CompletedProcess[str]:
     """``systemd-analyze verify`` on unit files (with any ``<unit>.d/`` drop-ins beside them)."""
     return subprocess.run([systemd_analyze(), "verify", "--man=no", *map(str, units)],
                           capture_output=True, text=True, cwd=units[0].parent)
+
+
+# ../shared beside the checkout: real data that may not be redistributed with the project.
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def shared_path(relative: str) -> Path:
+    """``../shared/<relative>``, or skip the test saying what is missing and why."""
+    import pytest
+
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"{path} absent: real data lives in ../shared beside the checkout (present in CI and "
+                    f"the project's machines, not in a clone elsewhere)")
+    return path

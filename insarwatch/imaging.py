@@ -8,9 +8,10 @@ before a single pixel is decompressed. Frames that arrive without expert labels 
 checks mirroring the Hephaestus label filters: the no-data fraction (``no_info`` /
 ``corrupted``), the mean coherence of the ``.geo.cc.png`` sibling (``low_coherence``) and
 an embedded colour-bar detector (``image_artifacts``). Pixel conventions shared with
-``synth.py``: no-data is palette index ``transparency`` (0, black) in P-mode PNGs and
+``synthetic/``: no-data is palette index ``transparency`` (0, black) in P-mode PNGs and
 alpha 0 or pure black in RGB(A); the cyclic phase palette never uses pure black; coherence
-PNGs are 8-bit grayscale with 0 meaning no data.
+PNGs are 8-bit grayscale with 0 meaning no data. ``read_phase`` hands a decoded image to
+``phase.py``, which owns the colour tables.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
+from .phase import PhaseImage, Unknown, from_rgb
 
 if TYPE_CHECKING:
     from .config import ImagingSettings
@@ -186,6 +188,12 @@ def to_rgb(image: Image.Image, rgba_policy: str, path: Path | str) -> np.ndarray
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         return np.asarray(Image.alpha_composite(background, image).convert("RGB"), dtype=np.uint8)
     raise InputError(path, f"unsupported image mode {mode} (expected P, RGB, RGBA or L)")
+
+
+def read_phase(image: Image.Image, rgb: np.ndarray) -> PhaseImage | Unknown:
+    """The wrapped phase a decoded image shows (``phase.from_rgb`` on ``to_rgb``'s array), with its
+    transparency as no data; ``Unknown`` with the reason when no known colour table drew it."""
+    return from_rgb(rgb, nodata_mask(image, rgb))
 
 
 # --------------------------------------------------------------------------- quality

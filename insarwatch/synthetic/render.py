@@ -1,6 +1,6 @@
 """How synthetic phase is drawn to files: the palette, the PNG conventions, the writers.
 
-P-mode PNG with palette index 0 = no-data (0, 0, 0) and the PNG's transparency, indices
+The phase colours are ``phase.SYNTHETIC``, the runtime's table, so the service reads them back. P-mode PNG with palette index 0 = no-data (0, 0, 0) and the PNG's transparency, indices
 1..254 the cyclic phase palette (never pure black), 255 white for legend frames; RGBA
 products in another colour scheme with alpha 0 = no-data; ``.geo.cc.png`` coherence as
 8-bit grayscale round(coherence*255) with 0 = no data. Patches and drops are written by
@@ -16,29 +16,18 @@ import numpy as np
 from PIL import Image
 
 from ..files import replacing
-from .physics import wrap
+from ..phase import SYNTHETIC, cyclic_colours
 
 NODATA = 0
 WHITE = 255
-PHASE_LEVELS = 254  # palette indices 1..254
-
-# The paper's phase colours: blue-green-yellow-orange-purple-blue is one fringe towards the satellite.
-_ANCHORS = np.array([(40, 80, 230), (40, 200, 120), (240, 230, 50), (245, 140, 40), (170, 60, 200), (40, 80, 230)])
-
-
-def _cyclic(anchors: np.ndarray, levels: int) -> np.ndarray:
-    position = np.arange(levels) / levels * (len(anchors) - 1)
-    low = np.floor(position).astype(int)
-    weight = (position - low)[:, None]
-    return np.round(anchors[low] * (1 - weight) + anchors[low + 1] * weight).astype(np.uint8)
-
+PHASE_LEVELS = len(SYNTHETIC.colours)  # palette indices 1..254
 
 PALETTE = np.zeros((256, 3), dtype=np.uint8)
-PALETTE[1:1 + PHASE_LEVELS] = _cyclic(_ANCHORS, PHASE_LEVELS)
+PALETTE[1:1 + PHASE_LEVELS] = np.rint(SYNTHETIC.colours)
 PALETTE[WHITE] = (255, 255, 255)
 # RGBA products in Hephaestus use another colour scheme; a hue wheel stands in for it.
-RGBA_PALETTE = _cyclic(np.array([(230, 40, 40), (230, 230, 40), (40, 230, 40), (40, 230, 230),
-                                 (40, 40, 230), (230, 40, 230), (230, 40, 40)]), PHASE_LEVELS)
+RGBA_PALETTE = cyclic_colours(np.array([(230, 40, 40), (230, 230, 40), (40, 230, 40), (40, 230, 230),
+                                        (40, 40, 230), (230, 40, 230), (230, 40, 40)]), PHASE_LEVELS)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -46,13 +35,12 @@ RGBA_PALETTE = _cyclic(np.array([(230, 40, 40), (230, 230, 40), (40, 230, 40), (
 
 def phase_to_index(phase: np.ndarray) -> np.ndarray:
     """Wrapped phase → palette index 1..254 (index 0 stays free for no-data)."""
-    fraction = (wrap(phase) + np.pi) / (2 * np.pi)
-    return (1 + np.clip(np.floor(fraction * PHASE_LEVELS), 0, PHASE_LEVELS - 1)).astype(np.uint8)
+    return (1 + SYNTHETIC.index(phase)).astype(np.uint8)
 
 
 def index_to_phase(indices: np.ndarray) -> np.ndarray:
     """Palette index → phase at the level's centre; NaN for no-data and legend white."""
-    phase = -np.pi + (indices.astype(float) - 0.5) / PHASE_LEVELS * 2 * np.pi
+    phase = SYNTHETIC.centres[np.clip(indices.astype(int) - 1, 0, PHASE_LEVELS - 1)]
     return np.where((indices >= 1) & (indices <= PHASE_LEVELS), phase, np.nan)
 
 

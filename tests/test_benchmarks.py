@@ -11,8 +11,14 @@ import re
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import MICRO_PRESET
+from PIL import Image
+
+from insarwatch.phase import GREY
+from insarwatch.synthetic.patches import make_patch
+from insarwatch.synthetic.render import write_phase_png
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 RATIO = re.compile(r"^ratio=(\d+(\.\d+)?|inf)$")
@@ -73,3 +79,20 @@ def test_triage_with_a_micro_model_reports_each_threshold_and_a_ratio(capsys, tm
     output = "\n".join(lines)
     assert "chosen min_similarity" in output
     assert {"frames", "patches"} <= set(re.findall(r"│\s*(frames|patches)\s*│", output))
+
+
+def test_renderings_counts_each_detected_table_per_folder_and_the_known_share(capsys, tmp_path) -> None:
+    for index in range(2):
+        write_phase_png(tmp_path / "c1" / "1" / f"{index}.png", make_patch(7, index).indices)
+    write_phase_png(tmp_path / "c1" / "0" / "rgba.png", make_patch(7, 2).indices, rgba=True)  # a hue wheel
+    (tmp_path / "s1" / "0").mkdir(parents=True)
+    ramp = np.tile(np.linspace(-3, 3, 64), (64, 1))
+    Image.fromarray(GREY.draw(ramp)[..., 0], "L").save(tmp_path / "s1" / "0" / "grey.png")
+    lines = run_script("renderings.py", ["--realdata", str(tmp_path)], capsys)
+    assert lines[-1] == "ratio=0.7500", lines[-1]
+    rows = {cells[0]: cells[1:8] for cells in
+            ([cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│"))}
+    # images, pha, phaold, grey, synthetic, unknown
+    assert rows["c1/1"][:6] == ["2", "0", "0", "0", "2", "0"]
+    assert rows["c1/0"][:6] == ["1", "0", "0", "0", "0", "1"]
+    assert rows["s1/0"][:6] == ["1", "0", "0", "1", "0", "0"]

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from insarwatch import phase
-from insarwatch.imaging import decode_png, nodata_mask, read_phase, to_rgb
+from insarwatch.imaging import decode_png, nodata_mask, phase_image, to_rgb
 
 FOLDERS = ("c1/0", "c1/1", "s1/0", "s1/1", "frames")
 RENDERINGS = ("pha", "phaold", "grey", "synthetic", "unknown")
@@ -39,7 +39,7 @@ def read_folder(folder: Path) -> list[tuple[str, str, float, float, float, float
         image = decode_png(path, MAX_PIXELS)
         start = time.perf_counter()
         rgb = to_rgb(image, "convert", path)
-        read = read_phase(image, rgb)
+        read = phase_image(image, rgb)
         seconds = time.perf_counter() - start
         fits = phase.detect(rgb, nodata_mask(image, rgb))
         shares = [fit.share for fit in fits] + [0.0, 0.0]

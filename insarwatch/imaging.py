@@ -10,7 +10,7 @@ checks mirroring the Hephaestus label filters: the no-data fraction (``no_info``
 an embedded colour-bar detector (``image_artifacts``). Pixel conventions shared with
 ``synthetic/``: no-data is palette index ``transparency`` (0, black) in P-mode PNGs and
 alpha 0 or pure black in RGB(A); the cyclic phase palette never uses pure black; coherence
-PNGs are 8-bit grayscale with 0 meaning no data. ``read_phase`` hands a decoded image to
+PNGs are 8-bit grayscale with 0 meaning no data. ``phase_image`` hands a decoded image to
 ``phase.py``, which owns the colour tables.
 """
 
@@ -190,7 +190,7 @@ def to_rgb(image: Image.Image, rgba_policy: str, path: Path | str) -> np.ndarray
     raise InputError(path, f"unsupported image mode {mode} (expected P, RGB, RGBA or L)")
 
 
-def read_phase(image: Image.Image, rgb: np.ndarray) -> PhaseImage | Unknown:
+def phase_image(image: Image.Image, rgb: np.ndarray) -> PhaseImage | Unknown:
     """The wrapped phase a decoded image shows (``phase.from_rgb`` on ``to_rgb``'s array), with its
     transparency as no data; ``Unknown`` with the reason when no known colour table drew it."""
     return from_rgb(rgb, nodata_mask(image, rgb))

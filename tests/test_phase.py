@@ -51,7 +51,7 @@ def bit_reduced(rgb: np.ndarray) -> np.ndarray:
 
 def read_png(path: Path) -> phase.PhaseImage | phase.Unknown:
     image = imaging.decode_png(path, 10**8)
-    return imaging.read_phase(image, imaging.to_rgb(image, "convert", path))
+    return imaging.phase_image(image, imaging.to_rgb(image, "convert", path))
 
 
 # --------------------------------------------------------------------------- round trips
@@ -184,7 +184,7 @@ def test_the_real_frame_keeps_its_transparent_corners_invalid() -> None:
     path = shared_path("realdata/frames/mexico_city.geo.diff.png")
     decoded = imaging.decode_png(path, 10**8)
     rgb = imaging.to_rgb(decoded, "convert", path)
-    image = imaging.read_phase(decoded, rgb)
+    image = imaging.phase_image(decoded, rgb)
     assert isinstance(image, phase.PhaseImage) and image.rendering == "pha"
     corners = imaging.nodata_mask(decoded, rgb)
     assert corners.mean() > 0.3 and not image.valid[corners].any()

@@ -179,8 +179,20 @@ class DigestSettings(Section):
 
 
 class Volcano(Section):
+    """A ``[[volcanoes]]`` entry: frames route alerts by frame; a position and radius move,
+    re-radius or add a volcano in the GVP catalogue (``insarwatch/volcanoes.py``)."""
+
     name: str
     frames: list[str] = []
+    latitude: float | None = Field(None, ge=-90, le=90, description="WGS84 degrees north")
+    longitude: float | None = Field(None, ge=-180, le=180, description="WGS84 degrees east")
+    radius_km: float | None = Field(None, gt=0, description="How far from it a tile is near it")
+
+    @model_validator(mode="after")
+    def _position_whole(self) -> Volcano:
+        if (self.latitude is None) != (self.longitude is None):
+            raise ValueError(f"volcano {self.name!r} needs both latitude and longitude, or neither")
+        return self
 
 
 class Settings(Section):

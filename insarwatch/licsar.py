@@ -2,7 +2,9 @@
 
 LiCSAR publishes ``<FRAME>/interferograms/<D1>_<D2>/<D1>_<D2>.geo.diff.png`` with
 siblings (``.geo.cc.png``/``.geo.cc.tif`` coherence, ``.geo.diff_pha.tif`` wrapped phase,
-``.geo.unw.tif``). This module turns paths into ``Interferogram`` records and says, for
+``.geo.unw.tif``); since the October 2025 storage migration older pairs sit in the archive
+layout, ``<FRAME>/<D1>_<D2>/<D1>_<D2>.geo.diff.png``, and both are read. Frame metadata
+lives in ``<FRAME>/metadata/`` in both (``Interferogram.frame_dir``). This module turns paths into ``Interferogram`` records and says, for
 anything that does not fit, exactly why; it never guesses a frame or a date. Paths that
 resolve outside the drop directory (through a symlink) are refused.
 """
@@ -57,6 +59,12 @@ class Interferogram:
     @property
     def pair(self) -> str:
         return pair_name(self.primary, self.secondary)
+
+    @property
+    def frame_dir(self) -> Path:
+        """``<FRAME>/``, whichever layout the pair folder sits in."""
+        pair_dir = self.diff_png.parent
+        return pair_dir.parent.parent if pair_dir.parent.name == INTERFEROGRAMS_DIR else pair_dir.parent
 
     @property
     def key(self) -> str:
@@ -132,9 +140,13 @@ def interferogram_from_path(path: Path, drop_dir: Path) -> Interferogram:
     except ValueError:
         raise InputError(path, f"not under the drop directory {drop_dir}") from None
     parts = relative.parts
-    if len(parts) != 4 or parts[1] != INTERFEROGRAMS_DIR:
-        raise InputError(path, "not laid out as <FRAME>/interferograms/<D1>_<D2>/<D1>_<D2>.geo.diff.png")
-    frame_text, _, pair_dir, name = parts
+    if len(parts) == 4 and parts[1] == INTERFEROGRAMS_DIR:
+        frame_text, _, pair_dir, name = parts
+    elif len(parts) == 3:  # the archive layout: pair folders directly in the frame folder
+        frame_text, pair_dir, name = parts
+    else:
+        raise InputError(path, "not laid out as <FRAME>/interferograms/<D1>_<D2>/<D1>_<D2>.geo.diff.png "
+                               "(or the archive's <FRAME>/<D1>_<D2>/<D1>_<D2>.geo.diff.png)")
     stem = name[: -len(DIFF_SUFFIX)]
     if stem != pair_dir:
         raise InputError(path, f"file name {stem!r} does not match its directory {pair_dir!r}")

@@ -363,15 +363,19 @@ def caption(
     from .caption_files import describe_tiles, read_tiles
     from .describe import load_bundle
     from .registry import ModelStore
+    from .volcanoes import catalogue_for
 
     settings = settings_of(ctx)
     bundle = load_bundle(ModelStore(settings.models_dir).resolve(model), settings)
     read = read_tiles(images, settings.imaging)
     for error in read.refused:
         console.stderr.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+    for problem in read.problems:
+        console.stderr.print(f"warning: sibling not used: {problem}", markup=False, highlight=False, soft_wrap=True)
     with console.progress(transient=True) as bar:
         task = bar.add_task(f"captioning with {bundle.version.name}", total=len(read.tiles))
-        captioned = describe_tiles(read.tiles, bundle, settings.retrieval.k, lambda done: bar.advance(task, done))
+        captioned = describe_tiles(read.tiles, bundle, settings.retrieval.k, lambda done: bar.advance(task, done),
+                                   read.grids, catalogue_for(settings.volcanoes) if read.grids else None)
 
     def table() -> Table | None:
         if not captioned:

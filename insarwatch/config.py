@@ -48,8 +48,14 @@ class ImagingSettings(Section):
     max_pixels: int = Field(
         89_478_485, gt=0, description="Largest image decoded; Pillow's decompression-bomb limit"
     )
-    nodata_max_fraction: float = Field(0.25, ge=0, le=1, description="Reject when more no-data pixels")
-    coherence_min: float = Field(0.25, ge=0, le=1, description="Reject when mean coherence is lower")
+    nodata_max_fraction: float = Field(
+        0.5, ge=0, le=1,
+        description="Skip a tile with a larger share of no-data pixels (swath corners, water, NaN phase); "
+                    "a frame is refused for no-data only when no tile is left",
+    )
+    coherence_min: float = Field(
+        0.25, ge=0, le=1, description="Refuse a frame, and skip a tile, whose mean coherence is lower"
+    )
     artifact_max_score: float = Field(
         0.5, ge=0, le=1, description="Reject when the colour-bar/legend detector scores higher"
     )

@@ -41,6 +41,7 @@ WGS84 = "EPSG:4326"
 METADATA_TEXT = "metadata.txt"
 # The frame's own geocoded rasters, in the order their grid is trusted as the frame's.
 FRAME_RASTERS = (".geo.hgt.tif", ".geo.U.tif", ".geo.E.tif", ".geo.N.tif")
+PHASE_TIF, COHERENCE_TIF, UNWRAPPED_TIF = ".geo.diff_pha.tif", ".geo.cc.tif", ".geo.unw.tif"
 
 
 @dataclass(frozen=True)
@@ -256,3 +257,54 @@ def read_frame_metadata(frame_dir: Path) -> FrameMetadata | None:
         if raster.is_file():
             return FrameMetadata(directory, heading, incidence, values, read_grid(raster, "frame metadata"), raster)
     return FrameMetadata(directory, heading, incidence, values)
+
+
+@dataclass(frozen=True)
+class Siblings:
+    """What an interferogram's GeoTIFF siblings and its frame's metadata add to its PNG.
+
+    ``grid`` is the PNG's own grid (same extent, the PNG's size): the georeference of its
+    pixel boxes, from the first sibling that matches the PNG, else the frame metadata.
+    ``problems`` has one line per sibling refused; what it would have added is then absent.
+    """
+
+    grid: Grid | None = None
+    phase: Raster | None = None
+    coherence: Raster | None = None
+    metadata: FrameMetadata | None = None
+    problems: tuple[str, ...] = ()
+
+
+def read_siblings(siblings: Sequence[Path], frame_dir: Path | None, width: int, height: int) -> Siblings:
+    """Read the phase, coherence and unwrapped GeoTIFFs among a ``width`` x ``height`` PNG's
+    ``siblings`` and the metadata of its frame folder; anything unreadable or on another
+    grid becomes a problem line."""
+    problems: list[str] = []
+    grids: list[Grid] = []
+
+    def attempt(path: Path | None, read):  # type: ignore[no-untyped-def]
+        if path is None:
+            return None
+        try:
+            found = read(path)
+            grids.append(check_preview_grid(found if isinstance(found, Grid) else found.grid, width, height, path))
+            return found
+        except InputError as exc:
+            problems.append(str(exc))
+            return None
+
+    def sibling(suffix: str) -> Path | None:
+        return next((path for path in siblings if path.name.endswith(suffix)), None)
+
+    phase = attempt(sibling(PHASE_TIF), read_phase)
+    coherence = attempt(sibling(COHERENCE_TIF), read_coherence)
+    if not grids:
+        attempt(sibling(UNWRAPPED_TIF), lambda path: read_grid(path, "unwrapped phase"))
+    metadata = None
+    try:
+        metadata = read_frame_metadata(frame_dir) if frame_dir is not None else None
+    except InputError as exc:
+        problems.append(str(exc))
+    if not grids and metadata is not None and metadata.grid is not None:
+        attempt(metadata.grid_source, lambda _: metadata.grid)
+    return Siblings(grids[0] if grids else None, phase, coherence, metadata, tuple(problems))

@@ -31,6 +31,7 @@ def alert_features(alert: Mapping[str, Any]) -> dict[str, Any]:
     Tiles without a georeference (a PNG with no GeoTIFF or frame metadata) have no place on
     a map and are left out; the collection is then empty, which is still valid GeoJSON.
     """
+    times = alert.get("times", {})
     features = []
     for tile in alert.get("tiles", ()):
         if tile.get("bounds") is None:
@@ -53,6 +54,8 @@ def alert_features(alert: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "type": "FeatureCollection",
         # A foreign member (RFC 7946 §6.1): which alert these tiles belong to.
-        "alert": {name: alert.get(name) for name in ("key", "frame", "primary", "secondary", "level")},
+        "alert": {"key": alert.get("key"), "frame": alert.get("frame"), "level": alert.get("level"),
+                  "volcano": alert.get("volcano"), "primary": times.get("primary"),
+                  "secondary": times.get("secondary")},
         "features": features,
     }

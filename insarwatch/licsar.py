@@ -62,9 +62,7 @@ class Interferogram:
 
     @property
     def frame_dir(self) -> Path:
-        """``<FRAME>/``, whichever layout the pair folder sits in."""
-        pair_dir = self.diff_png.parent
-        return pair_dir.parent.parent if pair_dir.parent.name == INTERFEROGRAMS_DIR else pair_dir.parent
+        return frame_dir(self.diff_png)
 
     @property
     def key(self) -> str:
@@ -92,6 +90,18 @@ def pair_name(primary: date, secondary: date) -> str:
 def product_path(drop_dir: Path, frame: str, pair: str, suffix: str = DIFF_SUFFIX) -> Path:
     """Where LiCSAR puts a product: ``<FRAME>/interferograms/<PAIR>/<PAIR><suffix>``."""
     return Path(drop_dir) / str(frame) / INTERFEROGRAMS_DIR / pair / f"{pair}{suffix}"
+
+
+def frame_dir(diff_png: Path) -> Path:
+    """``<FRAME>/`` of a product, whichever layout its pair folder sits in."""
+    pair_dir = Path(diff_png).parent
+    return pair_dir.parent.parent if pair_dir.parent.name == INTERFEROGRAMS_DIR else pair_dir.parent
+
+
+def sibling_paths(diff_png: Path) -> tuple[Path, ...]:
+    """The products beside a ``.geo.diff.png`` that exist, in ``SIBLING_SUFFIXES`` order."""
+    stem = Path(diff_png).name[: -len(DIFF_SUFFIX)]
+    return tuple(s for suffix in SIBLING_SUFFIXES if (s := Path(diff_png).with_name(stem + suffix)).exists())
 
 
 def parse_frame_id(text: str) -> FrameId:
@@ -155,11 +165,7 @@ def interferogram_from_path(path: Path, drop_dir: Path) -> Interferogram:
         primary, secondary = parse_date_pair(pair_dir)
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
-    siblings = tuple(
-        sibling
-        for suffix in SIBLING_SUFFIXES
-        if (sibling := path.with_name(stem + suffix)).exists() and is_inside(sibling, drop_dir)
-    )
+    siblings = tuple(sibling for sibling in sibling_paths(path) if is_inside(sibling, drop_dir))
     coherence = next((s for s in siblings if s.name.endswith(COHERENCE_PNG)), None)
     return Interferogram(frame, primary, secondary, path, coherence, siblings)
 

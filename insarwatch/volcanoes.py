@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -127,7 +127,7 @@ def _default_volcanoes() -> tuple[Volcano, ...]:
         return read_catalogue_csv(path)
 
 
-def _adjusted(volcanoes: list[Volcano], entry: VolcanoSetting) -> None:
+def _adjusted(volcanoes: list[Volcano], entry: VolcanoSetting | Adjustment) -> None:
     """Apply one settings entry in place: move, re-radius or add a volcano."""
     placed = entry.latitude is not None and entry.longitude is not None
     if not placed and entry.radius_km is None:
@@ -151,7 +151,7 @@ def _adjusted(volcanoes: list[Volcano], entry: VolcanoSetting) -> None:
                                      "give its latitude and longitude")
 
 
-def load_catalogue(entries: Iterable[VolcanoSetting] = (), path: Path | None = None) -> Catalogue:
+def load_catalogue(entries: Iterable[VolcanoSetting | Adjustment] = (), path: Path | None = None) -> Catalogue:
     """The GVP catalogue (or the CSV at ``path``) adjusted by the settings' ``[[volcanoes]]``."""
     volcanoes = list(read_catalogue_csv(path) if path is not None else _default_volcanoes())
     for entry in entries:
@@ -159,9 +159,28 @@ def load_catalogue(entries: Iterable[VolcanoSetting] = (), path: Path | None = N
     return Catalogue(tuple(volcanoes))
 
 
-@lru_cache(maxsize=1)
+class Adjustment(NamedTuple):
+    """The part of a ``[[volcanoes]]`` entry that changes the catalogue (hashable, for the cache)."""
+
+    name: str
+    latitude: float | None
+    longitude: float | None
+    radius_km: float | None
+
+
+@lru_cache(maxsize=4)
+def _cached(adjustments: tuple[Adjustment, ...]) -> Catalogue:
+    return load_catalogue(adjustments)
+
+
+def catalogue_for(entries: Iterable[VolcanoSetting] = ()) -> Catalogue:
+    """``load_catalogue(entries)``, built once per distinct set of entries (the daemon asks
+    for it with every interferogram)."""
+    return _cached(tuple(Adjustment(e.name, e.latitude, e.longitude, e.radius_km) for e in entries))
+
+
 def default_catalogue() -> Catalogue:
-    return load_catalogue()
+    return catalogue_for()
 
 
 def nearest_volcano(latitude: float, longitude: float, catalogue: Catalogue | None = None) -> tuple[str, float]:

@@ -286,9 +286,10 @@ def test_geojson_of_an_alert_round_trips_against_the_tile_bounds(tmp_path: Path)
     tiles.append({"tile_index": 9, "box": [0, 0, 8, 8], "level": "review", "severity": None, "caption": "x",
                   "finding": {}})  # no georeference: not on the map
     alert = {"key": "128A_09016_091311/20180101_20180113/v1", "frame": "128A_09016_091311", "level": "alert",
-             "primary": "2018-01-01", "secondary": "2018-01-13", "tiles": tiles}
+             "times": {"primary": "2018-01-01", "secondary": "2018-01-13"}, "tiles": tiles}
     document = json.loads(json.dumps(alert_features(json.loads(json.dumps(alert)))))
     assert document["type"] == "FeatureCollection" and document["alert"]["key"] == alert["key"]
+    assert document["alert"]["primary"] == "2018-01-01"
     assert len(document["features"]) == 3
     for feature, source in zip(document["features"], tiles, strict=False):
         assert feature["type"] == "Feature" and feature["geometry"]["type"] == "Polygon"

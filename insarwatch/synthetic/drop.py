@@ -62,9 +62,11 @@ def frame_id(rng: np.random.Generator, direction: str) -> str:
     return f"{track:03d}{direction}_{first:05d}_{second:06d}"
 
 
-def deforming_tiles(mask: np.ndarray, tile_size: int, tile_stride: int, min_pixels: int = 50) -> tuple[int, ...]:
-    """Indices of the tiles (``imaging.tile`` order and boxes) with deformation in them."""
-    tiles = tile(np.zeros(mask.shape + (1,), dtype=np.uint8), tile_size, tile_stride)
+def deforming_tiles(mask: np.ndarray, valid: np.ndarray, tile_size: int, tile_stride: int,
+                    min_pixels: int = 50) -> tuple[int, ...]:
+    """Indices of the tiles (``imaging.tile`` order and boxes over the ``valid`` swath, as the
+    daemon lays them) with deformation in them."""
+    tiles = tile(np.zeros(mask.shape + (1,), dtype=np.uint8), tile_size, tile_stride, valid)
     return tuple(t.index for t in tiles if mask[t.box[1]:t.box[3], t.box[0]:t.box[2]].sum() >= min_pixels)
 
 
@@ -117,7 +119,7 @@ def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volc
         # The sibling lands first so a watcher that sees the diff PNG also finds its coherence.
         write_coherence_png(coherence_png, coherence, nodata)
         write_phase_png(diff_png, indices)
-        tiles = deforming_tiles(mask & ~nodata, *tiling) if deforming else ()
+        tiles = deforming_tiles(mask & ~nodata, ~nodata, *tiling) if deforming else ()
         interferograms.append(SynthInterferogram(f"{name}/{pair_name(day, secondary)}", name, day, secondary, diff_png, coherence_png,
                                                  deforming, activity_type, intensity, volcano, tiles, low_coherence))
         day = secondary

@@ -423,11 +423,12 @@ def synth(
         "--volcano", help="Volcano pixel position X,Y (default the frame centre).")] = None,
 ) -> None:
     """Write a synthetic LiCSAR drop: whole frames of wrapped phase (P-mode PNG) with
-    .geo.cc.png coherence, deformation near the volcano in every other frame.
+    .geo.cc.png coherence and .geo.diff_pha.tif / .geo.cc.tif GeoTIFFs georeferenced around
+    a real GVP volcano, deformation near the volcano in every other frame.
 
     DROP/synth-truth.jsonl records, per interferogram, whether it deforms, the source type,
-    intensity and the tiles (imaging.tile_size / tile_stride from the settings) that hold
-    the deformation.
+    intensity, the tiles (imaging.tile_size / tile_stride from the settings) that hold
+    the deformation and the volcano the frame is placed around (volcano_name).
     """
     from .synthetic.drop import write_drop
 

@@ -195,6 +195,21 @@ def read_unwrapped(path: Path) -> Raster:
     return _require_valid(Raster(Path(path), grid, _float_with_nodata(values)), "unwrapped phase GeoTIFF")
 
 
+def grid_around(latitude: float, longitude: float, width: int, height: int, x: float, y: float,
+                step: float) -> Grid:
+    """A north-up WGS84 grid of ``step``-degree pixels whose pixel (x, y) centre is at the point."""
+    west, north = longitude - (x + 0.5) * step, latitude + (y + 0.5) * step
+    transform = Affine.translation(west, north) @ Affine.scale(step, -step)
+    return Grid(width, height, transform, WGS84, (west, north - height * step, west + width * step, north))
+
+
+def write_raster(path: Path, values: np.ndarray, grid: Grid) -> None:
+    """Write one band as a GeoTIFF on ``grid``, as LiCSAR's ``data2geotiff`` does (no-data 0)."""
+    with rasterio.open(Path(path), "w", driver="GTiff", width=grid.width, height=grid.height, count=1,
+                       dtype=values.dtype, crs=grid.crs, transform=grid.transform, nodata=0) as dataset:
+        dataset.write(values, 1)
+
+
 def check_preview_grid(grid: Grid, width: int, height: int, path: Path) -> Grid:
     """``grid`` at the PNG preview's ``width`` x ``height``, or ``InputError`` when the two
     cannot cover the same extent.

@@ -169,3 +169,24 @@ def test_a_bad_sibling_is_one_recorded_line_and_the_png_still_works(georeference
     assert tiled.siblings.phase is None and tiled.siblings.grid is not None  # the coherence tif still places it
     assert tiled.notes["problems"] == [problem]
     assert len(tiled.tiles) == 4
+
+
+def test_synthetic_drops_carry_geotiffs_around_a_real_volcano(tmp_path: Path) -> None:
+    from insarwatch.geo import read_siblings
+    from insarwatch.licsar import frame_dir, sibling_paths
+    from insarwatch.volcanoes import default_catalogue
+
+    [frame] = write_drop(tmp_path, 1, 11, size=(448, 336), volcano=(100, 200), pairs=1)
+    item = frame.interferograms[0]
+    truth = json.loads((tmp_path / "synth-truth.jsonl").read_text())
+    siblings = read_siblings(sibling_paths(item.diff_png), frame_dir(item.diff_png), 448, 336)
+    assert not siblings.problems and siblings.grid is not None and siblings.phase is not None
+    [volcano] = default_catalogue().named(truth["volcano_name"])
+    west, south, east, north = siblings.grid.box_bounds((100, 200, 101, 201))  # the volcano's pixel
+    assert west <= volcano.longitude <= east and south <= volcano.latitude <= north
+    assert (east - west) == pytest.approx(0.001 / 0.3)
+    # Corners carry no phase in the GeoTIFF either, exactly where the PNG is transparent.
+    from insarwatch.imaging import decode_png, nodata_mask, to_rgb
+
+    image = decode_png(item.diff_png, 10**7)
+    assert np.array_equal(~siblings.phase.valid, nodata_mask(image, to_rgb(image, "skip", item.diff_png)))

@@ -97,9 +97,9 @@ def test_drop_is_deterministic(tmp_path: Path) -> None:
         args = ["synth", str(tmp_path / name), "--frames", "1", "--pairs", "1", "--size", "300x260", "--seed", "9"]
         assert runner.invoke(app, args).exit_code == 0
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
-    assert len(files) == 3
+    assert len(files) == 5  # diff PNG, cc PNG, diff_pha and cc GeoTIFFs, truth
     for relative in files:
-        if relative.suffix == ".png":
+        if relative.suffix in (".png", ".tif"):
             assert (tmp_path / "one" / relative).read_bytes() == (tmp_path / "two" / relative).read_bytes()
 
 

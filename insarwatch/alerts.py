@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 Level = Literal["alert", "review", "quiet"]
 LEVELS: tuple[Level, ...] = ("quiet", "review", "alert")
 Box = tuple[int, int, int, int]
+Bounds = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,21 @@ class TileDecision:
     finding: Finding
     neighbours: tuple[Neighbour, ...]
     reasons: dict[str, Any]
+    bounds: Bounds | None = None  # [west, south, east, north] WGS84, when georeferenced
+    volcano: tuple[str, float] | None = None  # nearest volcano and its distance (km) from the centre
 
     def to_dict(self) -> dict[str, Any]:
-        """The one JSON shape of a tile's decision: the alert report's tiles and the store's results."""
+        """The one JSON shape of a tile's decision: the alert report's tiles and the store's results;
+        ``bounds`` and ``volcano`` (``{"name", "distance_km"}``) only when the tile is georeferenced."""
+        place: dict[str, Any] = {}
+        if self.bounds is not None:
+            place["bounds"] = [round(side, 6) for side in self.bounds]
+        if self.volcano is not None:
+            place["volcano"] = {"name": self.volcano[0], "distance_km": round(self.volcano[1], 2)}
         return {
             "tile_index": self.tile_index,
             "box": list(self.box),
+            **place,
             "level": self.level,
             "severity": self.severity,
             "caption": self.caption,
@@ -99,6 +109,7 @@ class Alert:
     received_at: datetime
     processed_at: datetime
     diff_png: Path
+    volcanoes: tuple[str, ...] = ()  # every volcano a flagged tile is near, strongest tile first
 
 
 def _rank(intensity: str | None) -> int:
@@ -120,8 +131,12 @@ def decide_tile(
     finding: Finding,
     neighbours: Sequence[Neighbour],
     settings: AlertSettings,
+    *,
+    bounds: Bounds | None = None,
+    volcano: tuple[str, float] | None = None,
 ) -> TileDecision:
-    """Combine a tile's caption finding with its neighbours' labels into a level."""
+    """Combine a tile's caption finding with its neighbours' labels into a level; ``bounds``
+    and ``volcano`` say where the tile lies, when the frame is georeferenced."""
     neighbours = tuple(neighbours)
     voters = [neighbour for neighbour in neighbours if neighbour.similarity >= settings.min_similarity]
     # A negative cosine similarity is evidence of nothing: it weighs zero.
@@ -180,11 +195,11 @@ def decide_tile(
     }
     return TileDecision(
         tile_index=tile_index, box=tuple(int(side) for side in box), level=level, severity=severity,
-        caption=caption, finding=finding, neighbours=neighbours, reasons=reasons,
+        caption=caption, finding=finding, neighbours=neighbours, reasons=reasons, bounds=bounds, volcano=volcano,
     )
 
 
-def _strength(tile: TileDecision) -> tuple[int, int]:
+def strength(tile: TileDecision) -> tuple[int, int]:
     return LEVELS.index(tile.level), _rank(tile.severity)
 
 
@@ -194,7 +209,7 @@ def decide_interferogram(tiles: Iterable[TileDecision]) -> Decision:
     contributing = tuple(sorted((tile for tile in tiles if tile.level != "quiet"), key=lambda tile: tile.tile_index))
     if not contributing:
         return Decision("quiet", None, ())
-    top = max(contributing, key=_strength)
+    top = max(contributing, key=strength)
     return Decision(top.level, top.severity, contributing)
 
 

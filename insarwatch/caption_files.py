@@ -5,21 +5,26 @@ own steps (``pipeline.read_rgb``: decode, RGB conversion, the same refusals) and
 into ``imaging.tile_size`` tiles, keeping the files it refused; ``describe_tiles`` gives each
 tile its caption and nearest indexed examples as ``CaptionedTile``, whose ``to_dict`` is the
 JSON line the command prints. No layout or pixel-quality check runs here: a Hephaestus
-patch has no coherence file, and a user asking for a caption wants one.
+patch has no coherence file, and a user asking for a caption wants one. A ``.geo.diff.png``
+with GeoTIFF siblings or frame metadata (``geo.read_siblings``) gives its tiles WGS84
+``bounds`` and their nearest ``volcano``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import ImagingSettings
-from .errors import InputError
-from .imaging import Tile, tile
-from .pipeline import read_rgb
 from .describe import Bundle, Described
+from .errors import InputError
+from .geo import Grid, read_siblings
+from .imaging import Tile, tile
+from .licsar import DIFF_SUFFIX, frame_dir, sibling_paths
+from .pipeline import read_rgb
+from .volcanoes import Catalogue
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,8 @@ class FileTiles:
 
     tiles: tuple[tuple[Path, Tile], ...]
     refused: tuple[InputError, ...]
+    grids: dict[Path, Grid] = field(default_factory=dict)  # the georeferenced files' PNG grids
+    problems: tuple[str, ...] = ()  # siblings refused (the PNG was read all the same)
 
 
 @dataclass(frozen=True)
@@ -37,12 +44,20 @@ class CaptionedTile:
     image: Path
     tile: Tile
     described: Described
+    bounds: tuple[float, float, float, float] | None = None
+    volcano: tuple[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        place: dict[str, Any] = {}
+        if self.bounds is not None:
+            place["bounds"] = [round(side, 6) for side in self.bounds]
+        if self.volcano is not None:
+            place["volcano"] = {"name": self.volcano[0], "distance_km": round(self.volcano[1], 2)}
         return {
             "image": str(self.image),
             "tile": self.tile.index,
             "box": list(self.tile.box),
+            **place,
             "caption": self.described.caption.text,
             "retrieved": self.described.caption.retrieved,
             "neighbours": [
@@ -57,22 +72,41 @@ def read_tiles(paths: Sequence[Path], imaging: ImagingSettings) -> FileTiles:
     """Every readable file of ``paths`` cut into tiles, in order; the others refused."""
     tiles: list[tuple[Path, Tile]] = []
     refused: list[InputError] = []
+    grids: dict[Path, Grid] = {}
+    problems: list[str] = []
     for path in paths:
         try:
             _, rgb = read_rgb(path, imaging)
         except InputError as exc:
             refused.append(exc)
             continue
+        if Path(path).name.endswith(DIFF_SUFFIX):
+            siblings = read_siblings(sibling_paths(path), frame_dir(path), rgb.shape[1], rgb.shape[0])
+            problems += siblings.problems
+            if siblings.grid is not None:
+                grids[path] = siblings.grid
         tiles += [(path, piece) for piece in tile(rgb, imaging.tile_size, imaging.tile_stride)]
-    return FileTiles(tuple(tiles), tuple(refused))
+    return FileTiles(tuple(tiles), tuple(refused), grids, tuple(problems))
 
 
 def describe_tiles(tiles: Sequence[tuple[Path, Tile]], bundle: Bundle, k: int,
-                   advance: Callable[[int], object] = lambda done: None) -> list[CaptionedTile]:
+                   advance: Callable[[int], object] = lambda done: None,
+                   grids: Mapping[Path, Grid] | None = None, catalogue: Catalogue | None = None) -> list[CaptionedTile]:
     """Caption ``tiles`` and find their ``k`` nearest examples, calling ``advance(n)`` after
-    each model batch of ``n`` tiles."""
+    each model batch of ``n`` tiles; tiles of a file in ``grids`` get their bounds and, with a
+    ``catalogue``, their nearest volcano."""
     described: list[Described] = []
     for batch in bundle.describe_batches([piece.pixels for _, piece in tiles], k):
         described += batch
         advance(len(batch))
-    return [CaptionedTile(path, piece, item) for (path, piece), item in zip(tiles, described, strict=True)]
+    captioned = []
+    for (path, piece), item in zip(tiles, described, strict=True):
+        grid = (grids or {}).get(path)
+        bounds = grid.box_bounds(piece.box) if grid is not None else None
+        volcano = None
+        if bounds is not None and catalogue is not None:
+            west, south, east, north = bounds
+            nearest, distance = catalogue.nearest((south + north) / 2, (west + east) / 2)
+            volcano = (nearest.name, distance)
+        captioned.append(CaptionedTile(path, piece, item, bounds, volcano))
+    return captioned

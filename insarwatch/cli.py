@@ -363,15 +363,19 @@ def caption(
     from .caption_files import describe_tiles, read_tiles
     from .describe import load_bundle
     from .registry import ModelStore
+    from .volcanoes import catalogue_for
 
     settings = settings_of(ctx)
     bundle = load_bundle(ModelStore(settings.models_dir).resolve(model), settings)
     read = read_tiles(images, settings.imaging)
     for error in read.refused:
         console.stderr.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+    for problem in read.problems:
+        console.stderr.print(f"warning: sibling not used: {problem}", markup=False, highlight=False, soft_wrap=True)
     with console.progress(transient=True) as bar:
         task = bar.add_task(f"captioning with {bundle.version.name}", total=len(read.tiles))
-        captioned = describe_tiles(read.tiles, bundle, settings.retrieval.k, lambda done: bar.advance(task, done))
+        captioned = describe_tiles(read.tiles, bundle, settings.retrieval.k, lambda done: bar.advance(task, done),
+                                   read.grids, catalogue_for(settings.volcanoes) if read.grids else None)
 
     def table() -> Table | None:
         if not captioned:
@@ -419,11 +423,12 @@ def synth(
         "--volcano", help="Volcano pixel position X,Y (default the frame centre).")] = None,
 ) -> None:
     """Write a synthetic LiCSAR drop: whole frames of wrapped phase (P-mode PNG) with
-    .geo.cc.png coherence, deformation near the volcano in every other frame.
+    .geo.cc.png coherence and .geo.diff_pha.tif / .geo.cc.tif GeoTIFFs georeferenced around
+    a real GVP volcano, deformation near the volcano in every other frame.
 
     DROP/synth-truth.jsonl records, per interferogram, whether it deforms, the source type,
-    intensity and the tiles (imaging.tile_size / tile_stride from the settings) that hold
-    the deformation.
+    intensity, the tiles (imaging.tile_size / tile_stride from the settings) that hold
+    the deformation and the volcano the frame is placed around (volcano_name).
     """
     from .synthetic.drop import write_drop
 

@@ -48,8 +48,14 @@ class ImagingSettings(Section):
     max_pixels: int = Field(
         89_478_485, gt=0, description="Largest image decoded; Pillow's decompression-bomb limit"
     )
-    nodata_max_fraction: float = Field(0.25, ge=0, le=1, description="Reject when more no-data pixels")
-    coherence_min: float = Field(0.25, ge=0, le=1, description="Reject when mean coherence is lower")
+    nodata_max_fraction: float = Field(
+        0.5, ge=0, le=1,
+        description="Skip a tile with a larger share of no-data pixels (swath corners, water, NaN phase); "
+                    "a frame is refused for no-data only when no tile is left",
+    )
+    coherence_min: float = Field(
+        0.25, ge=0, le=1, description="Refuse a frame, and skip a tile, whose mean coherence is lower"
+    )
     artifact_max_score: float = Field(
         0.5, ge=0, le=1, description="Reject when the colour-bar/legend detector scores higher"
     )
@@ -179,8 +185,20 @@ class DigestSettings(Section):
 
 
 class Volcano(Section):
+    """A ``[[volcanoes]]`` entry: frames route alerts by frame; a position and radius move,
+    re-radius or add a volcano in the GVP catalogue (``insarwatch/volcanoes.py``)."""
+
     name: str
     frames: list[str] = []
+    latitude: float | None = Field(None, ge=-90, le=90, description="WGS84 degrees north")
+    longitude: float | None = Field(None, ge=-180, le=180, description="WGS84 degrees east")
+    radius_km: float | None = Field(None, gt=0, description="How far from it a tile is near it")
+
+    @model_validator(mode="after")
+    def _position_whole(self) -> Volcano:
+        if (self.latitude is None) != (self.longitude is None):
+            raise ValueError(f"volcano {self.name!r} needs both latitude and longitude, or neither")
+        return self
 
 
 class Settings(Section):

@@ -7,7 +7,11 @@ more pixels than ``imaging.max_pixels`` or Pillow's own decompression-bomb limit
 before a single pixel is decompressed. Frames that arrive without expert labels get three
 checks mirroring the Hephaestus label filters: the no-data fraction (``no_info`` /
 ``corrupted``), the mean coherence of the ``.geo.cc.png`` sibling (``low_coherence``) and
-an embedded colour-bar detector (``image_artifacts``). Pixel conventions shared with
+an embedded colour-bar detector (``image_artifacts``). Validity is per pixel and per tile,
+not per frame: a geocoded frame is a rotated swath with 20–40% transparent corners, so
+``tile`` lays its tiles along the valid swath and records each tile's valid fraction, and
+``usable_tiles`` skips (and counts) the tiles with too much no-data or too little
+coherence; a frame is refused for no-data only when no tile is left. Pixel conventions shared with
 ``synthetic/``: no-data is palette index ``transparency`` (0, black) in P-mode PNGs and
 alpha 0 or pure black in RGB(A); the cyclic phase palette never uses pure black; coherence
 PNGs are 8-bit grayscale with 0 meaning no data. ``phase_image`` hands a decoded image to
@@ -17,6 +21,7 @@ PNGs are 8-bit grayscale with 0 meaning no data. ``phase_image`` hands a decoded
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,11 +95,13 @@ class QualityCheck:
 
 @dataclass(frozen=True)
 class Tile:
-    """One square (or, at a small frame, smaller) piece of a frame; ``pixels`` is a view."""
+    """One square (or, at a small frame, smaller) piece of a frame; ``pixels`` is a view.
+    ``valid_fraction`` is the share of its pixels that carry phase."""
 
     index: int
     box: tuple[int, int, int, int]  # (left, top, right, bottom), right/bottom exclusive
     pixels: np.ndarray
+    valid_fraction: float = 1.0
 
 
 def read_png_header(path: Path) -> PngHeader:
@@ -218,16 +225,16 @@ def nodata_fraction(image: Image.Image, rgb: np.ndarray) -> float:
     return float(mask.mean()) if mask.size else 1.0
 
 
-def mean_coherence(path: Path, max_pixels: int) -> float:
-    """Mean coherence over valid (nonzero) pixels of an 8-bit grayscale ``.geo.cc.png``."""
+def coherence_png(path: Path, max_pixels: int) -> np.ndarray:
+    """An 8-bit grayscale ``.geo.cc.png`` as coherence 0–1, NaN where it is 0 (no data)."""
     image = decode_png(path, max_pixels)
     if image.mode != "L":
         raise InputError(path, f"coherence PNG is mode {image.mode}, expected 8-bit grayscale (L)")
-    values = np.asarray(image)
-    valid = values[values > 0]
-    if valid.size == 0:
+    values = np.asarray(image).astype(np.float32) / np.float32(255)
+    values[values == 0] = np.nan
+    if np.isnan(values).all():
         raise InputError(path, "coherence PNG has no valid (nonzero) pixels")
-    return float(valid.mean() / 255.0)
+    return values
 
 
 def _edge_strips(rgb: np.ndarray) -> dict[str, np.ndarray]:
@@ -292,24 +299,21 @@ def colour_bar_score(rgb: np.ndarray) -> float:
 
 
 def check_quality(
-    image: Image.Image, rgb: np.ndarray, coherence_path: Path | None, settings: ImagingSettings
+    rgb: np.ndarray, coherence: np.ndarray | InputError | None, settings: ImagingSettings
 ) -> tuple[QualityCheck, ...]:
-    """The pixel checks for a frame without expert labels, thresholds from ``settings``.
+    """The frame-wide pixel checks for a frame without expert labels, thresholds from ``settings``.
 
-    ``mean_coherence`` is present only when a coherence sibling is; an unreadable sibling
-    makes that check fail with the reason instead of raising.
+    ``coherence`` is the frame's coherence (0–1, NaN = no data, on any grid of the frame's
+    extent), the error that kept the sibling from being read (the check then fails with its
+    reason), or ``None`` when the frame has no coherence sibling (no check). No-data is not
+    checked here: it is per tile (``usable_tiles``).
     """
-    fraction = nodata_fraction(image, rgb)
-    checks = [QualityCheck("nodata_fraction", fraction, settings.nodata_max_fraction,
-                           fraction <= settings.nodata_max_fraction)]
-    if coherence_path is not None:
-        try:
-            coherence = mean_coherence(coherence_path, settings.max_pixels)
-        except InputError as exc:
-            checks.append(QualityCheck("mean_coherence", None, settings.coherence_min, False, str(exc)))
-        else:
-            checks.append(QualityCheck("mean_coherence", coherence, settings.coherence_min,
-                                       coherence >= settings.coherence_min))
+    checks = []
+    if isinstance(coherence, InputError):
+        checks.append(QualityCheck("mean_coherence", None, settings.coherence_min, False, str(coherence)))
+    elif coherence is not None:
+        mean = float(np.nanmean(coherence))
+        checks.append(QualityCheck("mean_coherence", mean, settings.coherence_min, mean >= settings.coherence_min))
     score = colour_bar_score(rgb)
     checks.append(QualityCheck("colour_bar", score, settings.artifact_max_score,
                                score <= settings.artifact_max_score))
@@ -319,29 +323,110 @@ def check_quality(
 # --------------------------------------------------------------------------- tiling
 
 
-def _starts(length: int, size: int, stride: int) -> list[int]:
-    """Tile origins along one axis; the last is moved back to end exactly at the edge."""
-    if length <= size:
-        return [0]
-    starts = list(range(0, length - size + 1, stride))
-    if starts[-1] + size < length:
-        starts.append(length - size)
+def _starts(low: int, high: int, size: int, stride: int) -> list[int]:
+    """Tile origins covering [low, high); the last is moved back to end exactly at ``high``."""
+    if high - low <= size:
+        return [low]
+    starts = list(range(low, high - size + 1, stride))
+    if starts[-1] + size < high:
+        starts.append(high - size)
     return starts
 
 
-def tile(rgb: np.ndarray, size: int, stride: int) -> list[Tile]:
-    """Split a frame into ``size``-square tiles every ``stride`` px, row by row.
+def _span(flags: np.ndarray, length: int, size: int) -> tuple[int, int]:
+    """[first, last + 1) of the True entries, widened to one tile where the frame allows."""
+    found = np.flatnonzero(flags)
+    if found.size == 0:
+        return 0, length
+    low, high = int(found[0]), int(found[-1]) + 1
+    low = max(0, min(low, length - size))
+    return low, max(high, min(length, low + size))
 
-    Every pixel is covered: the last row and column of tiles are aligned to the bottom and
-    right edges (overlapping their neighbours when the frame is not a multiple of the
-    stride), and a frame smaller than ``size`` along an axis gets one tile spanning it.
+
+def swath_boxes(valid: np.ndarray, size: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """Tile boxes that follow the valid swath, row of tiles by row of tiles.
+
+    Rows of tiles span the rows holding any valid pixel; each row of tiles spans the columns
+    holding a valid pixel within its band. A geocoded swath is a rotated rectangle, so the
+    tiles shift with it instead of sitting on the transparent corners; a frame valid
+    everywhere gets exactly the plain grid.
     """
     if size <= 0 or stride <= 0 or stride > size:
         raise ValueError(f"tile stride {stride} must be in 1..size ({size}) so tiles cover the frame")
+    height, width = valid.shape
+    boxes = []
+    for top in _starts(*_span(valid.any(axis=1), height, size), size, stride):
+        bottom = min(top + size, height)
+        band = valid[top:bottom].any(axis=0)
+        if not band.any():
+            continue
+        for left in _starts(*_span(band, width, size), size, stride):
+            boxes.append((left, top, min(left + size, width), bottom))
+    return boxes
+
+
+def tile(rgb: np.ndarray, size: int, stride: int, valid: np.ndarray | None = None) -> list[Tile]:
+    """Split a frame into ``size``-square tiles every ``stride`` px, row by row.
+
+    Every valid pixel is covered: the last row and column of tiles are aligned to the edge of
+    the swath (overlapping their neighbours when it is not a multiple of the stride), and a
+    frame smaller than ``size`` along an axis gets one tile spanning it. Without ``valid``
+    (a boolean mask of the pixels carrying phase) every pixel is valid.
+    """
     height, width = rgb.shape[:2]
+    if valid is None:
+        valid = np.ones((height, width), dtype=bool)
     tiles = []
-    for top in _starts(height, size, stride):
-        for left in _starts(width, size, stride):
-            right, bottom = min(left + size, width), min(top + size, height)
-            tiles.append(Tile(len(tiles), (left, top, right, bottom), rgb[top:bottom, left:right]))
+    for left, top, right, bottom in swath_boxes(valid, size, stride):
+        tiles.append(Tile(len(tiles), (left, top, right, bottom), rgb[top:bottom, left:right],
+                          float(valid[top:bottom, left:right].mean())))
     return tiles
+
+
+def resample_nearest(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``values`` on a grid of the same extent at ``shape`` (height, width), each new pixel
+    taking the old pixel under its centre."""
+    rows = ((np.arange(shape[0]) + 0.5) * values.shape[0] / shape[0]).astype(int)
+    columns = ((np.arange(shape[1]) + 0.5) * values.shape[1] / shape[1]).astype(int)
+    return values[rows[:, None], columns[None, :]]
+
+
+def box_mean(values: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> float | None:
+    """Mean of ``values`` (NaN = no data) over a pixel box of an image of ``shape`` (height,
+    width) covering the same extent at another resolution; ``None`` when it holds no data."""
+    scale_y, scale_x = values.shape[0] / shape[0], values.shape[1] / shape[1]
+    left, top, right, bottom = box
+    window = values[int(top * scale_y):max(int(top * scale_y) + 1, round(bottom * scale_y)),
+                    int(left * scale_x):max(int(left * scale_x) + 1, round(right * scale_x))]
+    finite = window[np.isfinite(window)]
+    return float(finite.mean()) if finite.size else None
+
+
+@dataclass(frozen=True)
+class UsableTiles:
+    """The tiles worth captioning and how many were skipped, by reason."""
+
+    tiles: tuple[Tile, ...]
+    skipped: dict[str, int]
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+
+def usable_tiles(tiles: Sequence[Tile], shape: tuple[int, int], coherence: np.ndarray | None,
+                 settings: ImagingSettings) -> UsableTiles:
+    """Skip the tiles with more no-data than ``nodata_max_fraction`` (corners, water, NaN
+    phase) or a mean coherence under ``coherence_min`` (a decorrelated valley), counting each."""
+    kept, skipped = [], {"nodata": 0, "coherence": 0}
+    for piece in tiles:
+        if 1 - piece.valid_fraction > settings.nodata_max_fraction:
+            skipped["nodata"] += 1
+            continue
+        if coherence is not None:
+            mean = box_mean(coherence, piece.box, shape)
+            if mean is None or mean < settings.coherence_min:
+                skipped["coherence"] += 1
+                continue
+        kept.append(piece)
+    return UsableTiles(tuple(kept), skipped)

@@ -2,7 +2,9 @@
 
 LiCSAR publishes ``<FRAME>/interferograms/<D1>_<D2>/<D1>_<D2>.geo.diff.png`` with
 siblings (``.geo.cc.png``/``.geo.cc.tif`` coherence, ``.geo.diff_pha.tif`` wrapped phase,
-``.geo.unw.tif``). This module turns paths into ``Interferogram`` records and says, for
+``.geo.unw.tif``); since the October 2025 storage migration older pairs sit in the archive
+layout, ``<FRAME>/<D1>_<D2>/<D1>_<D2>.geo.diff.png``, and both are read. Frame metadata
+lives in ``<FRAME>/metadata/`` in both (``Interferogram.frame_dir``). This module turns paths into ``Interferogram`` records and says, for
 anything that does not fit, exactly why; it never guesses a frame or a date. Paths that
 resolve outside the drop directory (through a symlink) are refused.
 """
@@ -59,6 +61,10 @@ class Interferogram:
         return pair_name(self.primary, self.secondary)
 
     @property
+    def frame_dir(self) -> Path:
+        return frame_dir(self.diff_png)
+
+    @property
     def key(self) -> str:
         """Stable identity used by the state store and alert de-duplication."""
         return f"{self.frame}/{self.pair}"
@@ -84,6 +90,18 @@ def pair_name(primary: date, secondary: date) -> str:
 def product_path(drop_dir: Path, frame: str, pair: str, suffix: str = DIFF_SUFFIX) -> Path:
     """Where LiCSAR puts a product: ``<FRAME>/interferograms/<PAIR>/<PAIR><suffix>``."""
     return Path(drop_dir) / str(frame) / INTERFEROGRAMS_DIR / pair / f"{pair}{suffix}"
+
+
+def frame_dir(diff_png: Path) -> Path:
+    """``<FRAME>/`` of a product, whichever layout its pair folder sits in."""
+    pair_dir = Path(diff_png).parent
+    return pair_dir.parent.parent if pair_dir.parent.name == INTERFEROGRAMS_DIR else pair_dir.parent
+
+
+def sibling_paths(diff_png: Path) -> tuple[Path, ...]:
+    """The products beside a ``.geo.diff.png`` that exist, in ``SIBLING_SUFFIXES`` order."""
+    stem = Path(diff_png).name[: -len(DIFF_SUFFIX)]
+    return tuple(s for suffix in SIBLING_SUFFIXES if (s := Path(diff_png).with_name(stem + suffix)).exists())
 
 
 def parse_frame_id(text: str) -> FrameId:
@@ -132,9 +150,13 @@ def interferogram_from_path(path: Path, drop_dir: Path) -> Interferogram:
     except ValueError:
         raise InputError(path, f"not under the drop directory {drop_dir}") from None
     parts = relative.parts
-    if len(parts) != 4 or parts[1] != INTERFEROGRAMS_DIR:
-        raise InputError(path, "not laid out as <FRAME>/interferograms/<D1>_<D2>/<D1>_<D2>.geo.diff.png")
-    frame_text, _, pair_dir, name = parts
+    if len(parts) == 4 and parts[1] == INTERFEROGRAMS_DIR:
+        frame_text, _, pair_dir, name = parts
+    elif len(parts) == 3:  # the archive layout: pair folders directly in the frame folder
+        frame_text, pair_dir, name = parts
+    else:
+        raise InputError(path, "not laid out as <FRAME>/interferograms/<D1>_<D2>/<D1>_<D2>.geo.diff.png "
+                               "(or the archive's <FRAME>/<D1>_<D2>/<D1>_<D2>.geo.diff.png)")
     stem = name[: -len(DIFF_SUFFIX)]
     if stem != pair_dir:
         raise InputError(path, f"file name {stem!r} does not match its directory {pair_dir!r}")
@@ -143,11 +165,7 @@ def interferogram_from_path(path: Path, drop_dir: Path) -> Interferogram:
         primary, secondary = parse_date_pair(pair_dir)
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
-    siblings = tuple(
-        sibling
-        for suffix in SIBLING_SUFFIXES
-        if (sibling := path.with_name(stem + suffix)).exists() and is_inside(sibling, drop_dir)
-    )
+    siblings = tuple(sibling for sibling in sibling_paths(path) if is_inside(sibling, drop_dir))
     coherence = next((s for s in siblings if s.name.endswith(COHERENCE_PNG)), None)
     return Interferogram(frame, primary, secondary, path, coherence, siblings)
 

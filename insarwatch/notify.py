@@ -98,7 +98,8 @@ def report_from_payload(payload: Mapping[str, Any]) -> Report:
 def recipients_for(document: Mapping[str, Any], smtp: SmtpSettings) -> list[str]:
     """``recipients`` plus the lists of every frame and volcano the report is about, each once."""
     if document["kind"] == "alert":
-        places = [(document["frame"], document.get("volcano"))]
+        volcanoes = document.get("volcanoes") or [document.get("volcano")]
+        places = [(document["frame"], volcano) for volcano in volcanoes]
     else:
         places = [(frame["frame"], frame.get("volcano")) for frame in document["frames"]]
     addresses = list(smtp.recipients)

@@ -27,26 +27,42 @@ import numpy as np
 from PIL import Image
 
 from . import notify
-from .alerts import Alert, alert_key, decide_interferogram, decide_tile
+from .alerts import Alert, Bounds, alert_key, decide_interferogram, decide_tile, strength
 from .config import ImagingSettings, Settings
 from .describe import Bundle, Described
 from .errors import InputError
 from .findings import parse_caption
-from .imaging import QualityCheck, Tile, check_quality, decode_png, tile, to_rgb
+from .geo import Siblings, read_siblings
+from .imaging import (
+    QualityCheck, Tile, check_quality, coherence_png, decode_png, nodata_mask, resample_nearest, tile, to_rgb,
+    usable_tiles,
+)
 from .licsar import Interferogram, interferogram_from_path
 from .store import AlertRecord, InterferogramRecord, StaleTransition, Store, TileResult
+from .volcanoes import Volcano, catalogue_for
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Tiled:
-    """An interferogram ready for the model: its tiles and the quality checks it passed."""
+    """An interferogram ready for the model: its usable tiles, the quality checks it passed,
+    how many tiles were skipped (by reason) and what its siblings add (georeference, phase)."""
 
     record: InterferogramRecord
     interferogram: Interferogram
     quality: tuple[QualityCheck, ...]
     tiles: tuple[Tile, ...]
+    skipped: dict[str, int] = field(default_factory=dict)
+    siblings: Siblings = Siblings()
+
+    @property
+    def notes(self) -> dict[str, Any]:
+        """What the store keeps about the reading: tiles skipped and siblings refused."""
+        notes: dict[str, Any] = {"skipped_tiles": {k: n for k, n in self.skipped.items() if n}}
+        if self.siblings.problems:
+            notes["problems"] = list(self.siblings.problems)
+        return notes
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,7 @@ class Outcome:
     level: str
     tiles: tuple[TileResult, ...]
     alert: Alert | None
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 class Unreadable(InputError):
@@ -96,8 +113,27 @@ def read_rgb(path: Path, imaging: ImagingSettings) -> tuple[Image.Image, np.ndar
         raise Unreadable(exc, "rgba" if image.mode == "RGBA" else "mode") from None
 
 
+def frame_coherence(interferogram: Interferogram, siblings: Siblings,
+                    imaging: ImagingSettings) -> np.ndarray | InputError | None:
+    """Coherence 0–1 (NaN = no data) from ``.geo.cc.tif`` when it was read, else ``.geo.cc.png``;
+    the error that kept the PNG from being read; ``None`` when there is neither."""
+    if siblings.coherence is not None:
+        return siblings.coherence.values
+    if interferogram.coherence is None:
+        return None
+    try:
+        return coherence_png(interferogram.coherence, imaging.max_pixels)
+    except InputError as exc:
+        return exc
+
+
 def read_interferogram(record: InterferogramRecord, settings: Settings) -> Tiled | Rejected:
-    """Read ``record``'s PNG and decide whether the model should see it (runs in a worker thread)."""
+    """Read ``record``'s PNG and siblings and decide what the model should see (runs in a worker thread).
+
+    Validity is per pixel (transparent swath corners, and NaN phase in ``.geo.diff_pha.tif``)
+    and per tile: tiles with too much no-data or too little coherence are skipped and counted,
+    and the interferogram is refused for that only when no tile is left.
+    """
     imaging = settings.imaging
     try:
         interferogram = interferogram_from_path(Path(record.path), settings.drop_dir)
@@ -107,14 +143,28 @@ def read_interferogram(record: InterferogramRecord, settings: Settings) -> Tiled
         image, rgb = read_rgb(interferogram.diff_png, imaging)
     except Unreadable as exc:
         return Rejected(record, exc.rejection, str(exc))
-    quality = check_quality(image, rgb, interferogram.coherence, imaging)
+    height, width = rgb.shape[:2]
+    siblings = read_siblings(interferogram.siblings, interferogram.frame_dir, width, height)
+    for problem in siblings.problems:
+        log.warning("%s: sibling refused, reading on without it: %s", interferogram.key, problem)
+    coherence = frame_coherence(interferogram, siblings, imaging)
+    quality = check_quality(rgb, coherence, imaging)
     failed = [check for check in quality if not check.passed]
     if failed:
         first = failed[0]
         detail = first.detail or f"{first.name} {first.value:.3g} outside threshold {first.threshold:g}"
         return Rejected(record, first.name, f"{interferogram.diff_png}: {detail}")
-    tiles = tuple(tile(rgb, imaging.tile_size, imaging.tile_stride))
-    return Tiled(record, interferogram, quality, tiles)
+    valid = ~nodata_mask(image, rgb)
+    if siblings.phase is not None:
+        valid &= resample_nearest(siblings.phase.valid, (height, width))
+    laid = tile(rgb, imaging.tile_size, imaging.tile_stride, valid)
+    usable = usable_tiles(laid, (height, width), coherence if isinstance(coherence, np.ndarray) else None, imaging)
+    if not usable.tiles:
+        return Rejected(record, "usable_tiles", (
+            f"{interferogram.diff_png}: no usable tile: of {len(laid)}, {usable.skipped['nodata']} have more than "
+            f"{imaging.nodata_max_fraction:.0%} no-data and {usable.skipped['coherence']} a mean coherence "
+            f"under {imaging.coherence_min:g}"))
+    return Tiled(record, interferogram, quality, usable.tiles, usable.skipped, siblings)
 
 
 def read_safely(record: InterferogramRecord, settings: Settings) -> Tiled | Rejected | Failed:
@@ -127,25 +177,46 @@ def read_safely(record: InterferogramRecord, settings: Settings) -> Tiled | Reje
         return Failed(record, f"{type(exc).__name__}: {exc}")
 
 
+def _places(tiled: Tiled, settings: Settings) -> list[tuple[Bounds | None, tuple[Volcano, float] | None]]:
+    """Each tile's WGS84 bounds and nearest volcano, when the frame is georeferenced."""
+    grid = tiled.siblings.grid
+    if grid is None:
+        return [(None, None)] * len(tiled.tiles)
+    bounds = [grid.box_bounds(piece.box) for piece in tiled.tiles]
+    centres = [((south + north) / 2, (west + east) / 2) for west, south, east, north in bounds]
+    return list(zip(bounds, catalogue_for(settings.volcanoes).nearest_each(centres), strict=True))
+
+
 def conclude(tiled: Tiled, described: Sequence[Described], settings: Settings, model_version: str,
              now: datetime) -> Outcome:
-    """Findings and decisions for every tile, the interferogram's decision and its alert."""
+    """Findings and decisions for every tile, the interferogram's decision and its alert.
+
+    The alert names every volcano a flagged tile lies within ``radius_km`` of (strongest tile
+    first), else the volcano the settings give the frame.
+    """
     decisions = []
     results = []
-    for piece, found in zip(tiled.tiles, described, strict=True):
+    near: dict[int, str] = {}
+    for piece, found, (bounds, nearest) in zip(tiled.tiles, described, _places(tiled, settings), strict=True):
         finding = parse_caption(found.caption.text)
         decision = decide_tile(piece.index, piece.box, found.caption.text, finding, found.neighbours,
-                               settings.alerts)
+                               settings.alerts, bounds=bounds,
+                               volcano=None if nearest is None else (nearest[0].name, nearest[1]))
+        if nearest is not None and nearest[1] <= nearest[0].radius_km:
+            near[piece.index] = nearest[0].name
         decisions.append(decision)
         results.append(TileResult.from_document(decision.to_dict(), found.caption.retrieved))
     decision = decide_interferogram(decisions)
     alert = None
     if decision.level != "quiet":
         ifg = tiled.interferogram
+        flagged = sorted(decision.tiles, key=strength, reverse=True)
+        volcanoes = tuple(dict.fromkeys(near[t.tile_index] for t in flagged if t.tile_index in near))
+        named = volcanoes[0] if volcanoes else settings.volcano_for(str(ifg.frame))
         alert = Alert(
             key=alert_key(str(ifg.frame), ifg.primary, ifg.secondary, model_version),
             frame=str(ifg.frame),
-            volcano=settings.volcano_for(str(ifg.frame)),
+            volcano=named,
             primary=ifg.primary,
             secondary=ifg.secondary,
             model_version=model_version,
@@ -154,8 +225,9 @@ def conclude(tiled: Tiled, described: Sequence[Described], settings: Settings, m
             received_at=tiled.record.received_at,
             processed_at=now,
             diff_png=ifg.diff_png,
+            volcanoes=volcanoes or ((named,) if named else ()),
         )
-    return Outcome(decision.level, tuple(results), alert)
+    return Outcome(decision.level, tuple(results), alert, tiled.notes)
 
 
 @dataclass
@@ -351,7 +423,7 @@ class Processor:
         key, outcome = done.key, done.outcome
         try:
             enqueued = self.store.complete(key, outcome.tiles, done.model_version, outcome.level, done.now,
-                                           done.alert_record, done.targets)
+                                           done.alert_record, done.targets, outcome.notes)
         except StaleTransition as exc:
             log.warning("%s (released during shutdown; it will be redone)", exc)
             return

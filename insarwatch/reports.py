@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw, ImageFont
 from . import files
 from .config import Settings
 from .errors import InputError, InsarwatchError
+from .geojson import alert_features
 from .licsar import temporal_baseline_days
 
 if TYPE_CHECKING:
@@ -189,6 +190,7 @@ def alert_document(alert: Alert) -> dict[str, Any]:
         "key": alert.key,
         "frame": str(alert.frame),
         "volcano": alert.volcano,
+        "volcanoes": list(alert.volcanoes),
         "level": decision.level,
         "severity": decision.severity,
         "model_version": alert.model_version,
@@ -451,13 +453,16 @@ def digest_from_store(store: Store, since: datetime, until: datetime, settings: 
 
 
 def write_report(report: Report, reports_dir: Path) -> tuple[Path, Path]:
-    """Write ``<reports_dir>/<kind>s/<name>.html`` and ``.json`` atomically; returns both paths."""
+    """Write ``<reports_dir>/<kind>s/<name>.html`` and ``.json`` atomically, and for an alert
+    its flagged tiles as ``.geojson`` beside them; returns the HTML and JSON paths."""
     directory = Path(reports_dir) / f"{report.kind}s"
     paths = []
+    outputs = [(".html", report.html), (".json", json.dumps(report.document, indent=2, ensure_ascii=False) + "\n")]
+    if report.kind == "alert":
+        outputs.append((".geojson", json.dumps(alert_features(report.document), ensure_ascii=False) + "\n"))
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        for suffix, text in ((".html", report.html),
-                             (".json", json.dumps(report.document, indent=2, ensure_ascii=False) + "\n")):
+        for suffix, text in outputs:
             target = directory / f"{report.name}{suffix}"
             files.write_text(target, text)
             paths.append(target)

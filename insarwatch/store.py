@@ -109,6 +109,10 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX alerts_created ON alerts (created)",
     ),
+    (
+        # What reading noted about a done interferogram: tiles skipped by reason, siblings refused.
+        "ALTER TABLE interferograms ADD COLUMN notes TEXT",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -168,6 +172,7 @@ class InterferogramRecord:
     error: str | None = None
     level: Level | None = None
     model_version: str | None = None
+    notes: dict[str, Any] | None = None  # {"skipped_tiles": {reason: n}, "problems": [line, ...]}
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,9 @@ class TileResult:
     @classmethod
     def from_document(cls, tile: Mapping[str, Any], retrieved: bool) -> TileResult:
         """The stored form of ``TileDecision.to_dict()``: its decision fields grouped under
-        ``decision``, with whether the caption was copied from a neighbour (triage)."""
+        ``decision``, with whether the caption was copied from a neighbour (triage) and, when
+        georeferenced, the tile's ``bounds`` and nearest ``volcano``."""
+        place = {name: tile[name] for name in ("bounds", "volcano") if name in tile}
         return cls(
             tile_index=tile["tile_index"],
             box=tuple(tile["box"]),
@@ -192,7 +199,7 @@ class TileResult:
             finding=tile["finding"],
             neighbours=tile["neighbours"],
             decision={"level": tile["level"], "severity": tile["severity"], "reasons": tile["reasons"],
-                      "retrieved": retrieved},
+                      "retrieved": retrieved, **place},
         )
 
 
@@ -234,6 +241,7 @@ def _record(row: sqlite3.Row) -> InterferogramRecord:
         received_at=_from_text(row["received_at"]), updated_at=_from_text(row["updated_at"]),
         finished_at=_from_text(row["finished_at"]), reason=row["reason"], error=row["error"],
         level=row["level"], model_version=row["model_version"],
+        notes=json.loads(row["notes"]) if row["notes"] else None,
     )
 
 
@@ -619,18 +627,21 @@ class Store:
                 return False
             return self.enqueue_message(alert.key, "alert", alert.payload, targets, alert.created)
 
-    def finish(self, key: str, level: Level, model_version: str, now: datetime) -> None:
-        """processing → done, noting the interferogram's decision level and the model that made it."""
+    def finish(self, key: str, level: Level, model_version: str, now: datetime,
+               notes: Mapping[str, Any] | None = None) -> None:
+        """processing → done, noting the interferogram's decision level, the model that made it
+        and what reading it noted (``notes``: tiles skipped, siblings refused)."""
         stamp = _to_text(now)
         self._transition(
             key, ("processing",),
-            "state = 'done', level = ?, model_version = ?, error = NULL, updated_at = ?, finished_at = ?",
-            (level, model_version, stamp, stamp),
+            "state = 'done', level = ?, model_version = ?, error = NULL, updated_at = ?, finished_at = ?, notes = ?",
+            (level, model_version, stamp, stamp, json.dumps(notes) if notes else None),
         )
 
     def complete(
         self, key: str, tiles: Sequence[TileResult], model_version: str, level: Level, now: datetime,
         alert: AlertRecord | None = None, targets: Sequence[tuple[str, str]] = (),
+        notes: Mapping[str, Any] | None = None,
     ) -> bool:
         """Results, alert, outbox messages and processing → done as ONE transaction.
 
@@ -641,7 +652,7 @@ class Store:
         with self.transaction():
             self.record_results(key, tiles, model_version, now)
             enqueued = self.record_alert(alert, targets) if alert is not None else False
-            self.finish(key, level, model_version, now)
+            self.finish(key, level, model_version, now, notes)
         return enqueued
 
     def results_for(self, key: str, model_version: str) -> list[TileResult]:

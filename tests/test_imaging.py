@@ -149,16 +149,52 @@ def test_gray_converts_and_sixteen_bit_or_gray_alpha_are_refused(tmp_path: Path)
 # --------------------------------------------------------------------------- quality
 
 
-def test_nodata_fraction_from_the_transparency_index(tmp_path: Path) -> None:
+def test_nodata_is_per_tile_a_frame_of_corners_keeps_its_swath_tiles(tmp_path: Path) -> None:
     indices = fringes(200, 100)
-    indices[:50] = 0
+    indices[:50] = 0  # a quarter of the frame is transparent
     image = imaging.decode_png(save_p(tmp_path / "p.png", indices), SETTINGS.max_pixels)
-    checks = imaging.check_quality(image, imaging.to_rgb(image, "skip", "p.png"), None, SETTINGS)
-    assert checks[0] == imaging.QualityCheck("nodata_fraction", 0.25, 0.25, True)
-    indices[50] = 0
-    image = imaging.decode_png(save_p(tmp_path / "q.png", indices), SETTINGS.max_pixels)
-    check = imaging.check_quality(image, imaging.to_rgb(image, "skip", "q.png"), None, SETTINGS)[0]
-    assert check.value == pytest.approx(51 / 200) and not check.passed
+    rgb = imaging.to_rgb(image, "skip", "p.png")
+    assert imaging.nodata_fraction(image, rgb) == 0.25
+    assert [c.name for c in imaging.check_quality(rgb, None, SETTINGS)] == ["colour_bar"]  # no frame-wide no-data check
+    valid = ~imaging.nodata_mask(image, rgb)
+    tiles = imaging.tile(rgb, 50, 50, valid)
+    assert [t.box[1] for t in tiles] == [50, 50, 100, 100, 150, 150]  # rows start where the swath does
+    assert all(t.valid_fraction == 1.0 for t in tiles)
+    valid[:5, :5] = True  # a speck of phase in the corner pulls the first row of tiles up to row 0
+    laid = imaging.tile(rgb, 60, 60, valid)
+    usable = imaging.usable_tiles(laid, valid.shape, None, ImagingSettings(nodata_max_fraction=0.5))
+    assert usable.skipped == {"nodata": 2, "coherence": 0}  # that row: 625 of 3,600 pixels valid
+    assert [t.box[1] for t in usable.tiles] == [60, 60, 120, 120, 140, 140]
+
+
+def test_tiles_follow_a_rotated_swath_and_skip_what_is_mostly_corner() -> None:
+    rows, columns = np.mgrid[0:600, 0:500]
+    valid = (np.abs((columns - 250) + 0.3 * (rows - 300)) < 180) & (np.abs(rows - 300 - 0.3 * (columns - 250)) < 260)
+    rgb = np.zeros((600, 500, 3), np.uint8)
+    swath = imaging.tile(rgb, 100, 100, valid)
+    grid = imaging.tile(rgb, 100, 100)
+    for piece in swath:
+        left, top, right, bottom = piece.box
+        assert piece.valid_fraction == pytest.approx(valid[top:bottom, left:right].mean())
+    covered = np.zeros_like(valid)
+    for piece in swath:
+        left, top, right, bottom = piece.box
+        covered[top:bottom, left:right] = True
+    assert covered[valid].all()
+    grid_fractions = [valid[t:b, l:r].mean() for l, t, r, b in (piece.box for piece in grid)]
+    assert len(swath) < len(grid)
+    assert np.mean([t.valid_fraction for t in swath]) > np.mean(grid_fractions) + 0.1
+    usable = imaging.usable_tiles(swath, valid.shape, None, ImagingSettings(nodata_max_fraction=0.5))
+    assert len(usable.tiles) > sum(fraction >= 0.5 for fraction in grid_fractions)
+
+
+def test_a_decorrelated_valley_skips_its_tiles_not_the_frame() -> None:
+    coherence = np.full((200, 200), 0.7, np.float32)
+    coherence[:, 100:] = 0.1
+    tiles = imaging.tile(np.zeros((60, 60, 3), np.uint8), 30, 30)  # the PNG at 30% of the coherence grid
+    usable = imaging.usable_tiles(tiles, (60, 60), coherence, SETTINGS)
+    assert [t.box[0] for t in usable.tiles] == [0, 0] and usable.skipped == {"nodata": 0, "coherence": 2}
+    assert imaging.check_quality(np.zeros((60, 60, 3), np.uint8), coherence, SETTINGS)[0].passed  # mean 0.4
 
 
 def test_nodata_fraction_with_a_per_index_alpha_table_or_no_transparency(tmp_path: Path) -> None:
@@ -199,18 +235,19 @@ def test_mean_coherence_over_valid_pixels_from_sibling(tmp_path: Path) -> None:
     values[:, 15:] = 153  # 0.6
     sibling = _coherence_png(tmp_path / "x.geo.cc.png", values)
     rgb = palette()[fringes(20, 20)]
-    checks = {c.name: c for c in imaging.check_quality(Image.fromarray(rgb), rgb, sibling, SETTINGS)}
+    coherence = imaging.coherence_png(sibling, SETTINGS.max_pixels)
+    checks = {c.name: c for c in imaging.check_quality(rgb, coherence, SETTINGS)}
     assert checks["mean_coherence"].value == pytest.approx(0.4)
     assert checks["mean_coherence"].passed and checks["mean_coherence"].threshold == 0.25
     strict = ImagingSettings(coherence_min=0.5)
-    check = imaging.check_quality(Image.fromarray(rgb), rgb, sibling, strict)[1]
+    check = imaging.check_quality(rgb, coherence, strict)[0]
     assert check == imaging.QualityCheck("mean_coherence", pytest.approx(0.4), 0.5, False)
 
 
 def test_no_sibling_means_no_coherence_check(tmp_path: Path) -> None:
     rgb = palette()[fringes(20, 20)]
-    names = [c.name for c in imaging.check_quality(Image.fromarray(rgb), rgb, None, SETTINGS)]
-    assert names == ["nodata_fraction", "colour_bar"]
+    names = [c.name for c in imaging.check_quality(rgb, None, SETTINGS)]
+    assert names == ["colour_bar"]
 
 
 @pytest.mark.parametrize(
@@ -232,7 +269,9 @@ def test_unreadable_coherence_sibling_fails_the_check_with_a_reason(tmp_path: Pa
     else:
         sibling.write_bytes(content)  # type: ignore[arg-type]
     rgb = palette()[fringes(20, 20)]
-    check = imaging.check_quality(Image.fromarray(rgb), rgb, sibling, SETTINGS)[1]
+    with pytest.raises(InputError) as caught:
+        imaging.coherence_png(sibling, SETTINGS.max_pixels)
+    check = imaging.check_quality(rgb, caught.value, SETTINGS)[0]
     assert (check.name, check.value, check.passed) == ("mean_coherence", None, False)
     assert check.detail.startswith(f"{sibling}: {reason}")
 
@@ -256,7 +295,7 @@ def with_legend(rgb: np.ndarray, edge: str, framed: bool) -> np.ndarray:
 @pytest.mark.parametrize("framed", [True, False])
 def test_colour_bar_detected_on_every_edge(edge: str, framed: bool) -> None:
     rgb = with_legend(palette()[fringes(224, 300)], edge, framed)
-    check = imaging.check_quality(Image.fromarray(rgb), rgb, None, SETTINGS)[-1]
+    check = imaging.check_quality(rgb, None, SETTINGS)[-1]
     assert check.name == "colour_bar" and check.value == 1.0 and not check.passed
 
 

@@ -69,11 +69,27 @@ def test_interferogram_from_path_with_siblings(tmp_path: Path) -> None:
     assert {s.name for s in found.siblings} == {f"{PAIR}.geo.cc.png", f"{PAIR}.geo.cc.tif", f"{PAIR}.geo.diff_pha.tif"}
 
 
+def test_the_archive_layout_is_read_like_the_current_one(tmp_path: Path) -> None:
+    current = product(tmp_path, FRAME, PAIR, ".geo.cc.tif")
+    archived = tmp_path / FRAME / "20220105_20220117" / "20220105_20220117.geo.diff.png"
+    archived.parent.mkdir()
+    archived.write_bytes(b"png")
+    (archived.parent / "20220105_20220117.geo.diff_pha.tif").write_bytes(b"x")
+    (tmp_path / FRAME / "metadata").mkdir()
+    (tmp_path / FRAME / "metadata" / "metadata.txt").write_text("heading=-10\n")
+    found = licsar.interferogram_from_path(archived, tmp_path)
+    assert (found.key, found.primary) == (f"{FRAME}/20220105_20220117", date(2022, 1, 5))
+    assert [s.name for s in found.siblings] == ["20220105_20220117.geo.diff_pha.tif"]
+    assert found.frame_dir == licsar.interferogram_from_path(current, tmp_path).frame_dir == tmp_path / FRAME
+    assert sorted(i.key for i in licsar.discover(tmp_path)) == [f"{FRAME}/20220105_20220117", f"{FRAME}/{PAIR}"]
+
+
 @pytest.mark.parametrize(
     ("relative", "reason"),
     [
         (f"{FRAME}/interferograms/{PAIR}/20230105_20230129.geo.diff.png", "does not match its directory"),
-        (f"{FRAME}/{PAIR}/{PAIR}.geo.diff.png", "not laid out as <FRAME>/interferograms"),
+        (f"{FRAME}/{PAIR}/extra/{PAIR}.geo.diff.png", "not laid out as <FRAME>/interferograms"),
+        (f"{PAIR}/{PAIR}.geo.diff.png", "not laid out as"),
         (f"{FRAME}/interferograms/extra/{PAIR}/{PAIR}.geo.diff.png", "not laid out as"),
         (f"{FRAME}/ifgs/{PAIR}/{PAIR}.geo.diff.png", "not laid out as"),
         (f"124X_04854_171313/interferograms/{PAIR}/{PAIR}.geo.diff.png", "frame id '124X_04854_171313'"),

@@ -125,7 +125,10 @@ def test_written_under_reports_alerts_with_a_safe_name(tmp_path: Path, alert) ->
     assert html_path.stem == json_path.stem == reports.safe_name(alert.key)
     assert "/" not in html_path.name and html_path.read_text().startswith("<!DOCTYPE html>")
     assert json.loads(json_path.read_text())["key"] == alert.key
-    assert sorted(p.name for p in html_path.parent.iterdir()) == sorted([html_path.name, json_path.name])
+    geojson = json_path.with_suffix(".geojson")
+    assert sorted(p.name for p in html_path.parent.iterdir()) == sorted([html_path.name, json_path.name, geojson.name])
+    # The sample frame has no georeference: a valid, empty FeatureCollection for the same alert.
+    assert json.loads(geojson.read_text())["features"] == [] and json.loads(geojson.read_text())["alert"]["key"] == alert.key
 
 
 def test_safe_names_never_collide() -> None:

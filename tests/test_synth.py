@@ -97,9 +97,9 @@ def test_drop_is_deterministic(tmp_path: Path) -> None:
         args = ["synth", str(tmp_path / name), "--frames", "1", "--pairs", "1", "--size", "300x260", "--seed", "9"]
         assert runner.invoke(app, args).exit_code == 0
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
-    assert len(files) == 3
+    assert len(files) == 5  # diff PNG, cc PNG, diff_pha and cc GeoTIFFs, truth
     for relative in files:
-        if relative.suffix == ".png":
+        if relative.suffix in (".png", ".tif"):
             assert (tmp_path / "one" / relative).read_bytes() == (tmp_path / "two" / relative).read_bytes()
 
 
@@ -126,7 +126,7 @@ def test_synth_writes_a_licsar_drop_with_truth(tmp_path: Path) -> None:
         item = interferograms[line["key"]]
         image = imaging.decode_png(item.diff_png, 10**7)
         assert (image.mode, image.size, image.info.get("transparency")) == ("P", (448, 448), 0)
-        coherence = imaging.mean_coherence(item.coherence, 10**7)
+        coherence = np.nanmean(imaging.coherence_png(item.coherence, 10**7))
         assert (coherence < 0.25) == line["low_coherence"]
         assert line["volcano"] == [230, 210]
         if line["deformation"]:
@@ -153,9 +153,13 @@ def test_drop_frames_pass_the_pixel_checks(tmp_path: Path) -> None:
     drop.write_drop(tmp_path, 1, 5, size=(448, 448), pairs=1)
     item = next(item for item in discover(tmp_path) if isinstance(item, Interferogram))
     image = imaging.decode_png(item.diff_png, 10**7)
-    checks = imaging.check_quality(image, imaging.to_rgb(image, "skip", item.diff_png), item.coherence,
-                                   ImagingSettings())
+    rgb = imaging.to_rgb(image, "skip", item.diff_png)
+    settings = ImagingSettings()
+    coherence = imaging.coherence_png(item.coherence, settings.max_pixels)
+    checks = imaging.check_quality(rgb, coherence, settings)
     assert all(check.passed for check in checks), checks
+    laid = imaging.tile(rgb, settings.tile_size, settings.tile_stride, ~imaging.nodata_mask(image, rgb))
+    assert imaging.usable_tiles(laid, rgb.shape[:2], coherence, settings).tiles
 
 
 @pytest.mark.parametrize("command", [["synth", "--frames", "1", "--size", "64x64"], ["synth-dataset", "--n", "1"]])

@@ -1,8 +1,12 @@
 """A synthetic LiCSAR drop: whole frames laid out as LiCSAR publishes them, with their truth.
 
-``write_drop`` writes whole frames (``.geo.diff.png`` with a ``.geo.cc.png`` sibling, paths
-from ``licsar.product_path``) with deformation near a volcano in every other frame, plus
-``synth-truth.jsonl`` saying which interferograms deform and in which tiles.
+``write_drop`` writes whole frames (``.geo.diff.png`` with ``.geo.cc.png``, and the GeoTIFF
+siblings ``.geo.diff_pha.tif`` and ``.geo.cc.tif``; paths from ``licsar.product_path``) with
+deformation near a volcano in every other frame, plus ``synth-truth.jsonl`` saying which
+interferograms deform, in which tiles, and near which volcano. Each frame is georeferenced
+around a real volcano of the GVP catalogue (WGS84, LiCSAR's 0.001° pixels scaled as its 30%
+preview), so its tiles get real bounds and a real nearest volcano; the GeoTIFFs are written
+at the preview's size to keep drops small (the grid check accepts any common extent).
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..geo import COHERENCE_TIF, PHASE_TIF, grid_around, write_raster
 from ..imaging import tile
 from ..licsar import COHERENCE_PNG, DIFF_SUFFIX, pair_name, product_path
+from ..volcanoes import default_catalogue
 from .patches import INTENSITY_FRINGES, PATCH, REPEATS, output_dir, pixel_source, child_rng, deformation_mask
 from .physics import ACTIVITY_TYPES, FRINGE, WAVELENGTH, fractal_field, los_field, phase_noise_sigma, scaled, topography
 from .render import NODATA, phase_to_index, write_coherence_png, write_phase_png
 
 FRAME_SIZE = (1200, 1000)  # width, height in pixels
+PREVIEW_STEP = 0.001 / 0.3  # degrees per preview pixel: LiCSAR's 0.001° grid shown at 30%
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class SynthInterferogram:
     volcano: tuple[int, int]  # x, y pixel
     tiles: tuple[int, ...]  # indices of the tiles (imaging.tile order) holding deformation
     low_coherence: bool
+    volcano_name: str = ""  # the catalogue volcano the frame is placed around
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -47,6 +55,7 @@ class SynthInterferogram:
             "secondary": f"{self.secondary:%Y%m%d}", "diff_png": str(self.diff_png),
             "deformation": self.deformation, "activity_type": self.activity_type, "intensity": self.intensity,
             "volcano": list(self.volcano), "tiles": list(self.tiles), "low_coherence": self.low_coherence,
+            "volcano_name": self.volcano_name,
         }
 
 
@@ -62,9 +71,11 @@ def frame_id(rng: np.random.Generator, direction: str) -> str:
     return f"{track:03d}{direction}_{first:05d}_{second:06d}"
 
 
-def deforming_tiles(mask: np.ndarray, tile_size: int, tile_stride: int, min_pixels: int = 50) -> tuple[int, ...]:
-    """Indices of the tiles (``imaging.tile`` order and boxes) with deformation in them."""
-    tiles = tile(np.zeros(mask.shape + (1,), dtype=np.uint8), tile_size, tile_stride)
+def deforming_tiles(mask: np.ndarray, valid: np.ndarray, tile_size: int, tile_stride: int,
+                    min_pixels: int = 50) -> tuple[int, ...]:
+    """Indices of the tiles (``imaging.tile`` order and boxes over the ``valid`` swath, as the
+    daemon lays them) with deformation in them."""
+    tiles = tile(np.zeros(mask.shape + (1,), dtype=np.uint8), tile_size, tile_stride, valid)
     return tuple(t.index for t in tiles if mask[t.box[1]:t.box[3], t.box[0]:t.box[2]].sum() >= min_pixels)
 
 
@@ -100,6 +111,10 @@ def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volc
     rng = child_rng(seed, number)
     direction = "AD"[number // 2 % 2]
     name = frame_id(rng, direction)
+    catalogue = default_catalogue()
+    # A generator of its own, so placing the frame leaves the phase drawn for a seed unchanged.
+    place = catalogue.volcanoes[int(np.random.default_rng((seed, number, 1)).integers(0, len(catalogue)))]
+    grid = grid_around(place.latitude, place.longitude, size[0], size[1], volcano[0], volcano[1], PREVIEW_STEP)
     deforming = number % 2 == 0
     activity_type = str(rng.choice(ACTIVITY_TYPES)) if deforming else None
     day = date(2019, 1, 1) + timedelta(days=int(rng.integers(0, 5 * 365)))
@@ -114,12 +129,18 @@ def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volc
         indices[nodata] = NODATA
         diff_png = product_path(drop, name, pair_name(day, secondary), DIFF_SUFFIX)
         coherence_png = product_path(drop, name, pair_name(day, secondary), COHERENCE_PNG)
-        # The sibling lands first so a watcher that sees the diff PNG also finds its coherence.
+        # The siblings land first so a watcher that sees the diff PNG also finds them.
         write_coherence_png(coherence_png, coherence, nodata)
+        wrapped = np.angle(np.exp(1j * phase)).astype(np.float32)
+        wrapped[(wrapped == 0) | nodata] = np.nan  # exact 0 means no data in LiCSAR's GeoTIFFs
+        write_raster(product_path(drop, name, pair_name(day, secondary), PHASE_TIF), wrapped, grid)
+        write_raster(product_path(drop, name, pair_name(day, secondary), COHERENCE_TIF),
+                     np.where(nodata, 0, np.clip(np.round(coherence * 255), 1, 255)).astype(np.uint8), grid)
         write_phase_png(diff_png, indices)
-        tiles = deforming_tiles(mask & ~nodata, *tiling) if deforming else ()
+        tiles = deforming_tiles(mask & ~nodata, ~nodata, *tiling) if deforming else ()
         interferograms.append(SynthInterferogram(f"{name}/{pair_name(day, secondary)}", name, day, secondary, diff_png, coherence_png,
-                                                 deforming, activity_type, intensity, volcano, tiles, low_coherence))
+                                                 deforming, activity_type, intensity, volcano, tiles, low_coherence,
+                                                 place.name))
         day = secondary
         if advance is not None:
             advance()

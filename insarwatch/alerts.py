@@ -110,6 +110,10 @@ class Alert:
     processed_at: datetime
     diff_png: Path
     volcanoes: tuple[str, ...] = ()  # every volcano a flagged tile is near, strongest tile first
+    # Where the frame lies, for the report's map: its WGS84 extent and the volcanoes in it
+    # as (name, latitude, longitude); None and () without a georeference.
+    footprint: Bounds | None = None
+    landmarks: tuple[tuple[str, float, float], ...] = ()
 
 
 def _rank(intensity: str | None) -> int:

@@ -187,6 +187,23 @@ def _places(tiled: Tiled, settings: Settings) -> list[tuple[Bounds | None, tuple
     return list(zip(bounds, catalogue_for(settings.volcanoes).nearest_each(centres), strict=True))
 
 
+def _near(bounds: Bounds, volcano: Volcano, distance_km: float) -> bool:
+    """A tile is near a volcano that lies inside it or within ``radius_km`` of its centre: a
+    preview tile spans ~75 km, so its centre can be far from a volcano the tile covers."""
+    west, south, east, north = bounds
+    inside = west <= volcano.longitude <= east and south <= volcano.latitude <= north
+    return inside or distance_km <= volcano.radius_km
+
+
+def _whereabouts(tiled: Tiled, settings: Settings) -> dict[str, Any]:
+    """The frame's extent and the volcanoes inside it, for the alert's map (none without a georeference)."""
+    grid = tiled.siblings.grid
+    if grid is None:
+        return {}
+    inside = catalogue_for(settings.volcanoes).inside(grid.bounds)
+    return {"footprint": grid.bounds, "landmarks": tuple((v.name, v.latitude, v.longitude) for v in inside)}
+
+
 def conclude(tiled: Tiled, described: Sequence[Described], settings: Settings, model_version: str,
              now: datetime) -> Outcome:
     """Findings and decisions for every tile, the interferogram's decision and its alert.
@@ -202,7 +219,7 @@ def conclude(tiled: Tiled, described: Sequence[Described], settings: Settings, m
         decision = decide_tile(piece.index, piece.box, found.caption.text, finding, found.neighbours,
                                settings.alerts, bounds=bounds,
                                volcano=None if nearest is None else (nearest[0].name, nearest[1]))
-        if nearest is not None and nearest[1] <= nearest[0].radius_km:
+        if nearest is not None and _near(bounds, *nearest):
             near[piece.index] = nearest[0].name
         decisions.append(decision)
         results.append(TileResult.from_document(decision.to_dict(), found.caption.retrieved))
@@ -226,6 +243,7 @@ def conclude(tiled: Tiled, described: Sequence[Described], settings: Settings, m
             processed_at=now,
             diff_png=ifg.diff_png,
             volcanoes=volcanoes or ((named,) if named else ()),
+            **_whereabouts(tiled, settings),
         )
     return Outcome(decision.level, tuple(results), alert, tiled.notes)
 

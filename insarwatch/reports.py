@@ -36,6 +36,7 @@ from .config import Settings
 from .errors import InputError, InsarwatchError
 from .geojson import alert_features
 from .licsar import temporal_baseline_days
+from .maps import DPI, SIZE_INCHES, footprint_map
 
 if TYPE_CHECKING:
     from .alerts import Alert
@@ -202,6 +203,9 @@ def alert_document(alert: Alert) -> dict[str, Any]:
             "processed_at": jsonable(alert.processed_at),
         },
         "diff_png": str(alert.diff_png),
+        "footprint": list(alert.footprint) if alert.footprint else None,
+        "landmarks": [{"name": name, "latitude": latitude, "longitude": longitude}
+                      for name, latitude, longitude in alert.landmarks],
         # TileDecision.to_dict and QualityCheck.to_dict are the JSON contracts of alerts/imaging.
         "tiles": [jsonable(tile) for tile in decision.tiles],
         "quality": [jsonable(check) for check in alert.quality],
@@ -269,6 +273,11 @@ def build_alert_report(alert: Alert, frame: Image.Image | None, *, image_problem
     link = _link(base_url, f"alerts/{name}.html") if base_url else None
     document["report"] = {"html": f"alerts/{name}.html", "url": link}
     figures = alert_figures(alert, frame) if frame is not None else ()
+    drawn = footprint_map(document, LEVEL_COLOURS)
+    if drawn is not None:
+        side = round(SIZE_INCHES * DPI)
+        figures += (Figure("map", f"Map of frame {alert.frame} with its flagged tiles and nearby volcanoes",
+                           drawn, "png", side, side),)
     return Report("alert", name, document, figures, image_problem)
 
 
@@ -352,13 +361,18 @@ def build_digest(activity: Iterable[FrameActivity], alerts: Iterable[AlertRecord
     """Assemble the digest from the store's per-frame ``activity`` (``Store.activity``:
     frame, arrived, processed, rejected by reason, quarantined, review, alert, alert_keys)
     and the ``alerts`` raised in the period (``Store.alerts``: key, level, severity, payload)."""
+    alerts = list(alerts)
     links: dict[str, AlertLink] = {alert.key: _alert_link(alert, base_url) for alert in alerts}
+    # A georeferenced alert names the volcano its flagged tiles are near; the configured
+    # [[volcanoes]] frames come first, then that name.
+    named = {alert.key: alert.payload.get("document", {}).get("volcano") for alert in alerts}
     frames = []
     for row in activity:
         frame = row.frame or UNKNOWN_FRAME
         frame_links = tuple(links[key] for key in row.alert_keys if key in links)
+        near = next((named[key] for key in row.alert_keys if named.get(key)), None)
         frames.append(FrameSummary(
-            frame=frame, volcano=volcano_for(frame) if row.frame else None, arrived=row.arrived,
+            frame=frame, volcano=(volcano_for(frame) or near) if row.frame else None, arrived=row.arrived,
             processed=row.processed, rejected=dict(sorted(row.rejected.items(), key=lambda item: str(item[0]))),
             quarantined=row.quarantined, review=row.review, alert=row.alert, alerts=frame_links))
     frames.sort(key=lambda summary: (summary.volcano is None, summary.volcano or "", summary.frame))

@@ -82,6 +82,12 @@ class Catalogue:
     def named(self, name: str) -> list[Volcano]:
         return named(self.volcanoes, name)
 
+    def inside(self, bounds: tuple[float, float, float, float]) -> list[Volcano]:
+        """The volcanoes within ``[west, south, east, north]`` (WGS84 degrees), west to east."""
+        west, south, east, north = bounds
+        return sorted((v for v in self.volcanoes if west <= v.longitude <= east and south <= v.latitude <= north),
+                      key=lambda v: v.longitude)
+
 
 def named(volcanoes: Iterable[Volcano], name: str) -> list[Volcano]:
     """Every volcano found by ``name`` (its name or an alias, case-insensitively)."""

@@ -255,3 +255,63 @@ def test_report_command_without_a_database_gives_an_empty_digest(tmp_path: Path)
     document = json.loads(Path(result.stdout.split()[1]).read_text())
     assert document["frames"] == [] and document["totals"]["arrived"] == 0
     assert not (tmp_path / "var" / "state.db").exists()
+
+
+# --------------------------------------------------------------------------- where: map and coordinates
+
+
+def test_a_georeferenced_alert_page_shows_coordinates_a_map_and_the_volcano(tmp_path: Path) -> None:
+    from insarwatch.synthetic.drop import write_drop
+    from insarwatch.synthetic.truth import truth_alert
+    from insarwatch.volcanoes import default_catalogue, haversine_km
+
+    frame = write_drop(tmp_path / "drop", frames=1, seed=3, pairs=1, size=(672, 448), volcano=(336, 224))[0]
+    truth = frame.interferograms[0]
+    settings = Settings(var_dir=tmp_path / "var", drop_dir=tmp_path / "drop")
+    alert = truth_alert(truth, settings, "v1", datetime(2026, 11, 29, tzinfo=timezone.utc))
+    report = reports.build_alert_report(alert, Image.open(truth.diff_png))
+    document = report.document
+
+    west, south, east, north = document["footprint"]
+    assert west < east and south < north
+    place = default_catalogue().named(truth.volcano_name)[0]
+    assert west <= place.longitude <= east and south <= place.latitude <= north
+    assert truth.volcano_name in [landmark["name"] for landmark in document["landmarks"]]
+    assert truth.volcano_name in alert.volcanoes  # the deforming tiles cover the volcano they were placed around
+    flagged = [t for t in document["tiles"] if t["level"] in ("alert", "review")]
+    assert flagged and all(t["bounds"] and t["volcano"] for t in flagged)
+    for t in flagged:
+        t_west, t_south, t_east, t_north = t["bounds"]
+        distance = float(haversine_km(np.radians((t_south + t_north) / 2), np.radians((t_west + t_east) / 2),
+                                      np.radians(place.latitude), np.radians(place.longitude)))
+        if t["volcano"]["name"] == place.name:
+            assert t["volcano"]["distance_km"] == pytest.approx(distance, abs=0.01)
+
+    figure = next(f for f in report.figures if f.name == "map")
+    drawn = Image.open(io.BytesIO(figure.data))
+    assert drawn.size == (figure.width, figure.height) and drawn.format == "PNG"
+    pixels = np.asarray(drawn.convert("RGB")).reshape(-1, 3)
+    red = np.array(reports.LEVEL_COLOURS[flagged[0]["level"]])
+    assert (np.abs(pixels.astype(int) - red).sum(axis=1) < 60).any()  # a flagged tile is drawn in its colour
+    page = report.html
+    assert "<h2>Where</h2>" in page and truth.volcano_name in page and "km from" in page
+    assert f"{(flagged[0]['bounds'][1] + flagged[0]['bounds'][3]) / 2:.4f}" in page
+
+
+def test_an_alert_without_georeference_has_no_map(alert) -> None:
+    report = _rendered(alert)
+    assert report.document["footprint"] is None and report.document["landmarks"] == []
+    assert "map" not in {figure.name for figure in report.figures} and "<h2>Where</h2>" not in report.html
+
+
+def test_digest_groups_an_unconfigured_frame_under_the_volcano_its_alert_names(tmp_path: Path, alert) -> None:
+    settings = Settings(var_dir=tmp_path / "var", drop_dir=tmp_path / "drop")  # no [[volcanoes]] by frame
+    document = reports.alert_document(alert) | {"volcano": "Sierra Negra"}
+    with Store(tmp_path / "state.db") as store:
+        _populate(store, {"document": document})
+        digest = reports.digest_from_store(store, T0 - timedelta(days=1), T0 + timedelta(days=1), settings)
+    by_frame = {frame.frame: frame for frame in digest.frames}
+    assert by_frame[FRAME].volcano == "Sierra Negra"
+    assert by_frame["022A_05301_131313"].volcano is None  # no alert names a volcano for it
+    groups = reports.build_digest_report(digest, T0 + timedelta(days=1)).document["volcanoes"]
+    assert [group["volcano"] for group in groups] == ["Sierra Negra", "—"]

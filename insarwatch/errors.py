@@ -4,7 +4,8 @@ An ``InputError`` is bad input the user can fix (a corrupt PNG, a malformed anno
 model directory without weights): it always names the file and the reason in one line and
 maps to exit code 2. Anything else the service raises on purpose is an ``InsarwatchError``
 (exit code 1). The CLI turns both into a single line on stderr, never a traceback.
-``one_line`` is the one wording of a pydantic ``ValidationError`` (settings, presets,
+A path with control characters is shown escaped (``printable``), so a file named with a
+newline cannot forge a log line. ``one_line`` is the one wording of a pydantic ``ValidationError`` (settings, presets,
 annotations, manifest lines) as such a reason.
 """
 
@@ -29,9 +30,16 @@ class InputError(InsarwatchError):
     exit_code = 2
 
     def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = str(path)
+        self.path = printable(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def printable(text: str | Path) -> str:
+    """``text`` with every non-printable character (newline, escape, a byte that is not
+    UTF-8) written as its Python escape, so it stays on one line and shows what it is."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for char in str(text))
 
 
 def one_line(error: ValidationError, noun: str, *, missing: str | None = None, extra: str | None = None) -> str:

@@ -297,10 +297,10 @@ def curate(
     candidates: list[Candidate] = []
     seen: dict[int, Path] = {}
     for path in paths:
-        if not licsar.is_inside(path, root):
-            malformed.append(Skipped(path, "symlink leads outside the dataset root; refused"))
-            continue
         try:
+            if not licsar.is_inside(path, root):
+                malformed.append(Skipped(path, "symlink leads outside the dataset root; refused"))
+                continue
             annotation = load_annotation(path)
         except InputError as exc:
             malformed.append(Skipped(path, exc.reason))

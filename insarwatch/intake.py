@@ -34,7 +34,7 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver
 
-from .errors import InputError
+from .errors import InputError, printable
 from .licsar import DIFF_SUFFIX, SIBLING_SUFFIXES, Interferogram, Unrecognised, discover, interferogram_from_path
 from .store import Store
 
@@ -223,7 +223,7 @@ class Intake(FileSystemEventHandler):
         for item in discover(self.drop_dir):
             if isinstance(item, Unrecognised):
                 if self.store.record_unrecognised(item.path, item.reason, now):
-                    log.warning("rejected %s: %s", item.path, item.reason)
+                    log.warning("rejected %s: %s", printable(item.path), item.reason)
                 continue
             record = self.store.get(item.key)
             if record is not None and record.state != "discovered":

@@ -20,8 +20,11 @@ from pathlib import Path
 
 from .errors import InputError
 
-FRAME_RE = re.compile(r"^(\d{3})([AD])_(\d{5})_(\d{6})$")
-PAIR_RE = re.compile(r"^(\d{8})_(\d{8})$")
+# Matched whole (fullmatch) and in ASCII digits only: `$` also matches before a trailing
+# newline and `\d` any Unicode digit, so "<pair>\n" or fullwidth digits would take a real
+# pair's key.
+FRAME_RE = re.compile(r"([0-9]{3})([AD])_([0-9]{5})_([0-9]{6})")
+PAIR_RE = re.compile(r"([0-9]{8})_([0-9]{8})")
 DIFF_SUFFIX = ".geo.diff.png"
 COHERENCE_PNG = ".geo.cc.png"
 SIBLING_SUFFIXES = (COHERENCE_PNG, ".geo.cc.tif", ".geo.diff_pha.tif", ".geo.unw.tif", ".geo.unw.png")
@@ -105,7 +108,7 @@ def sibling_paths(diff_png: Path) -> tuple[Path, ...]:
 
 
 def parse_frame_id(text: str) -> FrameId:
-    match = FRAME_RE.match(text)
+    match = FRAME_RE.fullmatch(text)
     if not match:
         raise ValueError(f"frame id {text!r} is not of the form NNN[A|D]_NNNNN_NNNNNN")
     direction = "ascending" if match.group(2) == "A" else "descending"
@@ -120,7 +123,7 @@ def _parse_day(text: str) -> date:
 
 
 def parse_date_pair(text: str) -> tuple[date, date]:
-    match = PAIR_RE.match(text)
+    match = PAIR_RE.fullmatch(text)
     if not match:
         raise ValueError(f"date pair {text!r} is not of the form YYYYMMDD_YYYYMMDD")
     primary, secondary = _parse_day(match.group(1)), _parse_day(match.group(2))
@@ -130,11 +133,14 @@ def parse_date_pair(text: str) -> tuple[date, date]:
 
 
 def is_inside(path: Path, root: Path) -> bool:
-    """Whether ``path``, symlinks resolved, lies under ``root`` (also resolved)."""
+    """Whether ``path``, symlinks resolved, lies under ``root`` (also resolved); a symlink
+    loop on the way is an ``InputError``."""
     try:
         path.resolve().relative_to(root.resolve())
     except ValueError:
         return False
+    except (RuntimeError, OSError):  # RuntimeError up to Python 3.12, OSError (ELOOP) after
+        raise InputError(path, "symlink loop; refused") from None
     return True
 
 
@@ -149,6 +155,9 @@ def interferogram_from_path(path: Path, drop_dir: Path) -> Interferogram:
         relative = path.relative_to(drop_dir)
     except ValueError:
         raise InputError(path, f"not under the drop directory {drop_dir}") from None
+    if not all(part.isprintable() for part in relative.parts):
+        # A newline in a name would end a log line early and begin a forged one.
+        raise InputError(path, "name contains a control character; refused")
     parts = relative.parts
     if len(parts) == 4 and parts[1] == INTERFEROGRAMS_DIR:
         frame_text, _, pair_dir, name = parts

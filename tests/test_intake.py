@@ -193,3 +193,26 @@ def test_an_overflow_is_reported_and_recovered_from_once(
         wait_for(lambda: intake.tracker.settled() == [frame], 10, "an event from a folder made during the overflow")
     finally:
         stop(observer)
+
+
+def test_a_self_referencing_symlink_is_rejected_and_the_scan_goes_on(tmp_path: Path, store: Store,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    drop = tmp_path / "drop"
+    good = drop / PAIR / PNG
+    good.parent.mkdir(parents=True)
+    good.write_bytes(b"png")
+    os.utime(good, (0, 0))
+    looped = drop / "124D_04854_171313/interferograms/20190201_20190213/20190201_20190213.geo.diff.png"
+    looped.parent.mkdir(parents=True)
+    looped.symlink_to(looped.name)
+    named = drop / "124D_04854_171313/interferograms/20190301_20190313\nforged/x.geo.diff.png"
+    named.parent.mkdir(parents=True)
+    named.write_bytes(b"png")
+    intake = Intake(drop, store, settle_seconds=0)
+    assert intake.reconcile() == 1
+    assert store.get("124D_04854_171313/20190101_20190113").state == "queued"
+    refused = store.get(str(looped))
+    assert (refused.state, refused.error) == ("rejected", "symlink loop; refused")
+    assert store.get(str(named)).state == "rejected"
+    assert all("\n" not in record.getMessage() for record in caplog.records)
+    assert any("20190301_20190313\\nforged" in record.getMessage() for record in caplog.records)

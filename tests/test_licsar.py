@@ -181,3 +181,45 @@ def test_symlink_loops_and_duplicate_links_terminate_with_one_result(tmp_path: P
     results = list(licsar.discover(tmp_path))
     (found,) = results
     assert isinstance(found, licsar.Interferogram) and found.diff_png.resolve() == diff.resolve()
+
+
+def test_a_self_referencing_symlink_is_refused_and_the_rest_still_found(tmp_path: Path) -> None:
+    good = product(tmp_path)
+    pair = "20230201_20230213"
+    looped = tmp_path / FRAME / "interferograms" / pair / f"{pair}.geo.diff.png"
+    looped.parent.mkdir(parents=True)
+    looped.symlink_to(looped.name)  # ln -s X.geo.diff.png X.geo.diff.png
+    with pytest.raises(InputError, match="symlink loop") as caught:
+        licsar.interferogram_from_path(looped, tmp_path)
+    assert caught.value.path == str(looped)
+    results = {str(getattr(item, "diff_png", getattr(item, "path", None))): item for item in licsar.discover(tmp_path)}
+    assert isinstance(results[str(good)], licsar.Interferogram)
+    assert results[str(looped)] == licsar.Unrecognised(looped, "symlink loop; refused")
+
+
+@pytest.mark.parametrize("name", [
+    f"{PAIR}\n",  # a trailing newline matched `$`
+    "٢٠٢٣٠١٠٥_٢٠٢٣٠١١٧",  # Arabic-Indic digits matched \d
+    "２０２３０１０５_２０２３０１１７",  # fullwidth digits
+])
+def test_a_pair_is_ascii_digits_and_nothing_more(name: str) -> None:
+    with pytest.raises(ValueError, match="is not of the form YYYYMMDD_YYYYMMDD"):
+        licsar.parse_date_pair(name)
+
+
+@pytest.mark.parametrize("name", [f"{FRAME}\n", "１２４D_04854_171313", "124D_٠٤٨٥٤_171313"])
+def test_a_frame_id_is_ascii_digits_and_nothing_more(name: str) -> None:
+    with pytest.raises(ValueError, match="is not of the form NNN"):
+        licsar.parse_frame_id(name)
+
+
+@pytest.mark.parametrize("frame,pair", [(FRAME, f"{PAIR}\n"), (f"{FRAME}\n", PAIR), (FRAME, f"{PAIR}\x1b[2K")])
+def test_a_name_with_a_control_character_is_refused_with_the_name_escaped(
+        tmp_path: Path, frame: str, pair: str) -> None:
+    path = product(tmp_path, frame, pair)
+    with pytest.raises(InputError, match="control character") as caught:
+        licsar.interferogram_from_path(path, tmp_path)
+    assert caught.value.path.isprintable()
+    assert "\\n" in str(caught.value) or "\\x1b" in str(caught.value)
+    (refused,) = licsar.discover(tmp_path)
+    assert isinstance(refused, licsar.Unrecognised) and "control character" in refused.reason

@@ -4,8 +4,11 @@ The file is ``/etc/insarwatch/insarwatch.toml`` unless ``--config`` (or
 ``INSARWATCH_CONFIG``) names another; a missing default file means "all defaults", a
 missing named file is an error. Environment variables override the file:
 ``INSARWATCH_VAR_DIR`` and ``INSARWATCH_DROP_DIR`` for the two paths every command
-honours, and ``INSARWATCH_<SECTION>__<KEY>`` for anything else (``INSARWATCH_BATCH__TILES=8``).
-An unknown key or a value of the wrong type is a one-line error naming the key. A key that
+honours, and ``INSARWATCH_<SECTION>__<KEY>`` for anything else (``INSARWATCH_BATCH__TILES=8``);
+any other ``INSARWATCH_*`` variable (``INSARWATCH_SMTP_PASSWORD``, named by ``password_env``)
+is not a setting and is left alone. An unknown key or a value of the wrong type is a
+one-line error naming the key; types are strict (``true`` is not the number 1, nor ``1``
+a boolean), except that an integer is a good float. A key that
 was renamed (``RENAMED``) still works under its old name, with one deprecation line in the
 log per old key.
 """
@@ -15,16 +18,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InputError, one_line
 
 DEFAULT_CONFIG = Path("/etc/insarwatch/insarwatch.toml")
 ENV_PREFIX = "INSARWATCH_"
+# The variables that are settings: the two paths, the file, and <SECTION>__<KEY>[__...].
+ENV_PATHS = ("VAR_DIR", "DROP_DIR")
+ENV_NESTED = "__"
+TIME_OF_DAY = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 # Old dotted key → new dotted key. The old names differed by one word from keys that mean
 # something else (batch.size vs captioning.batch_size, prepare_workers vs preprocess_workers).
 RENAMED = {
@@ -38,7 +46,9 @@ log = logging.getLogger(__name__)
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML and JSON give real booleans and numbers, so `tiles = true` is a mistake,
+    # not 1; paths opt out (they arrive as strings).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ImagingSettings(Section):
@@ -128,10 +138,10 @@ class SmtpSettings(Section):
     port: int = 25
     security: Literal["none", "starttls", "tls"] = "starttls"
     username: str | None = None
-    password_file: Path | None = None
+    password_file: Path | None = Field(None, strict=False)
     password_env: str | None = None
     ca_file: Path | None = Field(
-        None, description="PEM bundle to verify the server's certificate against (a private CA); system store if unset"
+        None, strict=False, description="PEM bundle to verify the server's certificate against (a private CA); system store if unset"
     )
     sender: str = "insarwatch@localhost"
     recipients: list[str] = []
@@ -176,7 +186,14 @@ class BatchSettings(Section):
 
 class DigestSettings(Section):
     enabled: bool = True
-    time: str = Field("07:00", pattern=r"^\d{2}:\d{2}$", description="Local time of the daily digest")
+    time: str = Field("07:00", description="Local time of the daily digest, HH:MM (00:00 to 23:59)")
+
+    @field_validator("time")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        if not TIME_OF_DAY.fullmatch(value):
+            raise ValueError(f"{value!r} is not a time of day HH:MM from 00:00 to 23:59")
+        return value
 
     @property
     def hour_minute(self) -> tuple[int, int]:
@@ -202,8 +219,8 @@ class Volcano(Section):
 
 
 class Settings(Section):
-    var_dir: Path = Path("/var/lib/insarwatch")
-    drop_dir: Path = Path("/srv/licsar")
+    var_dir: Path = Field(Path("/var/lib/insarwatch"), strict=False)
+    drop_dir: Path = Field(Path("/srv/licsar"), strict=False)
     imaging: ImagingSettings = ImagingSettings()
     captioning: CaptioningSettings = CaptioningSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
@@ -213,6 +230,13 @@ class Settings(Section):
     batch: BatchSettings = BatchSettings()
     digest: DigestSettings = DigestSettings()
     volcanoes: list[Volcano] = []
+
+    @field_validator("var_dir", "drop_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty (it would mean the current directory); give a directory")
+        return value
 
     @property
     def models_dir(self) -> Path:
@@ -234,12 +258,16 @@ class Settings(Section):
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
-    """``INSARWATCH_A__B=v`` → ``{"a": {"b": v}}``; values are JSON when they parse as JSON."""
+    """``INSARWATCH_A__B=v`` → ``{"a": {"b": v}}``; values are JSON when they parse as JSON.
+    Variables of neither form (``INSARWATCH_SMTP_PASSWORD``) are not settings: skipped."""
     out: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if not name.startswith(ENV_PREFIX):
             continue
-        path = name[len(ENV_PREFIX):].lower().split("__")
+        key = name[len(ENV_PREFIX):]
+        if key not in ENV_PATHS and ENV_NESTED not in key:
+            continue
+        path = key.lower().split(ENV_NESTED)
         try:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:

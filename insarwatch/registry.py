@@ -152,8 +152,12 @@ class ModelStore:
 
     def stage(self) -> Path:
         """A fresh directory inside the store to write a new version into."""
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.models_dir))
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.models_dir))
+        except OSError as exc:  # a read-only mount, a file in the way
+            raise InsarwatchError(f"{exc.filename or self.models_dir}: cannot make the model store: "
+                                  f"{exc.strerror or exc}") from None
 
     def discard(self, staged: Path) -> None:
         """Remove a staged version that will not be registered (failed training)."""

@@ -312,6 +312,9 @@ class Store:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as exc:
             raise InsarwatchError(f"{self.path}: cannot open state database: {exc}") from None
+        except OSError as exc:  # its directory cannot be made: a read-only mount, a file in the way
+            raise InsarwatchError(f"{exc.filename or self.path.parent}: cannot make the state directory: "
+                                  f"{exc.strerror or exc}") from None
         if version != SCHEMA_VERSION:
             self._db.close()
             raise InsarwatchError(

@@ -453,3 +453,32 @@ def test_an_unwritable_reports_directory_is_retried_without_blocking_mail(tmp_pa
         assert notify.deliver_due(store, settings, file_delivery.next_attempt).delivered == 1
     assert len(mailbox.messages) == 1
     assert (settings.reports_dir / "alerts" / f"{reports.safe_name(alert.key)}.html").exists()
+
+
+def test_the_documented_password_variable_sends_mail(tmp_path: Path, certificates,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # As deploy/insarwatch.toml suggests: password_env = "INSARWATCH_SMTP_PASSWORD", which is
+    # in insarwatch's own variable namespace without being a setting.
+    port = free_port()
+    controller, mailbox = start_smtp(port, authenticator=authenticator, auth_required=True,
+                                     tls_context=server_context(certificates), require_starttls=True)
+    config = tmp_path / "insarwatch.toml"
+    config.write_text(
+        f'var_dir = "{tmp_path / "var"}"\n[notify.smtp]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'security = "starttls"\nusername = "observatory"\npassword_env = "INSARWATCH_SMTP_PASSWORD"\n'
+        f'ca_file = "{certificates["ca"]}"\nrecipients = ["duty@observatory.example"]\n'
+    )
+    monkeypatch.setenv("INSARWATCH_SMTP_PASSWORD", PASSWORD)
+    with Store(tmp_path / "var" / "state.db") as store:
+        primary = date(2026, 11, 2)
+        store.discover(f"{FRAME}/x", "/drop/x", FRAME, primary, primary + timedelta(days=12),
+                       datetime(2026, 11, 3, 8, tzinfo=timezone.utc))
+    try:
+        result = CliRunner().invoke(app, ["--config", str(config), "report", "--since", "2026-11-01",
+                                          "--until", "2026-11-07", "--send"])
+    finally:
+        controller.stop()
+    assert result.exit_code == 0, result.output
+    [received] = mailbox.messages
+    assert received["authenticated"] and received["tls"]
+    assert received["rcpt_tos"] == ["duty@observatory.example"]

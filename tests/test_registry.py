@@ -118,3 +118,9 @@ def test_corrupt_metrics_are_an_input_error(tmp_path) -> None:
         ModelVersion("v", tmp_path).metrics()
     assert error.value.path == str(tmp_path / ModelVersion.METRICS_FILE)
     assert ModelVersion("v", tmp_path / "absent").metrics() == {}
+
+
+def test_a_model_store_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "var").write_text("a file where var_dir should be")
+    with pytest.raises(InsarwatchError, match=r"/var/models: cannot make the model store: Not a directory"):
+        ModelStore(tmp_path / "var" / "models").stage()

@@ -264,7 +264,9 @@ class Captioner:
 
     def preprocess(self, images: Sequence[TileImage]) -> torch.Tensor:
         """Resize and normalise RGB tiles as the model was trained (the processor's rules)."""
-        pixels = self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        # Tiles are HxWx3; left to guess, transformers reads one 1, 3 or 4 rows high as channels-first.
+        pixels = self.processor.image_processor(images=list(images), return_tensors="pt",
+                                                input_data_format="channels_last")["pixel_values"]
         # Page-locked memory lets the copy to the GPU overlap with work already queued there.
         return pixels.pin_memory() if self.device.type == "cuda" else pixels
 

@@ -250,3 +250,13 @@ def test_sharded_safetensors_load_and_a_missing_shard_is_named(captioner, tmp_pa
     with pytest.raises(InputError) as error:
         Captioner.load(sharded, FAST)
     assert error.value.path == str(shards[-1]) and "missing" in error.value.reason
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (3, 7, 3), (4, 9, 3), (224, 3, 3)])
+def test_arrays_are_read_channels_last_whatever_their_size(captioner, shape: tuple[int, int, int]) -> None:
+    # transformers guesses the channel axis of an array from its shape: a tile 1, 3 or 4
+    # rows high looked channels-first to it.
+    pixels = np.random.default_rng(7).integers(0, 256, shape, dtype=np.uint8)
+    from_array = captioner.preprocess([pixels])
+    from_pil = captioner.preprocess([Image.fromarray(pixels)])
+    assert torch.equal(from_array, from_pil)

@@ -69,6 +69,11 @@ class ImagingSettings(Section):
     artifact_max_score: float = Field(
         0.5, ge=0, le=1, description="Reject when the colour-bar/legend detector scores higher"
     )
+    min_side: int = Field(
+        56, ge=1,
+        description="Reject frames narrower or shorter than this (px): a quarter of the 224-px Hephaestus patch the "
+                    "model learnt from; below it the model would caption a few pixels magnified to fill its input",
+    )
     tile_size: int = Field(224, gt=0, description="Tile side in pixels (the Hephaestus patch size)")
     tile_stride: int = Field(224, gt=0, description="Pixels between tile origins; at most tile_size")
 

@@ -102,11 +102,15 @@ class Unreadable(InputError):
 
 def read_rgb(path: Path, imaging: ImagingSettings) -> tuple[Image.Image, np.ndarray]:
     """Decode a PNG and convert it to the RGB the model sees, as the daemon and ``insarwatch
-    caption`` both do; raises ``Unreadable`` ("decode", "rgba" or "mode")."""
+    caption`` both do; raises ``Unreadable`` ("decode", "too_small", "rgba" or "mode")."""
     try:
         image = decode_png(path, imaging.max_pixels)
     except InputError as exc:
         raise Unreadable(exc, "decode") from None
+    if min(image.size) < imaging.min_side:
+        width, height = image.size
+        raise Unreadable(InputError(path, f"frame {width}x{height} px is smaller than imaging.min_side "
+                                          f"({imaging.min_side} px on each side)"), "too_small")
     try:
         return image, to_rgb(image, imaging.rgba_policy, path)
     except InputError as exc:

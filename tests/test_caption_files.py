@@ -43,6 +43,8 @@ def frames(tmp_path: Path) -> dict[str, Path]:
         "truncated": _frame(drop, "124D_04854_171314", good.read_bytes()[:60]),
         "rgba": _frame(drop, "124D_04854_171315", phase.convert("RGBA")),
         "gray_alpha": _frame(drop, "124D_04854_171316", phase.convert("LA")),
+        "one_pixel": _frame(drop, "124D_04854_171317", phase.crop((0, 0, 1, 1))),
+        "a_strip": _frame(drop, "124D_04854_171318", phase.crop((0, 0, 300, 3))),
     }
 
 
@@ -52,7 +54,8 @@ def _daemon_reads(path: Path, settings: Settings) -> Tiled | Rejected:
     return read_interferogram(record, settings)
 
 
-@pytest.mark.parametrize(("name", "reason"), [("truncated", "decode"), ("rgba", "rgba"), ("gray_alpha", "mode")])
+@pytest.mark.parametrize(("name", "reason"), [("truncated", "decode"), ("rgba", "rgba"), ("gray_alpha", "mode"),
+                                             ("one_pixel", "too_small"), ("a_strip", "too_small")])
 def test_a_file_the_daemon_rejects_is_refused_by_caption_in_the_same_words(
         frames: dict[str, Path], tmp_path: Path, name: str, reason: str) -> None:
     settings = Settings(var_dir=tmp_path / "var", drop_dir=tmp_path / "drop")
@@ -77,3 +80,10 @@ def test_caption_cuts_the_tiles_the_daemon_would_caption(frames: dict[str, Path]
     assert len(read.tiles) > 2
     for (_, mine), theirs in zip(read.tiles, daemon.tiles, strict=True):
         assert np.array_equal(mine.pixels, theirs.pixels)
+
+
+def test_a_frame_smaller_than_the_minimum_says_its_size(frames: dict[str, Path]) -> None:
+    read = read_tiles([frames["a_strip"]], ImagingSettings(min_side=3))
+    assert read.refused == () and len(read.tiles) == 2
+    (refused,) = read_tiles([frames["a_strip"]], ImagingSettings()).refused
+    assert refused.reason == "frame 300x3 px is smaller than imaging.min_side (56 px on each side)"

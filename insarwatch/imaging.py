@@ -1,8 +1,9 @@
 """Pixels: safe PNG decoding, P/RGBA → RGB, pixel-based quality checks and tiling.
 
 This module owns everything between a PNG on disk and the HxWx3 ``uint8`` arrays the
-captioner sees. Decoding refuses what it cannot trust (zero-byte, truncated, not a PNG,
-more pixels than ``imaging.max_pixels`` or Pillow's own decompression-bomb limit) with an
+captioner sees. Decoding refuses what it cannot trust (zero-byte, truncated, not a PNG, a
+chunk whose CRC does not match, palette indices beyond the PLTE, more pixels than
+``imaging.max_pixels`` or Pillow's own decompression-bomb limit) with an
 ``InputError`` naming the file, and it refuses oversized images from the PNG header alone,
 before a single pixel is decompressed. Frames that arrive without expert labels get three
 checks mirroring the Hephaestus label filters: the no-data fraction (``no_info`` /
@@ -21,6 +22,7 @@ PNGs are 8-bit grayscale with 0 meaning no data. ``phase_image`` hands a decoded
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from .config import ImagingSettings
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_CRC_BLOCK = 1 << 20
 # Pillow's modes for each PNG colour type (and, for grayscale, bit depth).
 _COLOUR_TYPE_MODES = {2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
 _GRAY_MODES = {1: "1", 2: "L", 4: "L", 8: "L", 16: "I;16"}
@@ -75,6 +77,13 @@ class PngHeader:
         if self.colour_type == 0:
             return _GRAY_MODES.get(self.bit_depth, f"gray{self.bit_depth}")
         return _COLOUR_TYPE_MODES.get(self.colour_type, f"colour-type-{self.colour_type}")
+
+
+@dataclass(frozen=True)
+class PngChunks:
+    """What the chunk walk learnt beside the CRCs: the PLTE's number of entries, if any."""
+
+    palette_entries: int | None
 
 
 @dataclass(frozen=True)
@@ -124,14 +133,41 @@ def read_png_header(path: Path) -> PngHeader:
     return PngHeader(width, height, bit_depth, colour_type)
 
 
-def _ends_with_iend(path: Path) -> bool:
-    """Pillow decodes a file cut after its last IDAT without complaint; the IEND chunk tells."""
+def read_chunks(path: Path) -> PngChunks:
+    """Walk every chunk up to IEND checking its CRC, which Pillow does not do for pixel data.
+
+    Pillow decodes a file cut after its last IDAT without complaint, so a file that ends
+    before IEND is truncated; bytes after IEND (a transfer tool's padding) are ignored.
+    """
+    palette_entries = None
     try:
         with path.open("rb") as stream:
-            stream.seek(-len(PNG_END), 2)
-            return stream.read() == PNG_END
-    except OSError:
-        return False
+            stream.seek(len(PNG_SIGNATURE))
+            while True:
+                head = stream.read(8)
+                if len(head) < 8:
+                    raise InputError(path, "truncated PNG (file ends before the IEND chunk)")
+                length, kind = struct.unpack(">I4s", head)
+                crc = zlib.crc32(kind)
+                left = length
+                while left:
+                    block = stream.read(min(left, _CRC_BLOCK))
+                    if not block:
+                        raise InputError(path, "truncated PNG (file ends before the IEND chunk)")
+                    crc = zlib.crc32(block, crc)
+                    left -= len(block)
+                stored = stream.read(4)
+                if len(stored) < 4:
+                    raise InputError(path, "truncated PNG (file ends before the IEND chunk)")
+                if struct.unpack(">I", stored)[0] != crc:
+                    name = kind.decode("ascii", "backslashreplace")
+                    raise InputError(path, f"corrupt PNG (bad CRC in chunk {name} at byte {stream.tell() - length - 12})")
+                if kind == b"PLTE":
+                    palette_entries = length // 3
+                elif kind == b"IEND":
+                    return PngChunks(palette_entries)
+    except OSError as exc:
+        raise InputError(path, f"cannot be read: {exc.strerror or exc}") from None
 
 
 def pixel_limit(max_pixels: int) -> int:
@@ -141,7 +177,8 @@ def pixel_limit(max_pixels: int) -> int:
 
 
 def decode_png(path: Path, max_pixels: int) -> Image.Image:
-    """Fully decode a PNG; ``InputError`` for zero-byte, truncated, not-a-PNG or too-large files.
+    """Fully decode a PNG; ``InputError`` for zero-byte, truncated, not-a-PNG, corrupt (a bad
+    CRC, a palette too short for its indices) or too-large files.
 
     The size is checked from the header against ``pixel_limit(max_pixels)`` first, so an
     oversized image is refused before any pixel is decompressed and Pillow's own
@@ -155,12 +192,11 @@ def decode_png(path: Path, max_pixels: int) -> Image.Image:
         raise InputError(
             path, f"image too large: {header.width}x{header.height} = {header.pixels} pixels > limit {limit}"
         )
-    if not _ends_with_iend(path):
-        raise InputError(path, "truncated PNG (file does not end with the IEND chunk)")
+    chunks = read_chunks(path)
     try:
         with Image.open(path, formats=["PNG"]) as image:
             image.load()
-            return image.copy()
+            decoded = image.copy()
     except Image.DecompressionBombError as exc:
         raise InputError(path, f"image too large: {exc}") from None
     except UnidentifiedImageError:
@@ -172,6 +208,12 @@ def decode_png(path: Path, max_pixels: int) -> Image.Image:
         else:
             reason = f"corrupt PNG ({reason})"
         raise InputError(path, reason) from None
+    if decoded.mode == "P" and chunks.palette_entries is not None:
+        used = int(np.asarray(decoded).max())
+        if used >= chunks.palette_entries:
+            # Pillow pads a short palette with black, which would read as no-data.
+            raise InputError(path, f"corrupt palette (index {used} used, PLTE has {chunks.palette_entries} entries)")
+    return decoded
 
 
 def to_rgb(image: Image.Image, rgba_policy: str, path: Path | str) -> np.ndarray:

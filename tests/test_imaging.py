@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -369,3 +371,41 @@ def test_stride_larger_than_tile_is_refused() -> None:
         imaging.tile(np.zeros((10, 10, 3), np.uint8), 4, 5)
     with pytest.raises(InputError, match="key 'imaging': .*tile_stride 300 exceeds tile_size 224"):
         load_settings(None, {"INSARWATCH_IMAGING__TILE_STRIDE": "300"})
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_a_palette_shorter_than_the_indices_used_is_a_corrupt_palette(tmp_path: Path) -> None:
+    # 4x4 P image using indices 0..15 with a PLTE of two entries.
+    header = imaging.PNG_SIGNATURE + chunk(b"IHDR", bytes.fromhex("00000004000000040803000000"))
+    rows = b"".join(b"\x00" + bytes(range(4 * row, 4 * row + 4)) for row in range(4))
+    data = header + chunk(b"PLTE", b"\x10\x20\x30\x40\x50\x60") + chunk(b"IDAT", zlib.compress(rows)) + \
+        chunk(b"IEND", b"")
+    path = tmp_path / "short.png"
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=r"short\.png: corrupt palette \(index 15 used, PLTE has 2 entries\)"):
+        imaging.decode_png(path, SETTINGS.max_pixels)
+
+
+def test_a_bad_checksum_in_the_pixel_data_is_refused(tmp_path: Path) -> None:
+    data = bytearray(save_p(tmp_path / "whole.png", fringes(64, 64)).read_bytes())
+    start = data.index(b"IDAT")
+    length = int.from_bytes(data[start - 4:start], "big")
+    data[start + 4 + length] ^= 0xFF  # the CRC's first byte: the pixels still decode
+    path = tmp_path / "crc.png"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"crc\.png: corrupt PNG \(bad CRC in chunk IDAT"):
+        imaging.decode_png(path, SETTINGS.max_pixels)
+
+
+def test_bytes_after_iend_are_not_truncation(tmp_path: Path) -> None:
+    whole = save_p(tmp_path / "whole.png", fringes(64, 64))
+    path = tmp_path / "trailing.png"
+    path.write_bytes(whole.read_bytes() + b"\x00" * 100 + b"appended by a transfer tool")
+    image = imaging.decode_png(path, SETTINGS.max_pixels)
+    assert np.array_equal(np.asarray(image), np.asarray(imaging.decode_png(whole, SETTINGS.max_pixels)))

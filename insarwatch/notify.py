@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import logging
 import os
@@ -226,8 +227,12 @@ def send_email(smtp: SmtpSettings, message: EmailMessage, recipients: list[str],
 
 def webhook_body(report: Report) -> dict[str, Any]:
     """Slack/Mattermost/Rocket.Chat-style incoming webhooks read ``text``; integrations that
-    want the data read the report document beside it."""
-    return {"text": report.summary, "kind": report.kind, report.kind: report.document}
+    want the data read the report document beside it, unescaped.
+
+    ``text`` has ``&``, ``<`` and ``>`` escaped, as Slack asks (exactly what ``html.escape``
+    does without ``quote``), so ``<!channel>`` or ``<@user>`` in a caption notifies nobody.
+    """
+    return {"text": html.escape(report.summary, quote=False), "kind": report.kind, report.kind: report.document}
 
 
 def post_webhook(webhook: WebhookSettings, body: dict[str, Any]) -> None:

@@ -482,3 +482,17 @@ def test_the_documented_password_variable_sends_mail(tmp_path: Path, certificate
     [received] = mailbox.messages
     assert received["authenticated"] and received["tls"]
     assert received["rcpt_tos"] == ["duty@observatory.example"]
+
+
+def test_webhook_text_cannot_mention_everyone(tmp_path: Path, hook_server: ThreadingHTTPServer) -> None:
+    url = f"http://127.0.0.1:{hook_server.server_port}/hooks/T000/SECRET-TOKEN"
+    settings = settings_for(tmp_path, webhook={"url": url, "timeout_seconds": 5})
+    caption = "<!channel> & <@U024BE7LH> a dyke - type deformation pattern"
+    with Store(settings.state_db) as store:
+        publish_alert(store, settings, tmp_path, caption=caption)
+        assert notify.deliver_due(store, settings, T0).delivered == 2
+    (received,) = hook_server.received
+    body = json.loads(received["body"])
+    assert "&lt;!channel&gt; &amp; &lt;@U024BE7LH&gt;" in body["text"]
+    assert "<" not in body["text"] and ">" not in body["text"]
+    assert caption in json.dumps(body["alert"], ensure_ascii=False)  # the data stays as it was

@@ -572,3 +572,53 @@ def demo(
     console.stdout.print(f"finished in {summary.seconds:.0f} s; alert pages under "
                          f"{summary.workdir / 'var' / 'reports' / 'alerts'}")
     typer.echo(f"digest: {summary.digest_html}")
+
+
+@command(examples=[
+    "insarwatch retry 124D_04854_171313/20230105_20230117",
+    "insarwatch retry --reason decode",
+    "insarwatch retry --quarantined --json",
+])
+def retry(
+    ctx: typer.Context,
+    keys: Annotated[list[str] | None, typer.Argument(
+        help="Interferogram keys (FRAME/PAIR, as `status` and the digest show them).", show_default=False)] = None,
+    reason: Annotated[str | None, typer.Option(
+        "--reason", help="Every interferogram rejected for this reason (decode, too_small, nodata_fraction...).")] = None,
+    quarantined: Annotated[bool, typer.Option("--quarantined", help="Every quarantined interferogram.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the keys queued as one JSON object.")] = False,
+) -> None:
+    """Queue rejected, failed or quarantined interferograms again, on purpose: the running
+    daemon (or the next `watch --once`) reads them afresh, attempts reset.
+
+    Give keys, or --reason R for every one rejected for R, or --quarantined. Keys are
+    queued all together or, when one cannot be (unknown, never an interferogram, not
+    stopped), none is.
+    """
+    from datetime import datetime, timezone
+
+    from .store import Store
+
+    if sum((bool(keys), reason is not None, quarantined)) != 1:
+        raise typer.BadParameter("give interferogram keys, --reason R or --quarantined (one of them)")
+    settings = settings_of(ctx)
+    if not settings.state_db.exists():
+        raise InsarwatchError(f"{settings.state_db}: no state database yet; nothing to retry")
+    now = datetime.now(timezone.utc)
+    with Store(settings.state_db) as store:
+        if keys:
+            with store.transaction():
+                for key in keys:
+                    store.retry(key, now)
+            queued = list(keys)
+        else:
+            queued = store.retry_all("quarantined" if quarantined else "rejected", now, reason)
+    console.stderr.print(f"queued {len(queued)} interferogram(s) again" if queued else "nothing to retry")
+
+    def table() -> Table:
+        built = Table(title="queued again", show_header=False)
+        for key in queued:
+            built.add_row(key)
+        return built
+
+    show({"queued": queued}, as_json, table)

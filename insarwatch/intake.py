@@ -6,7 +6,8 @@ reconciliation scan at start-up and every ``rescan_interval`` finds whatever the
 missed (queue overflow, NFS, the daemon being down). Either way a file is only queued once
 it is complete: moved into place, or its size and mtime unchanged for ``settle_seconds``,
 so a half-written PNG is never read as a bad frame. Files that do not fit the LiCSAR layout
-are recorded as rejected with the reason, once.
+are recorded as rejected with the reason, once. A rejected interferogram whose file has
+changed since it was read (a writer that paused past ``settle_seconds``) is queued again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from watchdog.observers.api import BaseObserver
 
 from .errors import InputError, printable
 from .licsar import DIFF_SUFFIX, SIBLING_SUFFIXES, Interferogram, Unrecognised, discover, interferogram_from_path
-from .store import Store
+from .store import FileStamp, Store
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +75,6 @@ def is_candidate(path: str | Path) -> bool:
     return name.endswith(".png") and (name.endswith(DIFF_SUFFIX) or not name.endswith(SIBLING_SUFFIXES))
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    size: int
-    mtime_ns: int
-
-
-def _snapshot(path: Path) -> _Snapshot | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return _Snapshot(stat.st_size, stat.st_mtime_ns)
-
-
 class SettleTracker:
     """Files seen but maybe still being written; ``settled()`` hands back the complete ones.
 
@@ -100,15 +86,15 @@ class SettleTracker:
         self.settle_seconds = settle_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending: dict[Path, tuple[_Snapshot | None, float]] = {}
+        self._pending: dict[Path, tuple[FileStamp | None, float]] = {}
 
     def touch(self, path: Path) -> None:
         with self._lock:
-            self._pending[path] = (_snapshot(path), self._clock())
+            self._pending[path] = (FileStamp.of(path), self._clock())
 
     def moved_in(self, path: Path) -> None:
         with self._lock:
-            self._pending[path] = (_snapshot(path), float("-inf"))
+            self._pending[path] = (FileStamp.of(path), float("-inf"))
 
     def __len__(self) -> int:
         with self._lock:
@@ -119,7 +105,7 @@ class SettleTracker:
         ready = []
         with self._lock:
             for path, (seen, since) in list(self._pending.items()):
-                current = _snapshot(path)
+                current = FileStamp.of(path)
                 if current is None:
                     del self._pending[path]  # deleted or renamed away before it settled
                 elif current != seen:
@@ -200,6 +186,11 @@ class Intake(FileSystemEventHandler):
         self.store.discover(key, interferogram.diff_png, str(interferogram.frame), interferogram.primary,
                             interferogram.secondary, now)
         record = self.store.get(key)
+        if record is not None and record.state == "rejected":
+            if not self.store.reexamine(key, FileStamp.of(interferogram.diff_png), now):
+                return 0
+            log.info("%s changed since it was rejected (%s); reading it again", key, record.reason)
+            return 1
         if record is None or record.state != "discovered":
             return 0
         self.store.queue(key, now)
@@ -226,10 +217,10 @@ class Intake(FileSystemEventHandler):
                     log.warning("rejected %s: %s", printable(item.path), item.reason)
                 continue
             record = self.store.get(item.key)
-            if record is not None and record.state != "discovered":
+            if record is not None and record.state not in ("discovered", "rejected"):
                 continue
-            snapshot = _snapshot(item.diff_png)
-            if snapshot is not None and time.time_ns() - snapshot.mtime_ns >= settle_ns:
+            stamp = FileStamp.of(item.diff_png)
+            if stamp is not None and time.time_ns() - stamp.mtime_ns >= settle_ns:
                 queued += self._queue(item, now)
             else:
                 if record is None:

@@ -38,7 +38,7 @@ from .imaging import (
     usable_tiles,
 )
 from .licsar import Interferogram, interferogram_from_path
-from .store import AlertRecord, InterferogramRecord, StaleTransition, Store, TileResult
+from .store import AlertRecord, FileStamp, InterferogramRecord, StaleTransition, Store, TileResult
 from .volcanoes import Volcano, catalogue_for
 
 log = logging.getLogger(__name__)
@@ -67,11 +67,13 @@ class Tiled:
 
 @dataclass(frozen=True)
 class Rejected:
-    """An interferogram refused before the model, with a short reason and the one-line detail."""
+    """An interferogram refused before the model, with a short reason and the one-line detail;
+    ``read`` is its file as it was read, so that a changed file is read again."""
 
     record: InterferogramRecord
     reason: str
     detail: str
+    read: FileStamp | None = None
 
 
 @dataclass(frozen=True)
@@ -143,10 +145,12 @@ def read_interferogram(record: InterferogramRecord, settings: Settings) -> Tiled
         interferogram = interferogram_from_path(Path(record.path), settings.drop_dir)
     except InputError as exc:
         return Rejected(record, "layout", str(exc))
+    # Stamped before reading: if the writer is still at it, the stamp is older than what was read.
+    read = FileStamp.of(interferogram.diff_png)
     try:
         image, rgb = read_rgb(interferogram.diff_png, imaging)
     except Unreadable as exc:
-        return Rejected(record, exc.rejection, str(exc))
+        return Rejected(record, exc.rejection, str(exc), read)
     height, width = rgb.shape[:2]
     siblings = read_siblings(interferogram.siblings, interferogram.frame_dir, width, height)
     for problem in siblings.problems:
@@ -157,7 +161,7 @@ def read_interferogram(record: InterferogramRecord, settings: Settings) -> Tiled
     if failed:
         first = failed[0]
         detail = first.detail or f"{first.name} {first.value:.3g} outside threshold {first.threshold:g}"
-        return Rejected(record, first.name, f"{interferogram.diff_png}: {detail}")
+        return Rejected(record, first.name, f"{interferogram.diff_png}: {detail}", read)
     valid = ~nodata_mask(image, rgb)
     if siblings.phase is not None:
         valid &= resample_nearest(siblings.phase.valid, (height, width))
@@ -167,7 +171,7 @@ def read_interferogram(record: InterferogramRecord, settings: Settings) -> Tiled
         return Rejected(record, "usable_tiles", (
             f"{interferogram.diff_png}: no usable tile: of {len(laid)}, {usable.skipped['nodata']} have more than "
             f"{imaging.nodata_max_fraction:.0%} no-data and {usable.skipped['coherence']} a mean coherence "
-            f"under {imaging.coherence_min:g}"))
+            f"under {imaging.coherence_min:g}"), read)
     return Tiled(record, interferogram, quality, usable.tiles, usable.skipped, siblings)
 
 
@@ -388,7 +392,7 @@ class Processor:
 
     def _reject(self, rejected: Rejected) -> None:
         try:
-            self.store.reject(rejected.record.key, rejected.reason, self._clock(), rejected.detail)
+            self.store.reject(rejected.record.key, rejected.reason, self._clock(), rejected.detail, rejected.read)
         except StaleTransition as exc:
             log.warning("%s", exc)
             return

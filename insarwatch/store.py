@@ -113,8 +113,19 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # What reading noted about a done interferogram: tiles skipped by reason, siblings refused.
         "ALTER TABLE interferograms ADD COLUMN notes TEXT",
     ),
+    (
+        # The file as it was read when it was rejected: a scan reads it again once it has
+        # changed (a writer that paused past settle_seconds, a frame LiCSAR replaced).
+        "ALTER TABLE interferograms ADD COLUMN file_size INTEGER",
+        "ALTER TABLE interferograms ADD COLUMN file_mtime_ns INTEGER",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+# rejected/failed/quarantined → queued: a fresh start, forgetting why it stopped last time.
+_REQUEUE = ("state = 'queued', attempts = 0, reason = NULL, finished_at = NULL, file_size = NULL,"
+            " file_mtime_ns = NULL, updated_at = ?")
 
 
 class StaleTransition(InsarwatchError):
@@ -134,6 +145,24 @@ def _from_text(text: str | None) -> datetime | None:
     if text is None:
         return None
     return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """A file's size and modification time: unchanged for a while means written in full, and
+    changed since a rejection means worth reading again."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path | str) -> FileStamp | None:
+        """The stamp of ``path`` now; None when it cannot be stat'ed (gone, a symlink loop)."""
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            return None
+        return cls(stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -557,15 +586,34 @@ class Store:
                 "UPDATE interferograms SET state = 'queued', updated_at = ? WHERE state = 'processing'", (stamp,),
             ).rowcount
 
-    def reject(self, key: str, reason: str, now: datetime, detail: str | None = None) -> None:
+    def reject(self, key: str, reason: str, now: datetime, detail: str | None = None,
+               read: FileStamp | None = None) -> None:
         """→ rejected: ``reason`` is a short category the digest groups by (a quality check's
-        name, ``decode``, ``rgba``); ``detail`` the one-line message naming file and reason."""
+        name, ``decode``, ``rgba``); ``detail`` the one-line message naming file and reason;
+        ``read`` the file as it was read, for ``reexamine``."""
         stamp = _to_text(now)
         self._transition(
             key, ("discovered", "queued", "processing"),
-            "state = 'rejected', reason = ?, error = ?, updated_at = ?, finished_at = ?",
-            (reason, detail, stamp, stamp),
+            "state = 'rejected', reason = ?, error = ?, updated_at = ?, finished_at = ?, file_size = ?,"
+            " file_mtime_ns = ?",
+            (reason, detail, stamp, stamp, None if read is None else read.size,
+             None if read is None else read.mtime_ns),
         )
+
+    def reexamine(self, key: str, current: FileStamp | None, now: datetime) -> bool:
+        """rejected → queued when the file is no longer what was read and rejected: True if so.
+
+        A frame whose writer paused past ``settle_seconds`` was read half-written and
+        rejected as truncated; once its writer finishes it is read again, once.
+        """
+        if current is None:
+            return False
+        with self.transaction():
+            return bool(self._db.execute(
+                f"UPDATE interferograms SET {_REQUEUE} WHERE key = ? AND state = 'rejected'"
+                " AND file_size IS NOT NULL AND (file_size != ? OR file_mtime_ns != ?)",
+                (_to_text(now), key, current.size, current.mtime_ns),
+            ).rowcount)
 
     def fail(self, key: str, error: str, now: datetime, max_attempts: int) -> State:
         """processing → failed, or → quarantined once it has been tried ``max_attempts`` times."""
@@ -593,10 +641,19 @@ class Store:
         record = self.get(key)
         if record is not None and record.frame is None:
             raise StaleTransition(f"{key}: not an interferogram ({record.error}); nothing to retry")
-        self._transition(
-            key, ("rejected", "failed", "quarantined"),
-            "state = 'queued', attempts = 0, reason = NULL, finished_at = NULL, updated_at = ?", (_to_text(now),),
-        )
+        self._transition(key, ("rejected", "failed", "quarantined"), _REQUEUE, (_to_text(now),))
+
+    def retry_all(self, state: Literal["rejected", "quarantined"], now: datetime,
+                  reason: str | None = None) -> list[str]:
+        """``retry`` for every interferogram in ``state`` (rejected ones only of ``reason``,
+        when given); returns their keys, first received first."""
+        with self.transaction():
+            rows = self._db.execute(
+                f"UPDATE interferograms SET {_REQUEUE} WHERE state = ? AND frame IS NOT NULL"
+                " AND (? IS NULL OR reason = ?) RETURNING key, received_at",
+                (_to_text(now), state, reason, reason),
+            ).fetchall()
+        return [row["key"] for row in sorted(rows, key=lambda row: (row["received_at"], row["key"]))]
 
     # -- results and alerts -------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from insarwatch.cli import app
 
 COMMANDS = ("synth", "synth-dataset", "prepare", "train", "evaluate", "caption", "findings", "watch", "status",
-            "report", "demo")
+            "report", "demo", "retry")
 
 
 def test_help_lists_every_command() -> None:
@@ -103,3 +103,56 @@ def test_an_old_and_a_new_name_of_one_key_is_one_line_naming_both(tmp_path: Path
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
     assert line == f"error: {config}: key 'batch.size' is the old name of 'batch.tiles': give only 'batch.tiles'"
+
+
+def test_retry_queues_rejected_and_quarantined_interferograms_on_purpose(tmp_path: Path) -> None:
+    from datetime import date, datetime, timezone
+
+    from insarwatch.store import Store
+
+    now = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    frame = "124D_04854_171313"
+    keys = [f"{frame}/2026110{day}_2026111{day}" for day in range(1, 6)]
+    with Store(tmp_path / "state.db") as store:
+        for number, key in enumerate(keys, start=1):
+            store.discover(key, f"/drop/{key}", frame, date(2026, 11, number), date(2026, 11, 10 + number), now)
+            store.queue(key, now)
+        store.claim(5, now)
+        store.reject(keys[0], "decode", now, "truncated PNG")
+        store.reject(keys[1], "nodata_fraction", now)
+        store.reject(keys[2], "decode", now)
+        store.fail(keys[3], "boom", now, max_attempts=1)
+        store.record_unrecognised("/drop/stray.png", "PNG that is not a LiCSAR product", now)
+    env = {"INSARWATCH_VAR_DIR": str(tmp_path), "INSARWATCH_CONFIG": "/dev/null"}
+
+    def retry(*args: str):
+        return CliRunner().invoke(app, ["retry", *args], env=env)
+
+    def state(key: str) -> str:
+        with Store(tmp_path / "state.db", readonly=True) as store:
+            return store.get(key).state
+
+    by_reason = retry("--reason", "decode", "--json")
+    assert by_reason.exit_code == 0, by_reason.output
+    assert json.loads(by_reason.stdout) == {"queued": [keys[0], keys[2]]}
+    assert [state(key) for key in keys] == ["queued", "rejected", "queued", "quarantined", "processing"]
+    assert json.loads(retry("--quarantined", "--json").stdout) == {"queued": [keys[3]]}
+    # All or nothing: keys[4] is being processed, so keys[1] stays rejected too.
+    busy = retry(keys[1], keys[4])
+    assert busy.exit_code == 1
+    (line,) = busy.output.strip().splitlines()
+    assert line == f"error: {keys[4]}: is processing, not rejected or failed or quarantined"
+    assert state(keys[1]) == "rejected"
+    assert retry(keys[1]).exit_code == 0 and state(keys[1]) == "queued"
+    stray = retry("/drop/stray.png")
+    assert stray.exit_code == 1 and "not an interferogram" in stray.output
+    assert retry("--reason", "decode").stderr.strip() == "nothing to retry"
+    assert retry().exit_code == 2 and retry("--quarantined", "--reason", "decode").exit_code == 2
+
+
+def test_retry_without_a_state_database_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["retry", "--quarantined"],
+                                env={"INSARWATCH_VAR_DIR": str(tmp_path), "INSARWATCH_CONFIG": "/dev/null"})
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {tmp_path / 'state.db'}: no state database yet; nothing to retry"
+    assert not (tmp_path / "state.db").exists()

@@ -7,6 +7,7 @@ as many as the next batch needs; beside a GPU they are prepared ahead in threads
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,3 +68,38 @@ def test_claims_follow_the_preparation_lane(tmp_path: Path, tiny_var_dir: Path, 
         finally:
             processor.close()
         assert counts["queued"] == counts["processing"] == 0 and processor.held == 0
+
+
+def run_until_idle(processor: Processor) -> None:
+    for _ in range(100):
+        if not processor.step(flush=True, monotonic=0.0):
+            return
+
+
+def test_a_frame_rejected_while_its_writer_paused_is_read_again_once_complete(tmp_path: Path,
+                                                                              tiny_var_dir: Path) -> None:
+    drop = tmp_path / "drop"
+    write_drop(drop, frames=1, seed=3, size=(224, 224), pairs=1)
+    (path,) = drop.rglob("*.geo.diff.png")
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # the writer stalls past settle_seconds
+    os.utime(path, ns=(0, 0))
+    settings = Settings(var_dir=tiny_var_dir, drop_dir=drop, batch=BatchSettings(tiles=4, reader_threads=0),
+                        captioning=CaptioningSettings(num_beams=1, max_new_tokens=4))
+    bundle = load_bundle(ModelStore(settings.models_dir).current(), settings, require_index=True)
+    with Store(settings.state_db) as store:
+        intake = Intake(drop, store, settle_seconds=0)
+        processor = Processor(settings, store, lambda: bundle, lambda: NOW)
+        try:
+            assert intake.reconcile(NOW) == 1
+            run_until_idle(processor)
+            (rejected,) = store.in_state("rejected")
+            assert rejected.reason == "decode" and "truncated PNG" in rejected.error
+            assert intake.reconcile(NOW) == 0  # unchanged: not read again
+            path.write_bytes(whole)  # the writer resumes and finishes
+            os.utime(path, ns=(10**9, 10**9))
+            assert intake.reconcile(NOW) == 1
+            run_until_idle(processor)
+        finally:
+            processor.close()
+        assert store.counts()["done"] == 1 and store.get(rejected.key).attempts == 1

@@ -280,6 +280,12 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         node = out
         for key in path[:-1]:
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                break
+        if not isinstance(node, dict) or isinstance(node.get(path[-1]), dict):
+            # INSARWATCH_BATCH__TILES and INSARWATCH_BATCH__TILES__X: which one wins would
+            # depend on the environment's order.
+            raise InputError("environment", f"{name} sets part of a key another INSARWATCH_ variable sets whole")
         node[path[-1]] = value
     return out
 

@@ -55,4 +55,5 @@ def one_line(error: ValidationError, noun: str, *, missing: str | None = None, e
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
     message = {"missing": missing, "extra_forbidden": extra}.get(first["type"]) or first["msg"]
     more = len(problems) - 1
-    return f"{noun} '{where}': {message}" + (f" (and {more} more problems)" if more else "")
+    # printable: a key, or an input quoted in the message, may hold a newline.
+    return printable(f"{noun} '{where}': {message}" + (f" (and {more} more problems)" if more else ""))

@@ -81,3 +81,18 @@ def test_a_var_dir_that_cannot_be_made_is_one_line(tmp_path: Path, var_dir: str)
     assert result.exit_code == 1, result.output
     (line,) = result.output.strip().splitlines()
     assert line.startswith(f"error: {tmp_path / var_dir}") and "Traceback" not in line
+
+
+@pytest.mark.parametrize("names", [("INSARWATCH_BATCH__TILES", "INSARWATCH_BATCH__TILES__X"),
+                                   ("INSARWATCH_BATCH__TILES__X", "INSARWATCH_BATCH__TILES")])
+def test_a_key_set_whole_and_in_part_is_one_line_whatever_the_order(tmp_path: Path, names: tuple[str, str]) -> None:
+    # Found by tests/test_properties.py: one order raised TypeError, the other dropped a variable.
+    with pytest.raises(InputError, match="environment: INSARWATCH_BATCH__TILES.* sets part of a key"):
+        load_settings(settings_file(tmp_path, ""), environ=dict.fromkeys(names, "2"))
+
+
+def test_a_key_with_a_newline_is_still_one_line(tmp_path: Path) -> None:
+    # Found by tests/test_properties.py.
+    with pytest.raises(InputError) as caught:
+        load_settings(settings_file(tmp_path, '"evil\\nkey" = 1\n'), environ={})
+    assert str(caught.value) == f"{tmp_path / 'insarwatch.toml'}: key 'evil\\nkey': unknown key"

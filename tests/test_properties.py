@@ -15,6 +15,7 @@ import os
 import struct
 import tempfile
 import zlib
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,9 @@ from insarwatch import licsar
 from insarwatch.config import RENAMED, Settings, load_settings
 from insarwatch.errors import InputError
 from insarwatch.findings import Finding, parse_caption
-from insarwatch.imaging import PNG_SIGNATURE, check_quality, tile
-from insarwatch.pipeline import read_rgb
+from insarwatch.imaging import PNG_SIGNATURE
+from insarwatch.pipeline import Rejected, Tiled, read_interferogram, read_rgb
+from insarwatch.store import InterferogramRecord
 
 settings.register_profile("ci", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -36,6 +38,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 FRAME = "124D_04854_171313"
 PAIR = "20230105_20230117"
+NOW = datetime(2026, 11, 29, tzinfo=timezone.utc)
 # Small, so a mutated header cannot make a test allocate a giant image.
 IMAGING = Settings().imaging.model_copy(update={"max_pixels": 64 * 64, "min_side": 1, "tile_size": 8,
                                                "tile_stride": 8})
@@ -91,17 +94,21 @@ def damaged_pngs(draw: st.DrawFn) -> bytes:
 
 
 def _read(data: bytes) -> None:
+    """The daemon's whole reading step on ``data`` as a frame in the drop: tiles or a rejection."""
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "frame.png"
+        drop = Path(folder) / "drop"
+        path = licsar.product_path(drop, FRAME, PAIR)
+        path.parent.mkdir(parents=True)
         path.write_bytes(data)
-        try:
-            image, rgb = read_rgb(path, IMAGING)
-        except InputError as exc:
-            assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc)
-            return
-        assert rgb.dtype == np.uint8 and rgb.shape == (image.height, image.width, 3)
-        check_quality(image, rgb, None, IMAGING)
-        assert tile(rgb, IMAGING.tile_size, IMAGING.tile_stride)
+        record = InterferogramRecord(key=f"{FRAME}/{PAIR}", path=str(path), frame=FRAME, primary=None,
+                                     secondary=None, state="processing", attempts=1, received_at=NOW,
+                                     updated_at=NOW)
+        read = read_interferogram(record, Settings(var_dir=Path(folder) / "var", drop_dir=drop, imaging=IMAGING))
+        if isinstance(read, Rejected):
+            assert read.detail.startswith(f"{path}: ") and "\n" not in read.detail
+        else:
+            assert isinstance(read, Tiled) and read.tiles
+            assert all(piece.pixels.dtype == np.uint8 and piece.pixels.shape[2] == 3 for piece in read.tiles)
 
 
 @given(st.one_of(st.binary(max_size=200), st.binary(max_size=40).map(lambda tail: PNG_SIGNATURE + tail)))

@@ -1,14 +1,15 @@
-"""BLIP captioning of interferogram tiles, batched, with one vision pass per tile.
+"""Captioning of interferogram tiles, batched, with one vision pass per tile, for any known architecture.
 
-Owns loading a ``BlipForConditionalGeneration`` and its ``BlipProcessor`` from a local
-``save_pretrained`` directory (never a hub) and turning RGB tiles into captions and
-retrieval embeddings. Each batch goes through the vision encoder once: its last hidden
-state is the cross-attention input of the text decoder (exactly what
-``BlipForConditionalGeneration.generate`` does internally) and its pooled output,
-L2-normalised, is the embedding the FAISS index is searched with. Preprocessing of the
-next batch runs in worker threads while the model works on the current one. Every way a
-model directory can be unusable (missing, no weights, pickle-only weights, corrupt
-weights, a processor that does not fit the model) is an ``InputError`` at load time.
+Owns loading a captioning model and its processor from a local ``save_pretrained``
+directory (never a hub, safetensors only) and turning RGB tiles into captions and
+retrieval embeddings. The directory's config.json names the architecture (``model_type``:
+``blip``, ``git``), whose adapter in ``captioners/`` knows that family's classes; the
+rest is shared. Each batch goes through the vision encoder once: its output feeds the
+text decoder and, pooled and L2-normalised, is the embedding the FAISS index is searched
+with. Preprocessing of the next batch runs in worker threads while the model works on the
+current one. Every way a model directory can be unusable (missing, an unknown
+architecture, no weights, pickle-only weights, corrupt weights, a processor that does not
+fit the model) is an ``InputError`` at load time.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors import SafetensorError, safe_open
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+from .captioners import ARCHITECTURES, Architecture, architecture_of
 from .config import CaptioningSettings
 from .errors import InputError
 
@@ -59,37 +60,6 @@ class VisionBatch:
 
     def __len__(self) -> int:
         return len(self.embeddings)
-
-
-class ImageKeyValues(DynamicCache):
-    """Cross-attention keys and values of a batch's images, one copy per beam.
-
-    Beam search only reorders the beams of one image among themselves, and they all attend
-    to the same image tokens, so the reorder ``generate`` does at every step would copy
-    identical tensors onto each other: it is skipped.
-    """
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        return None
-
-
-def decoder_cache(decoder: Any, hidden: torch.Tensor, beams: int) -> EncoderDecoderCache:
-    """A text-decoder cache whose cross-attention keys/values are projected once per image.
-
-    Left to itself ``generate`` projects the image tokens once per beam (five times the work
-    at beam width 5) and then gathers all of them again at every step; on a CPU those two
-    were most of the decoding time (profile in benchmarks/README.md). Filled here and marked
-    as updated, the decoder layers read them from the cache as they do from the second step on.
-    """
-    cache = EncoderDecoderCache(DynamicCache(config=decoder.config), ImageKeyValues(config=decoder.config))
-    for index, layer in enumerate(decoder.bert.encoder.layer):
-        attention = layer.crossattention.self
-        shape = (*hidden.shape[:-1], -1, attention.attention_head_size)
-        keys = attention.key(hidden).view(shape).transpose(1, 2).repeat_interleave(beams, dim=0)
-        values = attention.value(hidden).view(shape).transpose(1, 2).repeat_interleave(beams, dim=0)
-        cache.cross_attention_cache.update(keys, values, index)
-        cache.is_updated[index] = True
-    return cache
 
 
 def pick_device(setting: str) -> torch.device:
@@ -140,7 +110,8 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _check_config(model_dir: Path) -> None:
+def read_architecture(model_dir: Path) -> type[Architecture]:
+    """The adapter for the architecture a model directory's config.json names."""
     path = model_dir / "config.json"
     if not path.is_file():
         raise InputError(model_dir, "no config.json; not a save_pretrained model directory")
@@ -148,40 +119,18 @@ def _check_config(model_dir: Path) -> None:
         model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
         raise InputError(path, f"not a model configuration ({_first_line(exc)})") from None
-    if model_type != "blip":
-        raise InputError(path, f"model_type is {model_type!r}, not a BLIP captioning model ('blip')")
-
-
-def _check_processor_fits(model_dir: Path, model: Any, processor: Any) -> None:
-    text, vision = model.config.text_config, model.config.vision_config
-    tokenizer = processor.tokenizer
-    if len(tokenizer) > text.vocab_size:
-        raise InputError(
-            model_dir,
-            f"tokenizer has {len(tokenizer)} tokens but the model's text vocabulary has {text.vocab_size}",
-        )
-    for name in ("pad_token_id", "sep_token_id"):
-        if getattr(tokenizer, name) != getattr(text, name):
-            raise InputError(
-                model_dir,
-                f"tokenizer {name} {getattr(tokenizer, name)} differs from the model's {getattr(text, name)}",
-            )
-    if text.bos_token_id is None or not 0 <= text.bos_token_id < text.vocab_size:
-        raise InputError(model_dir, f"model's bos_token_id {text.bos_token_id} is outside its vocabulary")
-    size = processor.image_processor.size
-    expected = vision.image_size if isinstance(vision.image_size, (list, tuple)) else (vision.image_size,) * 2
-    got = (size.get("height"), size.get("width"))
-    if tuple(got) != tuple(expected):
-        raise InputError(
-            model_dir, f"processor resizes to {got[0]}x{got[1]} but the model expects {expected[0]}x{expected[1]}"
-        )
+    if model_type not in ARCHITECTURES:
+        known = " or ".join(f"{adapter.label} ({name!r})" for name, adapter in ARCHITECTURES.items())
+        raise InputError(path, f"model_type is {model_type!r}, not a {known} captioning model")
+    return ARCHITECTURES[model_type]
 
 
 class Captioner:
-    """A loaded BLIP captioner on one device; thread-compatible, not thread-safe."""
+    """A loaded captioner (any known architecture) on one device; thread-compatible, not thread-safe."""
 
     def __init__(self, model: Any, processor: Any, settings: CaptioningSettings, source: Path) -> None:
         self.model = model
+        self.architecture = architecture_of(model)
         self.processor = processor
         self.settings = settings
         self.source = source
@@ -191,17 +140,16 @@ class Captioner:
     @classmethod
     def load(cls, model_dir: str | Path, settings: CaptioningSettings) -> Captioner:
         """Load model and processor from a local ``save_pretrained`` directory."""
-        from transformers import BlipForConditionalGeneration, BlipProcessor
         from transformers.utils import logging as hf_logging
 
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise InputError(model_dir, "model directory does not exist")
-        _check_config(model_dir)
+        adapter = read_architecture(model_dir)
         _check_weight_files(_weight_files(model_dir))
         hf_logging.disable_progress_bar()
         try:
-            model, info = BlipForConditionalGeneration.from_pretrained(
+            model, info = adapter.model_class().from_pretrained(
                 model_dir, local_files_only=True, use_safetensors=True, dtype=torch.float32,
                 output_loading_info=True,
             )
@@ -218,28 +166,28 @@ class Captioner:
         if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
             raise InputError(model_dir, "no processor/tokenizer files (tokenizer.json or vocab.txt)")
         try:
-            processor = BlipProcessor.from_pretrained(model_dir, local_files_only=True)
+            processor = adapter.processor_class().from_pretrained(model_dir, local_files_only=True)
         except LOAD_ERRORS as exc:
             raise InputError(model_dir, f"no usable processor/tokenizer: {_first_line(exc)}") from None
-        _check_processor_fits(model_dir, model, processor)
+        adapter(model).check_processor(model_dir, processor)
         device = pick_device(settings.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise InputError("captioning.device", "'cuda' is configured but no CUDA device is available")
         if device.type == "cpu" and settings.cpu_threads is not None:
             torch.set_num_threads(settings.cpu_threads)
         model.to(device).eval()
-        log.info("loaded captioner %s on %s", model_dir, device)
+        log.info("loaded %s captioner %s on %s", adapter.label, model_dir, device)
         return cls(model, processor, settings, model_dir)
 
     @property
     def embedding_dim(self) -> int:
-        return int(self.model.config.vision_config.hidden_size)
+        return self.architecture.embedding_dim
 
     def generation_options(self) -> dict[str, Any]:
         """Decoding options from settings; unset ones fall back to the model's defaults."""
         s = self.settings
         # The decoder cannot see past its position table; BOS takes the first slot.
-        positions = self.model.config.text_config.max_position_embeddings
+        positions = self.architecture.max_positions
         options: dict[str, Any] = {
             "num_beams": s.num_beams,
             "max_new_tokens": min(s.max_new_tokens, positions - 1),
@@ -286,35 +234,17 @@ class Captioner:
     def encode_pixels(self, pixel_values: torch.Tensor) -> VisionBatch:
         """The single vision pass over one preprocessed batch."""
         with torch.inference_mode(), self._precision():
-            output = self.model.vision_model(pixel_values=pixel_values.to(self.device, non_blocking=True))
-            pooled = torch.nn.functional.normalize(output.pooler_output.float(), dim=-1)
-        return VisionBatch(output.last_hidden_state, pooled.cpu().numpy().astype(np.float32))
+            hidden, pooled = self.architecture.vision(pixel_values.to(self.device, non_blocking=True))
+            pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+        return VisionBatch(hidden, pooled.cpu().numpy().astype(np.float32))
 
     def describe(self, vision: VisionBatch, rows: Sequence[int] | None = None) -> list[str]:
-        """Captions for ``rows`` of an encoded batch (all rows by default).
-
-        Mirrors ``BlipForConditionalGeneration.generate``: the decoder starts from the BOS
-        token, stops at SEP, pads with PAD, and cross-attends to every image token, whose
-        keys and values are computed once per image (``decoder_cache``).
-        """
+        """Captions for ``rows`` of an encoded batch (all rows by default), decoded from its vision pass."""
         hidden = vision.hidden_states if rows is None else vision.hidden_states[list(rows)]
         if len(hidden) == 0:
             return []
-        text = self.model.config.text_config
-        options = self.generation_options()
         with torch.inference_mode(), self._precision():
-            start = torch.full((len(hidden), 1), text.bos_token_id, dtype=torch.long, device=hidden.device)
-            image_mask = torch.ones(hidden.shape[:-1], dtype=torch.long, device=hidden.device)
-            tokens = self.model.text_decoder.generate(
-                input_ids=start,
-                eos_token_id=text.sep_token_id,
-                pad_token_id=text.pad_token_id,
-                attention_mask=None,
-                encoder_hidden_states=hidden,
-                encoder_attention_mask=image_mask,
-                past_key_values=decoder_cache(self.model.text_decoder, hidden, options["num_beams"]),
-                **options,
-            )
+            tokens = self.architecture.generate(hidden, self.generation_options())
         return [line.strip() for line in self.processor.batch_decode(tokens, skip_special_tokens=True)]
 
     def encode(self, images: Sequence[TileImage]) -> Iterator[VisionBatch]:

@@ -1,0 +1,105 @@
+"""BLIP (``BlipForConditionalGeneration``): one vision pass feeding cross-attention and the embedding.
+
+The vision encoder's last hidden state is the text decoder's cross-attention input (as
+``BlipForConditionalGeneration.generate`` does internally) and its pooled output is the
+retrieval embedding. The image tokens' cross-attention keys and values are projected once
+per image, not once per beam (``decoder_cache``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+from .base import Architecture, check_image_size, check_vocabulary
+
+
+class ImageKeyValues(DynamicCache):
+    """Cross-attention keys and values of a batch's images, one copy per beam.
+
+    Beam search only reorders the beams of one image among themselves, and they all attend
+    to the same image tokens, so the reorder ``generate`` does at every step would copy
+    identical tensors onto each other: it is skipped.
+    """
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        return None
+
+
+def decoder_cache(decoder: Any, hidden: torch.Tensor, beams: int) -> EncoderDecoderCache:
+    """A text-decoder cache whose cross-attention keys/values are projected once per image.
+
+    Left to itself ``generate`` projects the image tokens once per beam (five times the work
+    at beam width 5) and then gathers all of them again at every step; on a CPU those two
+    were most of the decoding time (profile in benchmarks/README.md). Filled here and marked
+    as updated, the decoder layers read them from the cache as they do from the second step on.
+    """
+    cache = EncoderDecoderCache(DynamicCache(config=decoder.config), ImageKeyValues(config=decoder.config))
+    for index, layer in enumerate(decoder.bert.encoder.layer):
+        attention = layer.crossattention.self
+        shape = (*hidden.shape[:-1], -1, attention.attention_head_size)
+        keys = attention.key(hidden).view(shape).transpose(1, 2).repeat_interleave(beams, dim=0)
+        values = attention.value(hidden).view(shape).transpose(1, 2).repeat_interleave(beams, dim=0)
+        cache.cross_attention_cache.update(keys, values, index)
+        cache.is_updated[index] = True
+    return cache
+
+
+class Blip(Architecture):
+    model_type = "blip"
+    label = "BLIP"
+
+    @staticmethod
+    def model_class() -> type:
+        from transformers import BlipForConditionalGeneration
+
+        return BlipForConditionalGeneration
+
+    @staticmethod
+    def processor_class() -> type:
+        from transformers import BlipProcessor
+
+        return BlipProcessor
+
+    def check_processor(self, model_dir: Path, processor: Any) -> None:
+        text, tokenizer = self.model.config.text_config, processor.tokenizer
+        check_vocabulary(model_dir, tokenizer, text.vocab_size,
+                         {"pad_token_id": text.pad_token_id, "sep_token_id": text.sep_token_id}, text.bos_token_id)
+        size = processor.image_processor.size
+        check_image_size(model_dir, (size.get("height"), size.get("width")), self.model.config.vision_config.image_size)
+
+    def vision(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.model.vision_model(pixel_values=pixel_values)
+        return output.last_hidden_state, output.pooler_output
+
+    def generate(self, hidden: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
+        """Mirrors ``BlipForConditionalGeneration.generate``: the decoder starts from the BOS
+        token, stops at SEP, pads with PAD, and cross-attends to every image token."""
+        text = self.model.config.text_config
+        start = torch.full((len(hidden), 1), text.bos_token_id, dtype=torch.long, device=hidden.device)
+        image_mask = torch.ones(hidden.shape[:-1], dtype=torch.long, device=hidden.device)
+        return self.model.text_decoder.generate(
+            input_ids=start,
+            eos_token_id=text.sep_token_id,
+            pad_token_id=text.pad_token_id,
+            attention_mask=None,
+            encoder_hidden_states=hidden,
+            encoder_attention_mask=image_mask,
+            past_key_values=decoder_cache(self.model.text_decoder, hidden, options["num_beams"]),
+            **options,
+        )
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.model.config.vision_config.hidden_size)
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.model.config.text_config.max_position_embeddings)
+
+    @property
+    def start_token_id(self) -> int:
+        return int(self.model.config.text_config.bos_token_id)

@@ -236,14 +236,19 @@ def _with_beams(settings: Settings, beams: int | None) -> Settings:
     "insarwatch train --data /srv/datasets/hephaestus-clean --preset tiny",
     "insarwatch train --data /srv/datasets/hephaestus-clean --base /srv/models/blip-image-captioning-base",
     "insarwatch train --data DATASET --preset tiny --epochs 5 --only-if-better --json",
+    "insarwatch train --data DATASET --arch git",
+    "insarwatch train --data DATASET --base /srv/models/git-base",
 ])
 def train(
     ctx: typer.Context,
     data: Annotated[Path, typer.Option("--data", help="Dataset directory made by `insarwatch prepare`.")],
     preset: Annotated[str | None, typer.Option(
-        "--preset", help="Preset name (tiny, base) or a preset JSON file; default tiny, or base with --base.")] = None,
+        "--preset", help="Preset name (tiny, base, git-tiny, git-base) or a preset JSON file; "
+                         "default the architecture's tiny, or its base with --base.")] = None,
     base: Annotated[Path | None, typer.Option(
-        "--base", help="Fine-tune this local BLIP snapshot instead of training from scratch.")] = None,
+        "--base", help="Fine-tune this local snapshot (BLIP or GIT) instead of training from scratch.")] = None,
+    arch: Annotated[str | None, typer.Option(
+        "--arch", help="Architecture: blip or git (default: the preset's, or the --base snapshot's, else blip).")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override the preset's epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Override the batch size.")] = None,
     learning_rate: Annotated[float | None, typer.Option(
@@ -261,7 +266,7 @@ def train(
     import training
 
     settings = _with_beams(settings_of(ctx), beams)
-    chosen = training.load_preset(preset or ("base" if base else "tiny")).with_training(
+    chosen = training.choose_preset(preset, arch, base).with_training(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate
     )
     with console.progress(transient=True) as bars:

@@ -5,6 +5,7 @@ The model has BLIP's exact architecture at toy size (64 px input, 16 px patches,
 captions), so loading, preprocessing, the vision pass and beam search all run the real
 transformers code in milliseconds. ``tiny_blip_dir`` is built once per session; use
 ``tiny_blip_builder`` for a variant (another image size, a tokenizer that does not fit).
+``tiny_git_dir``/``tiny_git_builder`` do the same for GIT.
 ``tiny_var_dir`` is an installation whose current model is that captioner plus a FAISS
 index of six expert-captioned tiles (``tiny_index_images``/``TINY_RECORDS``), for tests of
 anything that loads a model version; ``tiny_version_stager`` stages more versions.
@@ -50,6 +51,24 @@ TINY_CAPTIONS = tuple(caption for caption, *_ in TINY_RECORDS) + (
 TINY_IMAGE_SIZE = 64
 
 
+def tiny_tokenizer(vocab_size: int):
+    """A BERT-style WordPiece tokenizer learnt from ``TINY_CAPTIONS`` ([DEC] is BLIP's start token)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertTokenizerFast
+
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    wordpiece.train_from_iterator(TINY_CAPTIONS, trainer)
+    return BertTokenizerFast(
+        tokenizer_object=wordpiece, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+        cls_token="[CLS]", mask_token="[MASK]", bos_token="[DEC]",
+    )
+
+
 def build_tiny_blip(
     directory: Path,
     *,
@@ -65,21 +84,10 @@ def build_tiny_blip(
     not fit its model, as a careless hand-copied snapshot would.
     """
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipProcessor
     from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
-    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
-    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    wordpiece.decoder = decoders.WordPiece()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
-    wordpiece.train_from_iterator(TINY_CAPTIONS, trainer)
-    tokenizer = BertTokenizerFast(
-        tokenizer_object=wordpiece, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
-        cls_token="[CLS]", mask_token="[MASK]", bos_token="[DEC]",
-    )
+    tokenizer = tiny_tokenizer(vocab_size)
     processor_size = processor_image_size or image_size
     processor = BlipProcessor(
         image_processor=BlipImageProcessorPil(size={"height": processor_size, "width": processor_size}),
@@ -109,6 +117,63 @@ def build_tiny_blip(
     model.save_pretrained(directory, safe_serialization=True)
     processor.save_pretrained(directory)
     return directory
+
+
+def build_tiny_git(
+    directory: Path,
+    *,
+    image_size: int = TINY_IMAGE_SIZE,
+    processor_image_size: int | None = None,
+    vocab_size: int = 160,
+    model_vocab_size: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Save a randomly initialised tiny GIT + processor into ``directory`` (safetensors).
+
+    GIT's layout at toy size: a CLIP vision tower (64 px, 16 px patches: 17 image tokens),
+    a projection, and a two-layer decoder reading image tokens and text in one sequence;
+    captions start with [CLS] and end with [SEP], as microsoft/git-base's do.
+    """
+    import torch
+    from transformers import CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
+
+    tokenizer = tiny_tokenizer(vocab_size)
+    size = processor_image_size or image_size
+    processor = GitProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
+        tokenizer=tokenizer,
+    )
+    tower: dict[str, Any] = {
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+    }
+    config = GitConfig(
+        vision_config={**tower, "image_size": image_size, "patch_size": 16},
+        **tower,
+        vocab_size=model_vocab_size or len(tokenizer),
+        max_position_embeddings=128,
+        # Wider than GIT's 0.02 so a random decoder's words depend on the image.
+        initializer_range=0.1,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = GitForCausalLM(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    processor.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_git_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GIT captioner directory shared by the whole session; treat it as read-only."""
+    return build_tiny_git(tmp_path_factory.mktemp("tiny-git") / ModelVersion.CAPTIONER_DIR)
+
+
+@pytest.fixture(scope="session")
+def tiny_git_builder() -> Callable[..., Path]:
+    return build_tiny_git
 
 
 @pytest.fixture(scope="session")

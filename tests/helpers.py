@@ -8,11 +8,13 @@
   captions go through the real ``parse_caption`` and ``decide_tile``/``decide_interferogram``,
   neighbours are real ``retrieval.Neighbour`` records, and the interferogram is a P-mode
   PNG with concentric (Mogi-like) fringes written into a LiCSAR layout.
-- ``wait_for`` (daemon and intake tests), the micro training preset (training and demo
+- ``wait_for`` (daemon and intake tests), the micro training presets (training and demo
   tests) and ``systemd-analyze verify`` (systemd and deploy tests).
 - ``shared_path``: a file or folder of the project's real data in ``../shared`` (real LiCSAR
   tiles and frames, the real Hephaestus annotations), or a skip naming what is missing.
   ``.ci/run`` fails when ``../shared`` is absent, so CI never skips these tests.
+- ``Counter`` (a forward hook counting a module's calls) and the ways a saved model
+  directory gets damaged, for the captioner tests of every architecture.
 """
 
 from __future__ import annotations
@@ -222,6 +224,13 @@ MICRO_PRESET = {
                  "val_max_new_tokens": 12, "seed": 3},
 }
 
+MICRO_GIT_PRESET = {
+    **MICRO_PRESET,
+    "name": "micro-git",
+    "description": "test-sized GIT",
+    "model": {**MICRO_PRESET["model"], "architecture": "git"},
+}
+
 INSTALLED_ENTRY_POINT = "/opt/insarwatch/venv/bin/insarwatch"
 ENTRY_POINT = Path(sys.executable).parent / "insarwatch"
 
@@ -251,3 +260,38 @@ def shared_path(relative: str) -> Path:
         pytest.skip(f"{path} absent: real data lives in ../shared beside the checkout (present in CI and "
                     f"the project's machines, not in a clone elsewhere)")
     return path
+
+
+# --------------------------------------------------------------------------- captioner tests
+
+
+class Counter:
+    """Counts forward calls of a module through a real forward hook: the batch size of each call."""
+
+    def __init__(self, module) -> None:
+        self.calls: list[int] = []
+        self._handle = module.register_forward_hook(lambda _m, args, kwargs, _out: self.calls.append(
+            len(kwargs.get("pixel_values", args[0] if args else None))), with_kwargs=True)
+
+    def __enter__(self) -> Counter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def pickle_only(model_dir: Path) -> None:
+    (model_dir / "model.safetensors").rename(model_dir / "pytorch_model.bin")
+
+
+def drop_tensors(model_dir: Path, prefix: str) -> None:
+    """Re-save the weights without the tensors whose names start with ``prefix``."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(model_dir / "model.safetensors")
+    kept = {name: tensor for name, tensor in tensors.items() if not name.startswith(prefix)}
+    save_file(kept, model_dir / "model.safetensors", metadata={"format": "pt"})

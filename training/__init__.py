@@ -1,4 +1,4 @@
-"""Model refresh for insarwatch: dataset → BLIP training → FAISS index → evaluation → registry.
+"""Model refresh for insarwatch: dataset → captioner (BLIP or GIT) training → FAISS index → evaluation → registry.
 
 ``insarwatch train`` and ``insarwatch evaluate`` are thin wrappers over ``pipeline.train``
 and ``pipeline.evaluate``. The package is split along its seams: ``dataset`` (manifest and
@@ -8,7 +8,7 @@ as JSON data and the models built from them), ``loop`` (the optimisation loop), 
 The ``insarwatch`` runtime never imports this package outside those two commands.
 """
 
-from .factory import Preset, list_presets, load_preset
+from .factory import Preset, choose_preset, list_presets, load_preset
 from .metrics import Prediction, metrics_from_predictions
 from .pipeline import EvaluationFailed, TrainingInterrupted, TrainOutcome, evaluate, train
 
@@ -18,6 +18,7 @@ __all__ = [
     "Preset",
     "TrainOutcome",
     "TrainingInterrupted",
+    "choose_preset",
     "evaluate",
     "list_presets",
     "load_preset",

@@ -3,7 +3,7 @@
 ``load_dataset`` reads and validates the whole manifest before any training starts, so a
 malformed line, a missing image or an empty dataset is a one-line ``InputError`` naming the
 file, not a crash twenty minutes in. ``CaptionCollator`` turns a batch of samples into the
-tensors ``BlipForConditionalGeneration`` trains on; images are decoded per batch so a
+tensors a captioner (BLIP or GIT) trains on; images are decoded per batch so a
 dataset never has to fit in memory.
 """
 
@@ -106,12 +106,14 @@ class PixelCache:
 class CaptionCollator:
     """Batch of samples → ``pixel_values``, ``input_ids``, ``attention_mask`` and ``labels``.
 
-    BLIP's text decoder starts every caption with its ``[DEC]`` token (``generate`` puts it
-    in place of ``[CLS]``), so training does the same; padding never counts in the loss.
+    Every caption starts with the token decoding starts from (``start_token_id``: BLIP's
+    ``[DEC]``, which its ``generate`` puts in place of ``[CLS]``; GIT's ``[CLS]`` itself;
+    by default the tokenizer's BOS token); padding never counts in the loss.
     """
 
-    def __init__(self, processor, max_length: int, cache_bytes: int = 0) -> None:
+    def __init__(self, processor, max_length: int, cache_bytes: int = 0, start_token_id: int | None = None) -> None:
         self.tokenizer = processor.tokenizer
+        self.start_token_id = self.tokenizer.bos_token_id if start_token_id is None else start_token_id
         self.max_length = max_length
         self.pixels = PixelCache(processor.image_processor, cache_bytes)
 
@@ -124,7 +126,7 @@ class CaptionCollator:
             return_tensors="pt",
         )
         input_ids = text["input_ids"].clone()
-        input_ids[:, 0] = self.tokenizer.bos_token_id
+        input_ids[:, 0] = self.start_token_id
         labels = input_ids.masked_fill(text["attention_mask"] == 0, -100)
         return {
             "pixel_values": self.pixels(samples),

@@ -1,12 +1,13 @@
-"""Model presets and the factory that turns one into a BLIP captioner ready to train.
+"""Model presets and the factory that turns one into a captioner (BLIP or GIT) ready to train.
 
 A preset is a JSON file under ``training/presets/`` (or any path given instead of a name):
-the model shape (``BlipVisionConfig``/``BlipTextConfig`` keyword arguments, image size,
-vocabulary size) and the training recipe (epochs, batch size, learning rate, decoding).
-Keeping them as data, like open_clip's model configs, lets an observatory add a preset
-without touching code. ``create_from_scratch`` builds a randomly initialised BLIP with a
-vocabulary learnt from the training captions; ``load_pretrained`` opens a BLIP snapshot
-from a local directory (never a hub) for fine-tuning.
+the architecture (``blip``, ``git``: the ``model_type`` the captioner is saved with), the
+model shape (vision and text config keyword arguments, image size, vocabulary size) and
+the training recipe (epochs, batch size, learning rate, decoding). Keeping them as data,
+like open_clip's model configs, lets an observatory add a preset without touching code.
+``create_from_scratch`` builds a randomly initialised model of the preset's architecture
+with a vocabulary learnt from the training captions (``BUILDERS``); ``load_pretrained``
+opens a snapshot from a local directory (never a hub) for fine-tuning.
 """
 
 from __future__ import annotations
@@ -15,15 +16,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from transformers import (
     BlipConfig,
     BlipForConditionalGeneration,
     BlipImageProcessor,
     BlipProcessor,
+    BertTokenizerFast,
+    CLIPImageProcessor,
+    GitConfig,
+    GitForCausalLM,
+    GitProcessor,
 )
 
-from insarwatch.captioner import Captioner
+from insarwatch.captioner import Captioner, read_architecture
 from insarwatch.config import CaptioningSettings
 from insarwatch.errors import InputError, one_line
 
@@ -37,12 +43,20 @@ class _Spec(BaseModel):
 
 
 class ModelSpec(_Spec):
+    architecture: str = Field("blip", description="The model_type of the captioner built: a key of BUILDERS")
     image_size: int = Field(gt=0, description="Square input size of the vision encoder, pixels")
-    vision: dict[str, Any] = Field(description="BlipVisionConfig arguments (image_size comes from above)")
-    text: dict[str, Any] = Field(description="BlipTextConfig arguments (vocabulary and token ids come from the tokenizer)")
+    vision: dict[str, Any] = Field(description="Vision config arguments (image_size comes from above)")
+    text: dict[str, Any] = Field(description="Text config arguments (vocabulary and token ids come from the tokenizer)")
     vocab_size: int = Field(gt=len(SPECIAL_TOKENS), description="Largest WordPiece vocabulary learnt from the captions")
     min_frequency: int = Field(1, ge=1, description="Words rarer than this in the captions are split into pieces")
     max_caption_tokens: int = Field(gt=2, description="Captions are truncated to this many tokens in training")
+
+    @field_validator("architecture")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in BUILDERS:
+            raise ValueError(f"unknown architecture {value!r}; known: {', '.join(BUILDERS)}")
+        return value
 
 
 class TrainingSpec(_Spec):
@@ -95,11 +109,7 @@ def load_preset(name_or_path: str) -> Preset:
         raise InputError(path, one_line(exc, "key")) from None
 
 
-def create_from_scratch(
-    spec: ModelSpec, captions: Iterable[str]
-) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
-    """A randomly initialised BLIP of ``spec``'s shape with a vocabulary learnt from ``captions``."""
-    tokenizer = train_tokenizer(captions, spec.vocab_size, spec.min_frequency)
+def _blip(spec: ModelSpec, tokenizer: BertTokenizerFast) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
     image_processor = BlipImageProcessor(size={"height": spec.image_size, "width": spec.image_size})
     processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
     text = {
@@ -114,9 +124,50 @@ def create_from_scratch(
     return BlipForConditionalGeneration(config), processor
 
 
-def load_pretrained(
-    directory: Path, settings: CaptioningSettings
-) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
-    """A BLIP captioning snapshot from a local directory, checked as the service checks it."""
+def _git(spec: ModelSpec, tokenizer: BertTokenizerFast) -> tuple[GitForCausalLM, GitProcessor]:
+    # Resized to the square without CLIP's centre crop: a tile's edges can hold the deformation.
+    size = {"height": spec.image_size, "width": spec.image_size}
+    processor = GitProcessor(image_processor=CLIPImageProcessor(size=size, do_center_crop=False), tokenizer=tokenizer)
+    # Captions are [CLS] ... [SEP], as in microsoft/git-base.
+    config = GitConfig(
+        vision_config={**spec.vision, "image_size": spec.image_size},
+        **spec.text,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return GitForCausalLM(config), processor
+
+
+BUILDERS = {"blip": _blip, "git": _git}
+
+
+def create_from_scratch(spec: ModelSpec, captions: Iterable[str]) -> tuple[Any, Any]:
+    """A randomly initialised model of ``spec``'s architecture and shape, with a vocabulary learnt from ``captions``."""
+    return BUILDERS[spec.architecture](spec, train_tokenizer(captions, spec.vocab_size, spec.min_frequency))
+
+
+def choose_preset(name: str | None, architecture: str | None, base: Path | None) -> Preset:
+    """The preset ``insarwatch train`` uses: ``name``, or the architecture's tiny (base with ``--base``).
+
+    Without ``architecture`` it is the named preset's, else the ``--base`` snapshot's, else BLIP;
+    a named preset of another architecture is an ``InputError``.
+    """
+    if architecture is not None and architecture not in BUILDERS:
+        raise InputError("--arch", f"unknown architecture {architecture!r}; known: {', '.join(BUILDERS)}")
+    if name is None:
+        if architecture is None and base is not None and base.is_dir():
+            architecture = read_architecture(base).model_type
+        size = "base" if base is not None else "tiny"
+        name = size if architecture in (None, "blip") else f"{architecture}-{size}"
+    preset = load_preset(name)
+    if architecture is not None and preset.model.architecture != architecture:
+        raise InputError(name, f"preset is for {preset.model.architecture!r}, not --arch {architecture}")
+    return preset
+
+
+def load_pretrained(directory: Path, settings: CaptioningSettings) -> tuple[Any, Any]:
+    """A captioning snapshot from a local directory, checked as the service checks it."""
     captioner = Captioner.load(directory, settings)
     return captioner.model, captioner.processor

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
 from insarwatch.captioner import Captioner, autocast_dtype
+from insarwatch.captioners import architecture_of
 from insarwatch.config import CaptioningSettings
 from insarwatch.manifest import Sample
 
@@ -123,7 +124,8 @@ def fit(
         list(train),
         batch_size=recipe.batch_size,
         shuffle=True,
-        collate_fn=CaptionCollator(processor, max_caption_tokens, cache_bytes=recipe.image_cache_mb * 2**20),
+        collate_fn=CaptionCollator(processor, max_caption_tokens, cache_bytes=recipe.image_cache_mb * 2**20,
+                                   start_token_id=architecture_of(model).start_token_id),
         generator=torch.Generator().manual_seed(recipe.seed),
     )
     steps_per_epoch = math.ceil(len(loader) / recipe.grad_accum_steps)

@@ -1,4 +1,4 @@
-"""Model refresh end to end: dataset → train → index → evaluate → register.
+"""Model refresh end to end, for any architecture: dataset → train → index → evaluate → register.
 
 ``train`` is what ``insarwatch train`` runs. It stages a new version in the model store,
 trains into its ``captioner/`` directory (best validation epoch), builds the FAISS index
@@ -160,6 +160,7 @@ def _train_config(
     preset: Preset, dataset: Dataset, base: Path | None, result: FitResult, settings: CaptioningSettings
 ) -> dict[str, Any]:
     return {
+        "architecture": preset.model.architecture,
         "preset": preset.model_dump(),
         "base": str(base) if base else None,
         "dataset": str(dataset.root),
@@ -208,6 +209,9 @@ def train(
         model, processor = create_from_scratch(preset.model, [sample.caption for sample in train_split])
     else:
         model, processor = load_pretrained(base, settings.captioning)
+        if model.config.model_type != preset.model.architecture:
+            raise InputError(base, f"is a {model.config.model_type!r} model but preset {preset.name!r} "
+                                   f"is for {preset.model.architecture!r}")
     log.info(
         "training %s (%.1fM parameters) on %d images, validating on %d",
         f"from {base}" if base else f"preset {preset.name} from scratch",

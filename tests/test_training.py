@@ -2,7 +2,8 @@
 
 Everything is real: datasets of small PNGs with grammar captions written to a temp dir, a
 micro BLIP preset (32 px images, one 32-wide layer per tower) trained from scratch for two
-epochs, a FAISS index, the model store on disk, and the CLI through ``CliRunner``.
+epochs, a FAISS index, the model store on disk, and the CLI through ``CliRunner``. The same
+micro shape as a GIT (``--arch git``) goes through training, ``caption`` and ``watch --once``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import sacrebleu
 import torch
-from helpers import MICRO_PRESET
+from helpers import MICRO_GIT_PRESET, MICRO_PRESET
 from PIL import Image
 from rich.progress import Progress
 from rouge_score import rouge_scorer
@@ -354,3 +355,117 @@ def test_metric_helpers_score_blip_style_output_as_a_match() -> None:
     assert deformation_scores([True, True, False, False], [True, False, True, False]) == {
         "deformation_precision": 0.5, "deformation_recall": 0.5, "deformation_f1": 0.5}
     assert deformation_scores([False, False], [False, False])["deformation_f1"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def micro_git_preset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("preset") / "micro-git.json"
+    path.write_text(json.dumps(MICRO_GIT_PRESET), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_git(tmp_path_factory: pytest.TempPathFactory, dataset: Path, micro_git_preset: Path) -> tuple[Path, dict]:
+    var = tmp_path_factory.mktemp("var-git")
+    result = run(["train", "--data", str(dataset), "--arch", "git", "--preset", str(micro_git_preset), "--json"], var)
+    assert result.exit_code == 0, result.output
+    return var, json.loads(result.stdout)
+
+
+def test_train_arch_git_registers_a_git_version_named_in_its_train_config(trained_git: tuple[Path, dict]) -> None:
+    var, outcome = trained_git
+    version = ModelVersion.at(var / "models" / outcome["version"])
+    assert outcome["made_current"] and (var / "models" / "current").resolve() == version.path.resolve()
+    config = json.loads(version.train_config_file.read_text())
+    assert config["architecture"] == "git" and config["preset"]["model"]["architecture"] == "git"
+    assert json.loads((version.captioner_dir / "config.json").read_text())["model_type"] == "git"
+    metrics = json.loads(version.metrics_file.read_text())
+    assert metrics["n_test"] == 6 and 0 <= metrics["rougeL"] <= 1
+    assert len(version.records_file.read_text().splitlines()) == 20
+
+
+def test_a_git_version_is_evaluated_captioned_and_watched_like_a_blip_one(
+    trained_git: tuple[Path, dict], dataset: Path, tmp_path: Path
+) -> None:
+    from insarwatch.store import Store
+    from insarwatch.synthetic.drop import write_drop
+
+    var, outcome = trained_git
+    result = run(["evaluate", "--model", outcome["version"], "--data", str(dataset), "--json"], var)
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.stdout)["metrics"]
+    assert {k: v for k, v in again.items() if k != "seconds"} == {
+        k: v for k, v in outcome["metrics"].items() if k != "seconds"}
+
+    png = tmp_path / "tile.png"
+    Image.fromarray(_image(0, True)).save(png)
+    result = run(["caption", str(png), "--json"], var)
+    assert result.exit_code == 0, result.output
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["caption"] and len(row["neighbours"]) == 5
+
+    drop = tmp_path / "drop"
+    write_drop(drop, frames=1, seed=5, size=(448, 448), pairs=1)
+    config = tmp_path / "insarwatch.toml"
+    config.write_text(f"""
+var_dir = "{var}"
+drop_dir = "{drop}"
+[watch]
+settle_seconds = 0
+[captioning]
+num_beams = 2
+max_new_tokens = 12
+device = "cpu"
+[digest]
+enabled = false
+""", encoding="utf-8")
+    result = CliRunner().invoke(app, ["--config", str(config), "watch", "--once"])
+    assert result.exit_code == 0, result.output
+    with Store(var / "state.db", readonly=True) as store:
+        (done,) = store.in_state("done")
+    assert done.model_version == outcome["version"]
+
+
+def test_arch_and_preset_must_agree_and_the_default_follows_the_architecture(
+    dataset: Path, micro_preset: Path, tmp_path: Path, tiny_git_dir: Path
+) -> None:
+    from training import choose_preset
+
+    assert choose_preset(None, "git", None).name == "git-tiny"
+    assert choose_preset(None, None, tiny_git_dir).name == "git-base"
+    assert choose_preset(None, None, None).name == "tiny"
+    result = run(["train", "--data", str(dataset), "--arch", "git", "--preset", str(micro_preset)], tmp_path)
+    assert result.exit_code == 2 and "preset is for 'blip', not --arch git" in result.output
+    result = run(["train", "--data", str(dataset), "--arch", "lstm"], tmp_path)
+    assert result.exit_code == 2 and "unknown architecture 'lstm'" in result.output
+    result = run(["train", "--data", str(dataset), "--base", str(tiny_git_dir), "--preset", str(micro_preset)],
+                 tmp_path)
+    assert result.exit_code == 2 and "is a 'git' model but preset 'micro' is for 'blip'" in result.output
+
+
+def test_base_fine_tunes_a_local_git_snapshot_keeping_its_vocabulary(
+    tiny_git_dir: Path, dataset: Path, micro_git_preset: Path, tmp_path: Path
+) -> None:
+    result = run(["train", "--data", str(dataset), "--base", str(tiny_git_dir), "--preset", str(micro_git_preset),
+                  "--epochs", "1", "--json"], tmp_path)
+    assert result.exit_code == 0, result.output
+    captioner = ModelVersion.at(json.loads(result.stdout)["path"]).captioner_dir
+    vocabulary = [json.loads((d / "tokenizer.json").read_text())["model"]["vocab"] for d in (captioner, tiny_git_dir)]
+    assert vocabulary[0] == vocabulary[1]
+    assert json.loads((captioner / "config.json").read_text())["vision_config"]["image_size"] == 64
+
+
+def test_git_presets_are_data_and_git_tiny_has_a_few_million_parameters(dataset: Path) -> None:
+    assert {"git-tiny", "git-base"} <= set(list_presets())
+    base = load_preset("git-base")
+    assert base.model.architecture == "git" and base.model.image_size == 224 and base.model.vocab_size == 30522
+    tiny = load_preset("git-tiny")
+    model, processor = create_from_scratch(tiny.model, [QUIET, _caption(0)[0]])
+    assert type(model).__name__ == "GitForCausalLM"
+    assert 1_000_000 < sum(p.numel() for p in model.parameters()) < 10_000_000
+    # GIT learns captions as [CLS] ... [SEP]: the collator starts them with the model's start token.
+    batch = CaptionCollator(processor, max_length=64, start_token_id=model.config.bos_token_id)(
+        load_dataset(dataset).split("train")[:3])
+    assert (batch["input_ids"][:, 0] == processor.tokenizer.cls_token_id).all()
+    assert batch["pixel_values"].shape == (3, 3, tiny.model.image_size, tiny.model.image_size)
+    assert model(**batch).loss.item() == pytest.approx(math.log(len(processor.tokenizer)), rel=0.2)

@@ -2,14 +2,16 @@
 
 Builds a BLIP with exactly the shape of ``Salesforce/blip-image-captioning-base`` (ViT-B/16
 at 384 px, BERT-base text decoder, 30,524-token vocabulary) from random weights, so every
-matrix multiply costs what the real model's does, and saves it with ``save_pretrained``.
+matrix multiply costs what the real model's does, and saves it with ``save_pretrained``;
+with ``--arch git``, a GIT of the shape of ``microsoft/git-base`` (CLIP ViT-B/16 at 224 px,
+6-layer decoder, 30,522-token vocabulary) instead.
 Both sides caption the same synthetic interferogram tiles with beam width 5 and exactly
 ``--tokens`` generated tokens (``min_new_tokens = max_new_tokens``), and both produce a
 caption and a retrieval embedding per tile.
 
-- baseline: what public BLIP fine-tuning examples do: per tile,
-  ``processor(images=tile, return_tensors="pt")`` then ``model.generate(...)``, then a
-  separate ``model.vision_model(...)`` forward for the embedding.
+- baseline: what public BLIP/GIT fine-tuning examples do: per tile,
+  ``processor(images=tile, return_tensors="pt")`` then ``model.generate(pixel_values=...)``,
+  then a separate vision forward for the embedding.
 - insarwatch: ``Captioner.caption`` (batches, one vision pass feeding decoder and
   embedding, preprocessing in worker threads, inference mode, autocast on CUDA).
 
@@ -32,7 +34,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from insarwatch.captioner import Captioner
+from insarwatch.captioner import Captioner, read_architecture
 from insarwatch.config import CaptioningSettings
 from insarwatch.synthetic.render import PALETTE
 from insarwatch.synthetic.patches import make_patch
@@ -49,6 +51,8 @@ TINY = {
     "vocab": 256,
 }
 BASE = {"vision": {"image_size": 384}, "text": {}, "vocab": BASE_VOCAB}
+# GitConfig() defaults are microsoft/git-base's shape; its tokenizer is bert-base-uncased.
+GIT_BASE = {"vision": {"image_size": 224, "hidden_act": "quick_gelu"}, "text": {}, "vocab": 30_522}
 
 
 def tiles(count: int, seed: int = 17) -> list[np.ndarray]:
@@ -92,7 +96,7 @@ def wordpiece_tokenizer(captions: list[str], size: int):
     )
 
 
-def build_model(directory: Path, shape: dict) -> Path:
+def build_blip(directory: Path, shape: dict) -> Path:
     """Save a randomly initialised BLIP of ``shape`` and its processor into ``directory``."""
     from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
@@ -115,6 +119,28 @@ def build_model(directory: Path, shape: dict) -> Path:
     return directory
 
 
+def build_git(directory: Path, shape: dict) -> Path:
+    """Save a randomly initialised GIT of ``shape`` and its processor into ``directory``."""
+    from transformers import CLIPImageProcessor, GitConfig, GitForCausalLM, GitProcessor
+
+    tokenizer = wordpiece_tokenizer(caption_corpus(), shape["vocab"])
+    size = shape["vision"]["image_size"]
+    processor = GitProcessor(CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
+                             tokenizer)
+    config = GitConfig(
+        vision_config=shape["vision"], **shape["text"], vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    GitForCausalLM(config).save_pretrained(directory, safe_serialization=True)
+    processor.save_pretrained(directory)
+    return directory
+
+
+# (builder, toy shape, real shape) per architecture.
+MODELS = {"blip": (build_blip, TINY, BASE), "git": (build_git, TINY, GIT_BASE)}
+
+
 @dataclass
 class Side:
     name: str
@@ -131,10 +157,10 @@ class Baseline:
     """The public recipe: one tile at a time, ``generate`` then a second vision forward."""
 
     def __init__(self, model_dir: Path, device: torch.device, options: dict) -> None:
-        from transformers import BlipForConditionalGeneration, BlipProcessor
-
-        self.processor = BlipProcessor.from_pretrained(model_dir, local_files_only=True)
-        self.model = BlipForConditionalGeneration.from_pretrained(model_dir, local_files_only=True).to(device).eval()
+        adapter = read_architecture(model_dir)
+        self.processor = adapter.processor_class().from_pretrained(model_dir, local_files_only=True)
+        self.model = adapter.model_class().from_pretrained(model_dir, local_files_only=True).to(device).eval()
+        self.vision = adapter(self.model).vision  # the vision tower alone, as the recipe calls it
         self.device = device
         self.options = options
 
@@ -145,7 +171,7 @@ class Baseline:
             tokens = self.model.generate(**inputs, **self.options)
             captions.append(self.processor.decode(tokens[0], skip_special_tokens=True).strip())
             with torch.no_grad():
-                pooled = self.model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output
+                _, pooled = self.vision(inputs["pixel_values"])
             torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
         return captions
 
@@ -180,7 +206,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="torch CPU threads for both sides (captioning.cpu_threads; default: one per core)")
     parser.add_argument("--model-dir", type=Path,
                         help="reuse the model saved here (built there first if the directory is empty or missing)")
-    parser.add_argument("--tiny", action="store_true", help="a toy-sized BLIP instead of the base shape (smoke tests)")
+    parser.add_argument("--tiny", action="store_true", help="a toy-sized model instead of the base shape (smoke tests)")
+    parser.add_argument("--arch", choices=sorted(MODELS), default="blip",
+                        help="blip (Salesforce/blip-image-captioning-base shape) or git (microsoft/git-base shape)")
     args = parser.parse_args(argv)
     if args.quick:
         args.tiles, args.rounds = min(args.tiles, 4), 1
@@ -198,10 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 200)
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory(prefix="caption-bench-") as scratch:
-        model_dir = args.model_dir or Path(scratch) / "blip"
+        model_dir = args.model_dir or Path(scratch) / args.arch
         if not (model_dir / "config.json").is_file():
-            console.print(f"[dim]building a random {'tiny' if args.tiny else 'base-shaped'} BLIP in {model_dir}[/]")
-            build_model(model_dir, TINY if args.tiny else BASE)
+            console.print(f"[dim]building a random {'tiny' if args.tiny else 'base-shaped'} {args.arch} in {model_dir}[/]")
+            build, tiny, base = MODELS[args.arch]
+            build(model_dir, tiny if args.tiny else base)
         settings = CaptioningSettings(
             device=args.device, precision=args.precision, num_beams=args.beams, max_new_tokens=args.tokens,
             min_new_tokens=args.tokens, tiles_per_call=args.batch_size, cpu_threads=args.threads,
@@ -220,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         load_after = os.getloadavg()[0]
 
     same = sum(a == b for a, b in zip(sides[0].captions, sides[1].captions, strict=True))
-    table = Table(title=f"Captioning throughput — BLIP {'tiny' if args.tiny else 'base shape'}, {args.device}, "
+    table = Table(title=f"Captioning throughput — {captioner.architecture.label} "
+                        f"{'tiny' if args.tiny else 'base shape'}, {args.device}, "
                         f"beams {args.beams}, {args.tokens} tokens, insarwatch batch {args.batch_size}")
     for column in ("path", "tiles", "seconds", "s/tile", "tiles/s"):
         table.add_column(column, justify="left" if column == "path" else "right")

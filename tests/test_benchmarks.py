@@ -30,11 +30,12 @@ def run_script(name: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -
     return capsys.readouterr().out.strip().splitlines()
 
 
-def test_caption_throughput_tiny_model_reports_both_paths_and_a_ratio(capsys, tmp_path) -> None:
+@pytest.mark.parametrize("arch", ["blip", "git"])
+def test_caption_throughput_tiny_model_reports_both_paths_and_a_ratio(capsys, tmp_path, arch) -> None:
     lines = run_script(
         "caption_throughput.py",
         ["--tiny", "--quick", "--tiles", "2", "--tokens", "3", "--beams", "2", "--batch-size", "2",
-         "--model-dir", str(tmp_path / "blip")],
+         "--arch", arch, "--model-dir", str(tmp_path / arch)],
         capsys,
     )
     assert RATIO.match(lines[-1]), lines[-1]

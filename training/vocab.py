@@ -1,11 +1,12 @@
-"""A WordPiece vocabulary learnt from the training captions, for BLIP models trained from scratch.
+"""A WordPiece vocabulary learnt from the training captions, for models trained from scratch (BLIP, GIT).
 
 The expert caption grammar uses a few hundred words, so a from-scratch model gets its own
 small vocabulary instead of BERT's 30,522 entries: far fewer output logits to train. The
 ``tokenizers`` pipeline is BERT's (lowercasing normaliser, BERT pre-tokenizer, WordPiece
 decoder), so decoded captions read like fine-tuned BLIP output ("a sill - type deformation
 ..."), and the result is wrapped as a ``BertTokenizerFast`` with BLIP's special tokens:
-``[DEC]`` starts a caption, ``[SEP]`` ends it, ``[PAD]`` is id 0.
+``[DEC]`` starts a caption, ``[SEP]`` ends it, ``[PAD]`` is id 0. GIT uses the same
+vocabulary with BERT's convention instead: ``[CLS]`` starts a caption.
 """
 
 from __future__ import annotations

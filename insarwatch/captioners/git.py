@@ -25,14 +25,35 @@ from ..errors import InputError
 from .base import Architecture, check_image_size, check_vocabulary
 
 
-def image_prefix(model: Any, hidden: torch.Tensor, beams: int) -> DynamicCache:
+class ImagePrefixCache(DynamicCache):
+    """The decoder's self-attention cache whose first ``image_tokens`` positions are the image's.
+
+    Beam search only reorders the beams of one image among themselves, and every beam's
+    image positions hold the same keys and values, so ``generate``'s reorder at each step
+    only has to move the text positions: gathering the image part (most of the cache)
+    would copy identical tensors onto each other.
+    """
+
+    def __init__(self, image_tokens: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.image_tokens = image_tokens
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        text = slice(self.image_tokens, None)
+        for layer in self.layers:
+            if layer.get_seq_length() > self.image_tokens:
+                for states in (layer.keys, layer.values):
+                    states[:, :, text] = states[beam_idx.to(states.device), :, text]
+
+
+def image_prefix(model: Any, hidden: torch.Tensor, beams: int) -> ImagePrefixCache:
     """The decoder's self-attention cache holding the image tokens of ``hidden``, one copy per beam.
 
     Run alone, the image tokens attend to all image tokens and nothing else, which is
     exactly what they do in front of the text (GIT's mask is bidirectional over the image
     block), so this cache equals the image part of ``generate``'s own prefill.
     """
-    cache = DynamicCache(config=model.config)
+    cache = ImagePrefixCache(hidden.shape[1], config=model.config)
     model.git.encoder(model.git.visual_projection(hidden), attention_mask=None, cache=cache)
     cache.batch_repeat_interleave(beams)
     return cache

@@ -265,6 +265,15 @@ def shared_path(relative: str) -> Path:
 # --------------------------------------------------------------------------- captioner tests
 
 
+def captioner_tiles() -> list[np.ndarray]:
+    """Nine RGB tiles of mixed sizes: six of noise, three colour ramps (captions differ between them)."""
+    rng = np.random.default_rng(3)
+    noisy = [rng.integers(0, 256, (70 + 5 * i, 90, 3), dtype=np.uint8) for i in range(6)]
+    ramps = [np.broadcast_to(np.linspace(0, 255, 64, dtype=np.uint8)[:, None, None] * c, (64, 64, 3)).copy()
+             for c in (np.array([1, 0, 0], np.uint8), np.array([0, 1, 1], np.uint8), np.array([1, 1, 1], np.uint8))]
+    return noisy + ramps
+
+
 class Counter:
     """Counts forward calls of a module through a real forward hook: the batch size of each call."""
 

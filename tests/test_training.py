@@ -192,17 +192,20 @@ def test_only_if_better_does_not_replace_a_better_current(
     assert current.resolve() == before
 
 
+@pytest.mark.parametrize("arch", ["blip", "git"])
 def test_base_fine_tunes_a_local_snapshot_keeping_its_vocabulary(
-    tiny_blip_dir: Path, dataset: Path, micro_preset: Path, tmp_path: Path
+    arch: str, dataset: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    result = run(["train", "--data", str(dataset), "--base", str(tiny_blip_dir), "--preset", str(micro_preset),
+    snapshot = request.getfixturevalue(f"tiny_{arch}_dir")
+    preset = request.getfixturevalue({"blip": "micro_preset", "git": "micro_git_preset"}[arch])
+    result = run(["train", "--data", str(dataset), "--base", str(snapshot), "--preset", str(preset),
                   "--epochs", "1", "--json"], tmp_path)
     assert result.exit_code == 0, result.output
     captioner = ModelVersion.at(json.loads(result.stdout)["path"]).captioner_dir
-    vocabulary = [json.loads((d / "tokenizer.json").read_text())["model"]["vocab"] for d in (captioner, tiny_blip_dir)]
+    vocabulary = [json.loads((d / "tokenizer.json").read_text())["model"]["vocab"] for d in (captioner, snapshot)]
     assert vocabulary[0] == vocabulary[1]
     config = json.loads((captioner / "config.json").read_text())
-    assert config["vision_config"]["image_size"] == 64
+    assert config["model_type"] == arch and config["vision_config"]["image_size"] == 64
     result = run(["train", "--data", str(dataset), "--base", str(tmp_path / "nowhere")], tmp_path)
     assert result.exit_code == 2 and "nowhere: model directory does not exist" in result.output
 
@@ -441,18 +444,6 @@ def test_arch_and_preset_must_agree_and_the_default_follows_the_architecture(
     result = run(["train", "--data", str(dataset), "--base", str(tiny_git_dir), "--preset", str(micro_preset)],
                  tmp_path)
     assert result.exit_code == 2 and "is a 'git' model but preset 'micro' is for 'blip'" in result.output
-
-
-def test_base_fine_tunes_a_local_git_snapshot_keeping_its_vocabulary(
-    tiny_git_dir: Path, dataset: Path, micro_git_preset: Path, tmp_path: Path
-) -> None:
-    result = run(["train", "--data", str(dataset), "--base", str(tiny_git_dir), "--preset", str(micro_git_preset),
-                  "--epochs", "1", "--json"], tmp_path)
-    assert result.exit_code == 0, result.output
-    captioner = ModelVersion.at(json.loads(result.stdout)["path"]).captioner_dir
-    vocabulary = [json.loads((d / "tokenizer.json").read_text())["model"]["vocab"] for d in (captioner, tiny_git_dir)]
-    assert vocabulary[0] == vocabulary[1]
-    assert json.loads((captioner / "config.json").read_text())["vision_config"]["image_size"] == 64
 
 
 def test_git_presets_are_data_and_git_tiny_has_a_few_million_parameters(dataset: Path) -> None:

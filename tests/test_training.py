@@ -401,7 +401,7 @@ def test_a_git_version_is_evaluated_captioned_and_watched_like_a_blip_one(
         k: v for k, v in outcome["metrics"].items() if k != "seconds"}
 
     png = tmp_path / "tile.png"
-    Image.fromarray(_image(0, True)).save(png)
+    Image.fromarray(_image(0, True)).resize((112, 112)).save(png)  # frames under 56 px are rejected
     result = run(["caption", str(png), "--json"], var)
     assert result.exit_code == 0, result.output
     (row,) = [json.loads(line) for line in result.stdout.splitlines()]

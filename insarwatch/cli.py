@@ -627,3 +627,56 @@ def retry(
         return built
 
     show({"queued": queued}, as_json, table)
+
+
+@command(examples=[
+    "insarwatch backfill /data/licsar --since 2019-01-01 --until 2020-12-31",
+    "insarwatch backfill /data/licsar --frames 124D_04854_171313 --workers 2",
+    "insarwatch backfill /data/licsar --address ray://head.example.org:10001 --workers 8 --gpus-per-worker 1",
+    "insarwatch backfill /data/licsar --address auto --model 20261123T221500Z --notify",
+])
+def backfill(
+    ctx: typer.Context,
+    archive: Annotated[Path, typer.Argument(help="Root of a LiCSAR archive (<FRAME>/interferograms/<PAIR>/...).")],
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only pairs whose second date is on or after this day (YYYY-MM-DD).")] = None,
+    until: Annotated[str | None, typer.Option(
+        "--until", help="Only pairs whose second date is on or before this day (YYYY-MM-DD).")] = None,
+    frames: Annotated[str | None, typer.Option("--frames", help="Only these frames: F,F,...")] = None,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Ray cluster: ray://HOST:10001, HOST:6379 or auto; default a local Ray on this machine.",
+    )] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Model actors (each loads the model once).")] = 2,
+    gpus_per_worker: Annotated[float | None, typer.Option(
+        "--gpus-per-worker", min=0, help="GPUs per model actor; default 1 when the cluster has GPUs, else 0.")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Model version name or `current`.")] = "current",
+    notify: Annotated[bool, typer.Option(
+        "--notify", help="Also e-mail/post the alerts found (default: report pages only).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+) -> None:
+    """Caption a LiCSAR archive's history on a Ray cluster, exactly as the daemon would have.
+
+    Interferograms the state database already holds for the model version are skipped;
+    the rest go through the daemon's own steps into the same database, so status, reports
+    and digests show them like watched ones. Stopped or killed, it carries on where it was
+    when run again.
+    """
+    from datetime import date, datetime, timezone
+
+    from .backfill import Cluster, Selection, parse_frames, run_backfill
+
+    def day(text: str | None, option: str) -> date | None:
+        try:
+            return None if text is None else date.fromisoformat(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a date YYYY-MM-DD", param_hint=option) from None
+
+    try:
+        selection = Selection(day(since, "--since"), day(until, "--until"), parse_frames(frames))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--frames") from None
+    summary = run_backfill(settings_of(ctx), archive, selection=selection,
+                           cluster=Cluster(address, workers, gpus_per_worker), model=model, notify_all=notify,
+                           clock=lambda: datetime.now(timezone.utc))
+    rows = summary.rows()
+    show({**rows, "counts": summary.counts}, as_json, lambda: key_value_table(f"backfill of {archive}", rows))

@@ -38,7 +38,7 @@ from .imaging import (
     usable_tiles,
 )
 from .licsar import Interferogram, interferogram_from_path
-from .store import AlertRecord, FileStamp, InterferogramRecord, StaleTransition, Store, TileResult
+from .store import AlertRecord, FileStamp, InterferogramRecord, StaleTransition, State, Store, TileResult
 from .volcanoes import Volcano, catalogue_for
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ class _InFlight:
 
 
 @dataclass(frozen=True)
-class _Completed:
+class Completed:
     """One interferogram's outcome with its alert rendered, ready to be written."""
 
     key: str
@@ -272,6 +272,62 @@ class _Completed:
     now: datetime
     alert_record: AlertRecord | None
     targets: tuple[tuple[str, str], ...]
+
+
+def complete(tiled: Tiled, described: Sequence[Described], settings: Settings, model_version: str,
+             now: datetime) -> Completed:
+    """``conclude`` and, when it raises an alert, its report rendered as the outbox payload:
+    the work done before the write lock is taken (the daemon and the backfill both)."""
+    outcome = conclude(tiled, described, settings, model_version, now)
+    key = tiled.record.key
+    if outcome.alert is None:
+        return Completed(key, model_version, outcome, now, None, ())
+    payload, targets = notify.alert_outbox(outcome.alert, settings)
+    record = AlertRecord(outcome.alert.key, key, outcome.alert.decision.level,
+                         outcome.alert.decision.severity, model_version, payload, now)
+    return Completed(key, model_version, outcome, now, record, tuple(targets))
+
+
+def store_completed(store: Store, done: Completed) -> bool:
+    """Results, alert, outbox rows and processing → done in one transaction; False when the
+    interferogram was no longer this caller's to finish (released, or finished by another
+    process), in which case nothing is stored."""
+    key, outcome = done.key, done.outcome
+    try:
+        enqueued = store.complete(key, outcome.tiles, done.model_version, outcome.level, done.now,
+                                  done.alert_record, done.targets, outcome.notes)
+    except StaleTransition as exc:
+        log.warning("%s (released or finished elsewhere; not stored twice)", exc)
+        return False
+    if outcome.alert is not None:
+        log.warning("%s %s: %s", outcome.level.upper(), key,
+                    "alert queued for delivery" if enqueued else "already alerted for this model version")
+    else:
+        log.info("done %s: %s", key, outcome.level)
+    return True
+
+
+def store_rejected(store: Store, rejected: Rejected, now: datetime) -> bool:
+    """→ rejected with its reason; False when the interferogram was no longer this caller's."""
+    try:
+        store.reject(rejected.record.key, rejected.reason, now, rejected.detail, rejected.read)
+    except StaleTransition as exc:
+        log.warning("%s", exc)
+        return False
+    log.warning("rejected %s", rejected.detail)
+    return True
+
+
+def store_failed(store: Store, key: str, error: str, now: datetime, max_attempts: int) -> State | None:
+    """→ failed (or quarantined after ``max_attempts`` claims); None when it was no longer
+    this caller's."""
+    try:
+        state = store.fail(key, error, now, max_attempts)
+    except StaleTransition as exc:
+        log.warning("%s", exc)
+        return None
+    log.error("%s %s: %s", key, state, error)
+    return state
 
 
 class InlineExecutor(Executor):
@@ -381,7 +437,7 @@ class Processor:
             result = self._reading.popleft().result()
             worked = True
             if isinstance(result, Rejected):
-                self._reject(result)
+                store_rejected(self.store, result, self._clock())
             elif isinstance(result, Failed):
                 self._fail_frames({result.record.key}, result.error)
             else:
@@ -389,14 +445,6 @@ class Processor:
                 self._in_flight[result.record.key] = flight
                 self._ready.extend((flight, piece) for piece in result.tiles)
         return worked
-
-    def _reject(self, rejected: Rejected) -> None:
-        try:
-            self.store.reject(rejected.record.key, rejected.reason, self._clock(), rejected.detail, rejected.read)
-        except StaleTransition as exc:
-            log.warning("%s", exc)
-            return
-        log.warning("rejected %s", rejected.detail)
 
     def _run_batch(self, bundle: Bundle) -> None:
         batch = [self._ready.popleft() for _ in range(min(self.settings.batch.tiles, len(self._ready)))]
@@ -416,48 +464,20 @@ class Processor:
         # refused transition does not undo the others).
         with self.store.transaction():
             for done in completed:
-                self._store(done)
+                store_completed(self.store, done)
 
     def _fail_frames(self, keys: set[str], error: str) -> None:
         now = self._clock()
         for key in keys:
             self._in_flight.pop(key, None)
-            try:
-                state = self.store.fail(key, error, now, self.settings.watch.max_attempts)
-            except StaleTransition as exc:
-                log.warning("%s", exc)
-                continue
-            log.error("%s %s: %s", key, state, error)
+            store_failed(self.store, key, error, now, self.settings.watch.max_attempts)
         self._ready = deque(item for item in self._ready if item[0].tiled.record.key not in keys)
 
-    def _complete(self, flight: _InFlight, model_version: str) -> _Completed:
-        """Decisions, alert and rendered outbox payload of a fully described interferogram."""
+    def _complete(self, flight: _InFlight, model_version: str) -> Completed:
         tiled = flight.tiled
-        key = tiled.record.key
-        del self._in_flight[key]
-        now = self._clock()
+        del self._in_flight[tiled.record.key]
         described = [flight.described[piece.index] for piece in tiled.tiles]
-        outcome = conclude(tiled, described, self.settings, model_version, now)
-        if outcome.alert is None:
-            return _Completed(key, model_version, outcome, now, None, ())
-        payload, targets = notify.alert_outbox(outcome.alert, self.settings)
-        record = AlertRecord(outcome.alert.key, key, outcome.alert.decision.level,
-                             outcome.alert.decision.severity, model_version, payload, now)
-        return _Completed(key, model_version, outcome, now, record, tuple(targets))
-
-    def _store(self, done: _Completed) -> None:
-        key, outcome = done.key, done.outcome
-        try:
-            enqueued = self.store.complete(key, outcome.tiles, done.model_version, outcome.level, done.now,
-                                           done.alert_record, done.targets, outcome.notes)
-        except StaleTransition as exc:
-            log.warning("%s (released during shutdown; it will be redone)", exc)
-            return
-        if outcome.alert is not None:
-            log.warning("%s %s: %s", outcome.level.upper(), key,
-                        "alert queued for delivery" if enqueued else "already alerted for this model version")
-        else:
-            log.info("done %s: %s", key, outcome.level)
+        return complete(tiled, described, self.settings, model_version, self._clock())
 
     def release_all(self) -> list[str]:
         """Give back every claimed interferogram not finished yet (shutdown).

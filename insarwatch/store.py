@@ -542,18 +542,21 @@ class Store:
         """discovered → queued: the file is complete and may be processed."""
         self._transition(key, ("discovered",), "state = 'queued', updated_at = ?", (_to_text(now),))
 
-    def claim(self, limit: int, now: datetime) -> list[InterferogramRecord]:
+    def claim(self, limit: int, now: datetime, keys: Sequence[str] | None = None) -> list[InterferogramRecord]:
         """Atomically move up to ``limit`` queued interferograms (first received first) to processing.
 
         Each claim counts as an attempt, so a frame that crashes the daemon again and again
-        is quarantined by ``requeue_processing`` instead of crashing it for ever.
+        is quarantined by ``requeue_processing`` instead of crashing it for ever. With
+        ``keys`` (a backfill's own, at most a few hundred at a time) only those are claimed:
+        whichever another process claimed first is not.
         """
+        only = "" if keys is None else f" AND key IN ({_marks(len(keys))})"
         with self.transaction():
             rows = self._db.execute(
                 "UPDATE interferograms SET state = 'processing', attempts = attempts + 1, updated_at = ?"
-                " WHERE key IN (SELECT key FROM interferograms WHERE state = 'queued'"
+                f" WHERE key IN (SELECT key FROM interferograms WHERE state = 'queued'{only}"
                 " ORDER BY received_at, key LIMIT ?) RETURNING *",
-                (_to_text(now), limit),
+                (_to_text(now), *(keys or ()), limit),
             ).fetchall()
         return sorted((_record(row) for row in rows), key=lambda record: (record.received_at, record.key))
 
@@ -585,6 +588,33 @@ class Store:
             return self._db.execute(
                 "UPDATE interferograms SET state = 'queued', updated_at = ? WHERE state = 'processing'", (stamp,),
             ).rowcount
+
+    def requeue_for_backfill(self, keys: Sequence[str], model_version: str, now: datetime,
+                             max_attempts: int) -> int:
+        """Put a backfill's ``keys`` back in the queue where they need (re)doing by ``model_version``:
+        failed ones; ones done by another model version (re-judged, attempts reset); ones left
+        in processing by a killed run (quarantined instead once claimed ``max_attempts``
+        times, as ``requeue_processing`` does). Returns how many went back to the queue."""
+        stamp = _to_text(now)
+        queued = 0
+        with self.transaction():
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start:start + 500])
+                marks = _marks(len(chunk))
+                self._db.execute(
+                    "UPDATE interferograms SET state = 'quarantined', updated_at = ?, finished_at = ?,"
+                    " error = 'interrupted while processing ' || attempts || ' times'"
+                    f" WHERE state = 'processing' AND attempts >= ? AND key IN ({marks})",
+                    (stamp, stamp, max_attempts, *chunk),
+                )
+                queued += self._db.execute(
+                    "UPDATE interferograms SET state = 'queued', updated_at = ?,"
+                    " attempts = CASE WHEN state = 'done' THEN 0 ELSE attempts END"
+                    " WHERE (state IN ('processing', 'failed', 'discovered')"
+                    f" OR (state = 'done' AND model_version IS NOT ?)) AND key IN ({marks})",
+                    (stamp, model_version, *chunk),
+                ).rowcount
+        return queued
 
     def reject(self, key: str, reason: str, now: datetime, detail: str | None = None,
                read: FileStamp | None = None) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -62,6 +63,7 @@ BATCHES_PER_WORKER = 2
 READ_RETRIES = 3
 BATCH_RETRIES = 3
 WAIT_SECONDS = 1.0
+CONNECT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,16 @@ def connect(cluster: Cluster) -> bool:
         raise InsarwatchError(f"cannot reach the Ray cluster at {cluster.address or 'a new local Ray'}: {exc}") \
             from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on an address nothing answers at: Ray itself retries for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise InsarwatchError(f"cannot reach the Ray cluster at {address}: {reason}") from None
 
 
 def start_workers(version: ModelVersion, settings: Settings, cluster: Cluster) -> tuple[list[ActorHandle], float]:
@@ -381,6 +393,8 @@ def run_backfill(settings: Settings, archive: Path, *, selection: Selection = Se
     if not archive.is_dir():
         raise InsarwatchError(f"{archive}: archive directory does not exist")
     version = ModelStore(settings.models_dir).resolve(model)
+    if cluster.address not in (None, "auto"):
+        _check_reachable(cluster.address)  # before anything is queued for a cluster that is not there
     run_settings = backfill_settings(settings, archive, notify_all)
     started = time.monotonic()
     with Store(settings.state_db) as store:

@@ -104,6 +104,7 @@ class Summary:
     counts: dict[str, int]
     tiles: int
     seconds: float
+    startup_seconds: float
     workers: int
     gpus_per_worker: float
 
@@ -120,6 +121,7 @@ class Summary:
             "tiles captioned": self.tiles,
             "workers (GPUs each)": f"{self.workers} ({self.gpus_per_worker:g})",
             "seconds": round(self.seconds, 1),
+            "of which Ray and model start-up": round(self.startup_seconds, 1),
             "interferograms/s": round(finished / per_second, 3),
             "tiles/s": round(self.tiles / per_second, 2),
         }
@@ -404,32 +406,36 @@ def run_backfill(settings: Settings, archive: Path, *, selection: Selection = Se
         log.info("%s: %d interferograms selected, %d to process with model %s", archive, len(listed),
                  len(waiting), version.name)
         counts: Counter[str] = Counter()
-        tiles, gpus = 0, 0.0
+        tiles, gpus, startup = 0, 0.0, 0.0
         if waiting:
-            counts, tiles, gpus = _process(store, run_settings, version, waiting, cluster, clock, terminal)
+            counts, tiles, gpus, startup = _process(store, run_settings, version, waiting, cluster, clock, terminal)
         # The reports directory always; e-mail and webhook only for what --notify enqueued
         # (and whatever the daemon left pending, which it would send anyway).
         notify.deliver_due(store, settings, clock())
     return Summary(version.name, len(listed), len(listed) - len(waiting), misfits, queued, dict(counts), tiles,
-                   time.monotonic() - started, cluster.workers, gpus)
+                   time.monotonic() - started, startup, cluster.workers, gpus)
 
 
 def _process(store: Store, settings: Settings, version: ModelVersion, waiting: Sequence[Interferogram],
-             cluster: Cluster, clock: Callable[[], datetime], terminal: bool | None) -> tuple[Counter[str], int, float]:
+             cluster: Cluster, clock: Callable[[], datetime],
+             terminal: bool | None) -> tuple[Counter[str], int, float, float]:
+    """Counts of outcomes, tiles, GPUs per worker and the seconds Ray and the workers took to start."""
     import ray
 
+    started = time.monotonic()
     owns = connect(cluster)
     previous = signal.getsignal(signal.SIGTERM)
     driver = None
     try:
         workers, gpus = start_workers(version, settings, cluster)
+        startup = time.monotonic() - started
         if _is_main_thread():
             # systemd stops with SIGTERM: leave as Ctrl-C does, giving back what was claimed.
             signal.signal(signal.SIGTERM, _interrupt)
         with Meter("backfill", len(waiting), "interferograms", "tiles", terminal=terminal) as meter:
             driver = _Driver(store, settings, version, waiting, workers, meter, clock)
             driver.run()
-        return driver.counts, driver.tiles, gpus
+        return driver.counts, driver.tiles, gpus, startup
     except KeyboardInterrupt:
         released = driver.release() if driver is not None else []
         raise InsarwatchError(f"backfill stopped; {len(released)} unfinished interferograms went back to the "

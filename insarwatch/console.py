@@ -85,6 +85,7 @@ class Meter:
         self.done = self.extra = 0
         self._interval, self._clock = interval, clock
         self._started = self._last_line = clock()
+        self._logged: tuple[int, int] | None = None
         self._bar: Progress | None = None
         if sys.stderr.isatty() if terminal is None else terminal:
             self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -101,8 +102,8 @@ class Meter:
                  traceback: TracebackType | None) -> None:
         if self._bar is not None:
             self._bar.stop()
-        else:
-            log.info("%s", self.line())
+        elif self._logged != (self.done, self.extra):
+            self._log()
 
     def advance(self, done: int = 0, extra: int = 0) -> None:
         self.done += done
@@ -111,8 +112,11 @@ class Meter:
             self._bar.advance(self._main, done)
             self._bar.advance(self._side, extra)
         elif self._clock() - self._last_line >= self._interval:
-            self._last_line = self._clock()
-            log.info("%s", self.line())
+            self._log()
+
+    def _log(self) -> None:
+        self._last_line, self._logged = self._clock(), (self.done, self.extra)
+        log.info("%s", self.line())
 
     def line(self) -> str:
         """``what: done/total unit, rate unit/s, rate extra/s, ETA``, over the whole run so far."""

@@ -97,3 +97,16 @@ def test_renderings_counts_each_detected_table_per_folder_and_the_known_share(ca
     assert rows["c1/1"][:6] == ["2", "0", "0", "0", "2", "0"]
     assert rows["c1/0"][:6] == ["1", "0", "0", "0", "0", "1"]
     assert rows["s1/0"][:6] == ["1", "0", "0", "1", "0", "0"]
+
+
+def test_backfill_scale_smallest_archive_matches_the_daemon_and_reports_a_ratio(capsys, tmp_path) -> None:
+    lines = run_script(
+        "backfill_scale.py",
+        ["--frames", "1", "--pairs", "2", "--workers", "1", "--tokens", "3", "--batch-size", "4",
+         "--workdir", str(tmp_path)],
+        capsys,
+    )
+    assert RATIO.match(lines[-1]), lines[-1]
+    table = "\n".join(lines)
+    assert "backfill, 1 Ray worker" in table and "daemon (watch --once)" in table
+    assert re.search(r"│\s*True\s*│", table) and "False" not in table, table

@@ -13,7 +13,7 @@ the largest worker count over the daemon's.
 The model is daemon_load.py's tiny BLIP (random weights, every caption exactly
 ``--tokens`` long) with an index of quiet examples.
 
-    python benchmarks/backfill_scale.py                    # 16 frames x 3 pairs = 48 interferograms
+    python benchmarks/backfill_scale.py                    # 40 frames x 3 pairs = 120 interferograms
     python benchmarks/backfill_scale.py --frames 4 --pairs 2 --workers 1,2
 """
 
@@ -91,7 +91,7 @@ def results(settings: Settings) -> tuple[dict[str, tuple], int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=16, help="synthetic frames (default 16)")
+    parser.add_argument("--frames", type=int, default=40, help="synthetic frames (default 40)")
     parser.add_argument("--pairs", type=int, default=3, help="interferograms per frame (default 3)")
     parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated (default 1,2)")
     parser.add_argument("--batch-size", type=int, default=16)

@@ -9,6 +9,9 @@ them: reading ahead of the model (in threads beside a GPU, bounded by
 ``watch.queue_max``; between batches on a CPU), tiles from several interferograms batched
 together (``batch.tiles``), and each finished interferogram written to the store in one
 transaction with its alert and outbox rows (the alert report rendered before it opens).
+That last step is ``complete`` (decisions and the rendered alert, before the lock) and
+``store_completed`` (the transaction), with ``store_rejected``/``store_failed`` beside
+them: the daemon and ``insarwatch backfill`` both finish interferograms through them.
 """
 
 from __future__ import annotations

@@ -54,29 +54,24 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# review_vote 0: the untrained tiny model writes unrecognised text, so every interferogram
+# raises a review and has a report page. The webhook points at a port nothing listens on:
+# a backfill without --notify must not even queue a delivery to it.
+SECTIONS = {
+    "watch": {"settle_seconds": 0},
+    "batch": {"tiles": 4, "max_wait_seconds": 0.2, "reader_threads": 0},
+    "captioning": {"num_beams": 2, "max_new_tokens": 12},
+    "alerts": {"review_vote": 0.0},
+    "digest": {"enabled": "false"},
+    "notify.webhook": {"url": '"http://127.0.0.1:9/hook"', "timeout_seconds": 1},
+}
+
+
 def write_config(path: Path, var_dir: Path, drop_dir: Path) -> Path:
-    # The webhook points at a port nothing listens on: a backfill without --notify must not
-    # even queue a delivery to it.
-    path.write_text(f"""
-var_dir = "{var_dir}"
-drop_dir = "{drop_dir}"
-[watch]
-settle_seconds = 0
-[batch]
-tiles = 4
-max_wait_seconds = 0.2
-reader_threads = 0
-[captioning]
-num_beams = 2
-max_new_tokens = 12
-[alerts]
-review_vote = 0.0
-[digest]
-enabled = false
-[notify.webhook]
-url = "http://127.0.0.1:9/hook"
-timeout_seconds = 1
-""", encoding="utf-8")
+    lines = [f'var_dir = "{var_dir}"', f'drop_dir = "{drop_dir}"']
+    for section, values in SECTIONS.items():
+        lines += [f"[{section}]", *(f"{key} = {value}" for key, value in values.items())]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 

@@ -512,3 +512,35 @@ def test_status_on_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     code, output = _status(tmp_path)
     assert code == 1
     assert "state.db: cannot open state database" in output
+
+
+def test_a_claim_by_keys_takes_only_those_still_queued(store: Store) -> None:
+    keys = _queued(store, 1, 2, 3)
+    assert [r.key for r in store.claim(10, T0, keys=[keys[2], keys[0]])] == [keys[0], keys[2]]
+    # A second backfill over an overlapping range gets only what the first has not taken.
+    assert [r.key for r in store.claim(10, T0, keys=keys)] == [keys[1]]
+    assert store.claim(10, T0, keys=keys) == []
+
+
+def test_requeue_for_backfill_redoes_what_this_model_version_has_not_finished(store: Store) -> None:
+    new, failed, other_model, same_model, interrupted, poison, rejected = (
+        _discover(store, n) for n in range(1, 8))
+    store.queue(poison, T0)
+    for _ in range(2):  # it took two runs down with it already
+        store.claim(1, T0, keys=[poison])
+        store.requeue_processing(T0)
+    for key in (failed, other_model, same_model, interrupted, rejected):
+        store.queue(key, T0)
+    store.claim(10, T0)  # a third run, killed with these in processing
+    store.fail(failed, "OSError", T0, max_attempts=3)
+    store.complete(other_model, _tiles(), "v1", "quiet", T0)
+    store.complete(same_model, _tiles(), "v2", "quiet", T0)
+    store.reject(rejected, "coherence", T0)
+    everything = [new, failed, other_model, same_model, interrupted, poison, rejected]
+    assert store.requeue_for_backfill(everything, "v2", T0, max_attempts=3) == 4
+    states = {key: (store.get(key).state, store.get(key).attempts) for key in everything}
+    assert states == {
+        new: ("queued", 0), failed: ("queued", 1), other_model: ("queued", 0), interrupted: ("queued", 1),
+        same_model: ("done", 1), poison: ("quarantined", 3), rejected: ("rejected", 1),
+    }
+    assert store.get(poison).error == "interrupted while processing 3 times"

@@ -18,10 +18,12 @@ only with ``notify``. Ray is imported only here, and only when a run starts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -423,28 +425,31 @@ def _process(store: Store, settings: Settings, version: ModelVersion, waiting: S
     import ray
 
     started = time.monotonic()
-    owns = connect(cluster)
     previous = signal.getsignal(signal.SIGTERM)
     driver = None
-    try:
-        workers, gpus = start_workers(version, settings, cluster)
-        startup = time.monotonic() - started
-        if _is_main_thread():
-            # systemd stops with SIGTERM: leave as Ctrl-C does, giving back what was claimed.
-            signal.signal(signal.SIGTERM, _interrupt)
-        with Meter("backfill", len(waiting), "interferograms", "tiles", terminal=terminal) as meter:
-            driver = _Driver(store, settings, version, waiting, workers, meter, clock)
-            driver.run()
-        return driver.counts, driver.tiles, gpus, startup
-    except KeyboardInterrupt:
-        released = driver.release() if driver is not None else []
-        raise InsarwatchError(f"backfill stopped; {len(released)} unfinished interferograms went back to the "
-                              "queue (run it again to carry on)") from None
-    finally:
-        if _is_main_thread():
-            signal.signal(signal.SIGTERM, previous)
-        if owns:
-            ray.shutdown()
+    # Ray's driver threads print what the cluster reports (a worker that died) to stdout,
+    # which belongs to the command's result (``--json`` piped into jq): send it to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        owns = connect(cluster)
+        try:
+            workers, gpus = start_workers(version, settings, cluster)
+            startup = time.monotonic() - started
+            if _is_main_thread():
+                # systemd stops with SIGTERM: leave as Ctrl-C does, giving back what was claimed.
+                signal.signal(signal.SIGTERM, _interrupt)
+            with Meter("backfill", len(waiting), "interferograms", "tiles", terminal=terminal) as meter:
+                driver = _Driver(store, settings, version, waiting, workers, meter, clock)
+                driver.run()
+            return driver.counts, driver.tiles, gpus, startup
+        except KeyboardInterrupt:
+            released = driver.release() if driver is not None else []
+            raise InsarwatchError(f"backfill stopped; {len(released)} unfinished interferograms went back to "
+                                  "the queue (run it again to carry on)") from None
+        finally:
+            if _is_main_thread():
+                signal.signal(signal.SIGTERM, previous)
+            if owns:
+                ray.shutdown()
 
 
 def _is_main_thread() -> bool:

@@ -1,14 +1,14 @@
 """Backfill scaling: ``insarwatch backfill`` on Ray with 1 and 2 model workers against the daemon's own loop.
 
 A synthetic LiCSAR archive (``synthetic.drop.write_drop``: whole frames, four 224 px tiles
-each at 448 x 448) is processed three or more times from an empty state database with the
-same tiny model version: by ``Daemon(once=True)`` (what ``insarwatch watch --once`` runs: one
-process, torch's own threads), and by ``run_backfill`` on a local Ray started once, with
-each worker count asked for. Each run is timed end to end, and the rates are taken after start-up (the daemon's model
-load; the backfill's Ray workers up with the model loaded), since that is what an
-archive of 10^5 interferograms pays per interferogram; the Ray start is printed on its own. Every run's per-tile captions
-and levels are compared with the daemon's. The headline ratio is the interferograms/s of
-the largest worker count over the daemon's.
+each at 448 x 448) is processed from an empty state database with the same tiny model
+version: by ``Daemon(once=True)`` (what ``insarwatch watch --once`` runs: one process,
+torch's own threads), then by ``run_backfill`` on a local Ray started once, with each
+worker count asked for. Runs are timed end to end and rates are taken after start-up (the
+daemon's model load; the backfill's workers up with the model loaded), since that is what
+an archive of 10^5 interferograms pays per interferogram; the Ray start is printed on its
+own. Every run's per-tile captions and levels are compared with the daemon's. The headline
+ratio is the interferograms/s of the last worker count over the daemon's.
 
 The model is daemon_load.py's tiny BLIP (random weights, every caption exactly
 ``--tokens`` long) with an index of quiet examples.

@@ -218,9 +218,15 @@ def start_workers(version: ModelVersion, settings: Settings, cluster: Cluster) -
     ``InsarwatchError`` (one line) when they cannot load it."""
     import ray
 
+    have = ray.cluster_resources()
     gpus = cluster.gpus_per_worker
     if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        gpus = 1.0 if have.get("GPU", 0) >= 1 else 0.0
+    # Actors asking for more than the cluster has would wait for ever, silently.
+    for resource, per_worker in (("CPU", 1.0), ("GPU", gpus)):
+        if per_worker and cluster.workers * per_worker > have.get(resource, 0):
+            raise InsarwatchError(f"--workers {cluster.workers} need {cluster.workers * per_worker:g} {resource} "
+                                  f"in all; the Ray cluster has {have.get(resource, 0):g}")
     actor = ray.remote(ModelWorker).options(
         num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=BATCH_RETRIES,
     )

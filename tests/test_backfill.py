@@ -144,10 +144,9 @@ def test_backfill_killed_part_way_and_resumed_matches_watch_once(
     assert all(row[4] for row in backfilled.values() if row[0] == "done")
     with Store(tiny_var_dir / "state.db", readonly=True) as store:
         assert max(record.attempts for record in store.in_state("done")) <= 2
-    with Store(tiny_var_dir / "state.db", readonly=True) as store:
         assert store.pending_deliveries() == 0
-        assert store.status_summary(datetime.now(timezone.utc))["alerts_total"] == sum(row[1] != "quiet" and row[0] == "done"
-                                                                          for row in backfilled.values())
+        raised = sum(row[0] == "done" and row[1] != "quiet" for row in backfilled.values())
+        assert store.status_summary(datetime.now(timezone.utc))["alerts_total"] == raised
     # The same alert pages, JSON and GeoJSON, as the daemon writes.
     reports = sorted(path.name for path in (tiny_var_dir / "reports" / "alerts").iterdir())
     assert any(name.endswith(".geojson") for name in reports)
@@ -229,3 +228,15 @@ def test_a_bad_address_is_one_line(tmp_path: Path, tiny_var_dir: Path, archive: 
                              "--address", "127.0.0.1:9"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: cannot reach the Ray cluster at 127.0.0.1:9")
+
+
+def test_more_workers_than_the_cluster_can_place_is_one_line(
+    tmp_path: Path, tiny_var_dir: Path, archive: Path, ray_address: str,
+) -> None:
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, archive)
+    frame = next(str(item.frame) for item in discover(archive) if hasattr(item, "frame"))
+    result = subprocess.run([INSARWATCH, "--config", str(config), "backfill", str(archive), "--frames", frame,
+                             "--address", ray_address, "--workers", "1", "--gpus-per-worker", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "error: --workers 1 need 1 GPU in all; the Ray cluster has 0"

@@ -310,20 +310,26 @@ def evaluate(
 
 @command(examples=[
     "insarwatch prepare hephaestus/ --out dataset/",
+    "insarwatch prepare hephaestus/ --out dataset/ --dry-run --json | jq .classes",
     "insarwatch synth-dataset /tmp/heph --n 400 --seed 1 && insarwatch prepare /tmp/heph --out /tmp/dataset",
 ])
 def prepare(
     ctx: typer.Context,
     root: Annotated[Path, typer.Argument(help="Hephaestus-style ROOT: annotations/*.json with images/ or a LiCSAR layout.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="DATASET directory to write images/ and manifest.jsonl into.")],
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Count what the annotations decide; write nothing (images may be absent).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as one JSON object.")] = False,
 ) -> None:
     """Curate annotated interferograms into a training set exactly as the captioning paper did.
 
-    Drops annotations by the Hephaestus label rules, keeps palette (P-mode) PNGs only, uses
-    every deforming sample and as many non-deforming ones drawn with random.Random(17)
-    (the other way round if non-deforming are fewer), converts to RGB and splits 90/10
-    then 10% of train for validation (seed 17). Malformed annotations and missing images
-    are listed and skipped.
+    Drops annotations by the Hephaestus label rules (and deforming ones under
+    curation.deforming_min_confidence, 0.8: the paper's unstated rule), keeps palette
+    (P-mode) PNGs only, uses every deforming sample and as many non-deforming ones drawn
+    with random.Random(17) (the other way round if non-deforming are fewer), converts to RGB
+    and splits 90/10 then 10% of train for validation (seed 17). Malformed annotations and
+    missing images are listed and skipped; with --dry-run, images of unknown mode (missing)
+    are counted as "unknown" and selected as if they were P-mode.
     """
     from collections.abc import Iterator, Sequence
 
@@ -338,9 +344,12 @@ def prepare(
                 yield item
                 bar.advance(task)
 
-        result = prepare_dataset(root, out, settings.imaging, track)
+        result = prepare_dataset(root, out, settings.imaging, track, curation=settings.curation, dry_run=dry_run)
     for skipped in (*result.malformed, *result.unusable):
         console.stderr.print(f"skipped {skipped.path}: {skipped.reason}", markup=False, highlight=False, soft_wrap=True)
+    if as_json:
+        show(result.to_dict(), as_json, lambda: None)
+        return
     for table in result.tables():
         console.stdout.print(table)
 

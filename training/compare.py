@@ -39,7 +39,7 @@ from insarwatch.registry import ModelStore, ModelVersion
 from .dataset import Dataset, load_dataset, load_images
 from .factory import Preset, load_preset
 from .metrics import Prediction, deformation_scores, metrics_from_predictions
-from .pipeline import evaluate_on, evaluation_settings, train
+from .pipeline import TrainingInterrupted, evaluate_on, evaluation_settings, train
 
 # (row name, preset) of each captioner, in the paper's order.
 CAPTIONERS = (("BLIP", "tiny"), ("GIT", "git-tiny"))
@@ -163,10 +163,14 @@ def _captioner_row(
     try:
         if version is None:
             outcome = train(data, preset, settings, progress)
-            version, metrics, status = outcome.version, outcome.metrics, "trained"
+            version, metrics = outcome.version, outcome.metrics
+            status = "trained" + (f" (interrupted: best epoch {outcome.fit.best_epoch})" if outcome.fit.interrupted
+                                  else "")
         else:
             bundle = load_bundle(version, evaluation_settings(settings), require_index=True)
             metrics, status = evaluate_on(bundle, dataset, progress).metrics, "reused"
+    except TrainingInterrupted:
+        raise
     except InsarwatchError as exc:
         return Row(name, f"not built: {exc}", None, {}), None
     return Row(name, status, version.name, _with_speed(metrics)), version

@@ -309,21 +309,64 @@ def evaluate(
 
 
 @command(examples=[
+    "insarwatch compare --data /srv/datasets/hephaestus-clean",
+    "insarwatch compare --data DATASET --tiles ../shared/realdata/c1 --workdir /tmp/compare --json",
+])
+def compare(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory made by `insarwatch prepare`.")],
+    tiles: Annotated[Path | None, typer.Option(
+        "--tiles", help="Labelled real tiles: DIR/1/*.png deforming, DIR/0/*.png not.")] = None,
+    workdir: Annotated[Path, typer.Option(
+        "--workdir", help="Where the compared models, compare.json and the figure go (models are reused).")
+    ] = Path("insarwatch-compare"),
+    blip_preset: Annotated[str, typer.Option("--blip-preset", help="BLIP's training preset name or JSON file.")
+    ] = "tiny",
+    git_preset: Annotated[str, typer.Option("--git-preset", help="GIT's training preset name or JSON file.")
+    ] = "git-tiny",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Rerun the captioning paper's comparison on one dataset split: BLIP, GIT, retrieval only
+    and insarwatch's hybrid decision, with ROUGE, BLEU, exact match, deformation P/R/F1 and
+    tiles per second (and deformation P/R/F1 on --tiles).
+
+    Captioners are trained from their tiny presets into WORKDIR/models, or reused when one was
+    trained there on this dataset with the same preset; the service's models are not touched.
+    Writes WORKDIR/compare.json and WORKDIR/compare-validation.png (validation ROUGE/BLEU per epoch).
+    """
+    from training.compare import compare as run_compare
+
+    with console.progress(transient=True) as bars:
+        result = run_compare(data, workdir, settings_of(ctx), bars, tiles=tiles,
+                             presets=(("BLIP", blip_preset), ("GIT", git_preset)))
+    show(result.to_dict(), as_json, result.table)
+    if not as_json:
+        typer.echo(f"table: {result.table_file}")
+        typer.echo(f"figure: {result.figure or 'none (no validation history)'}")
+
+
+@command(examples=[
     "insarwatch prepare hephaestus/ --out dataset/",
+    "insarwatch prepare hephaestus/ --out dataset/ --dry-run --json | jq .classes",
     "insarwatch synth-dataset /tmp/heph --n 400 --seed 1 && insarwatch prepare /tmp/heph --out /tmp/dataset",
 ])
 def prepare(
     ctx: typer.Context,
     root: Annotated[Path, typer.Argument(help="Hephaestus-style ROOT: annotations/*.json with images/ or a LiCSAR layout.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="DATASET directory to write images/ and manifest.jsonl into.")],
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Count what the annotations decide; write nothing (images may be absent).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as one JSON object.")] = False,
 ) -> None:
     """Curate annotated interferograms into a training set exactly as the captioning paper did.
 
-    Drops annotations by the Hephaestus label rules, keeps palette (P-mode) PNGs only, uses
-    every deforming sample and as many non-deforming ones drawn with random.Random(17)
-    (the other way round if non-deforming are fewer), converts to RGB and splits 90/10
-    then 10% of train for validation (seed 17). Malformed annotations and missing images
-    are listed and skipped.
+    Drops annotations by the Hephaestus label rules (and deforming ones under
+    curation.deforming_min_confidence, 0.8: the paper's unstated rule), keeps palette
+    (P-mode) PNGs only, uses every deforming sample and as many non-deforming ones drawn
+    with random.Random(17) (the other way round if non-deforming are fewer), converts to RGB
+    and splits 90/10 then 10% of train for validation (seed 17). Malformed annotations and
+    missing images are listed and skipped; with --dry-run, images of unknown mode (missing)
+    are counted as "unknown" and selected as if they were P-mode.
     """
     from collections.abc import Iterator, Sequence
 
@@ -338,9 +381,12 @@ def prepare(
                 yield item
                 bar.advance(task)
 
-        result = prepare_dataset(root, out, settings.imaging, track)
+        result = prepare_dataset(root, out, settings.imaging, track, curation=settings.curation, dry_run=dry_run)
     for skipped in (*result.malformed, *result.unusable):
         console.stderr.print(f"skipped {skipped.path}: {skipped.reason}", markup=False, highlight=False, soft_wrap=True)
+    if as_json:
+        show(result.to_dict(), as_json, lambda: None)
+        return
     for table in result.tables():
         console.stdout.print(table)
 

@@ -90,9 +90,28 @@ class TriageSettings(Section):
     min_neighbours: int = Field(5, ge=1)
 
 
+DECODING_DIR = Path(__file__).parent / "decoding"
+DECODING_KEYS = ("num_beams", "do_sample", "temperature", "top_k", "top_p")
+
+
+def decoding_preset(name: str) -> dict[str, Any]:
+    """The decoding options of preset ``name`` (``insarwatch/decoding/<name>.json``)."""
+    path = DECODING_DIR / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in DECODING_DIR.glob("*.json")))
+        raise ValueError(f"unknown decoding preset {name!r}; known: {known}")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {key: data[key] for key in DECODING_KEYS}
+
+
 class CaptioningSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    decoding: str = Field(
+        "deterministic",
+        description="Decoding preset (insarwatch/decoding/*.json): 'deterministic' or 'paper'; "
+                    "num_beams, do_sample, temperature, top_k, top_p given here override it",
+    )
     num_beams: int = Field(5, ge=1)
     max_new_tokens: int = Field(64, ge=1)
     min_new_tokens: int | None = Field(None, ge=0)
@@ -109,6 +128,30 @@ class CaptioningSettings(Section):
         None, ge=1, description="Torch threads for CPU inference; unset = torch's default (one per core)"
     )
     triage: TriageSettings = TriageSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_decoding_preset(cls, data: Any) -> Any:
+        # The preset fills the decoding keys the file leaves out; a key given explicitly wins.
+        if not isinstance(data, dict):
+            return data
+        return {**decoding_preset(data.get("decoding", "deterministic")), **data}
+
+    @property
+    def decoding_label(self) -> str:
+        """The preset's name, plus every decoding option that differs from it (``paper, num_beams=1``)."""
+        preset = decoding_preset(self.decoding)
+        changed = [f"{key}={getattr(self, key)}" for key in DECODING_KEYS if getattr(self, key) != preset[key]]
+        return ", ".join([self.decoding, *changed])
+
+
+class CurationSettings(Section):
+    deforming_min_confidence: float = Field(
+        0.8, ge=0, le=1,
+        description="`insarwatch prepare` drops deforming annotations whose confidence is lower (or not a "
+                    "number). 0.8 reproduces the captioning paper's 634 deforming annotations on the real "
+                    "Hephaestus set, a rule its text never states (README); 0 keeps every annotation",
+    )
 
 
 class RetrievalSettings(Section):
@@ -234,6 +277,7 @@ class Settings(Section):
     watch: WatchSettings = WatchSettings()
     batch: BatchSettings = BatchSettings()
     digest: DigestSettings = DigestSettings()
+    curation: CurationSettings = CurationSettings()
     volcanoes: list[Volcano] = []
 
     @field_validator("var_dir", "drop_dir", mode="before")

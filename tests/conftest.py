@@ -238,3 +238,16 @@ def tiny_var_dir(tmp_path: Path, tiny_blip_dir: Path) -> Path:
     store = ModelStore(var_dir / "models")
     store.register(stage_tiny_version(store, tiny_blip_dir), make_current=True)
     return var_dir
+
+
+@pytest.fixture(scope="session")
+def real_annotations_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 19,919 real Hephaestus annotations (tests/data, MIT; no images), unpacked once:
+    the directory that holds ``annotations/``."""
+    import tarfile
+
+    target = tmp_path_factory.mktemp("hephaestus-real")
+    with tarfile.open(Path(__file__).parent / "data" / "hephaestus-annotations.tar.gz") as archive:
+        archive.extractall(target, filter="data")
+    (annotations,) = target.glob("**/annotations")
+    return annotations.parent

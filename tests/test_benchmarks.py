@@ -7,12 +7,16 @@ completes on real components and reports its headline ratio as its last line.
 from __future__ import annotations
 
 import json
+import os
 import re
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import MICRO_PRESET
 from PIL import Image
 
@@ -110,3 +114,45 @@ def test_backfill_scale_smallest_archive_matches_the_daemon_and_reports_a_ratio(
     table = "\n".join(lines)
     assert "backfill, 1 Ray worker" in table and "daemon (watch --once)" in table
     assert re.search(r"│\s*True\s*│", table) and "False" not in table, table
+
+
+def test_train_autocast_reports_both_precisions_and_a_ratio(capsys) -> None:
+    lines = run_script("train_autocast.py", ["--device", "cpu", "--preset", "tiny", "--batch-size", "2",
+                                             "--steps", "1", "--precision", "bf16"], capsys)
+    assert RATIO.match(lines[-1]), lines[-1]
+    table = "\n".join(lines)
+    assert "fp32" in table and "autocast bfloat16" in table
+
+
+def gpu_check(device: str | None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("GPU_CHECK_DEVICE", None)
+    if device is not None:
+        env["GPU_CHECK_DEVICE"] = device
+    return subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh")], env=env, capture_output=True, text=True,
+                          timeout=1200)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the script would run for real")
+def test_gpu_check_without_cuda_stops_at_once_saying_so() -> None:
+    result = gpu_check(None)
+    assert result.returncode == 1
+    assert "gpu_check: FAILED: torch sees no CUDA device" in result.stderr
+    assert "===" not in result.stdout
+
+
+def test_gpu_check_refuses_an_unknown_device() -> None:
+    result = gpu_check("tpu")
+    assert result.returncode == 1
+    assert "GPU_CHECK_DEVICE must be cuda or cpu, not 'tpu'" in result.stderr
+
+
+def test_gpu_check_smoke_run_on_the_cpu_prints_every_step_with_its_ratio() -> None:
+    result = gpu_check("cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    steps = re.findall(r"^(.+): ratio=\d+(?:\.\d+)?$", result.stdout, re.MULTILINE)
+    assert steps[0] == "captioning throughput, BLIP"
+    assert steps[-3:] == ["training steps, autocast vs fp32", "FAISS search (on the GPU when FAISS sees one)",
+                          "daemon on a small drop"]
+    assert ("captioning throughput, GIT" in steps) != ("skipped: GIT not built" in result.stdout)
+    assert result.stdout.rstrip().endswith("gpu_check: every step passed on cpu")

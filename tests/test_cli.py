@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from insarwatch.cli import app
 
 COMMANDS = ("synth", "synth-dataset", "prepare", "train", "evaluate", "caption", "findings", "watch", "status",
-            "report", "demo", "retry")
+            "report", "demo", "retry", "compare")
 
 
 def test_help_lists_every_command() -> None:

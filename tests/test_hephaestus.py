@@ -10,6 +10,7 @@ import pytest
 from helpers import annotation, write_annotation
 
 from insarwatch import hephaestus
+from insarwatch.config import CurationSettings
 from insarwatch.errors import InputError
 
 
@@ -51,13 +52,42 @@ def test_kept_non_deforming_cases(fields: dict[str, object]) -> None:
     assert hephaestus.rejection_reason(parsed(**fields)) is None
 
 
+@pytest.mark.parametrize("value", [2, 3])
+def test_flags_above_one_remove_too(value: int) -> None:
+    # The real annotations flag processing errors with 2 and 3, and one glacier with 2.
+    assert hephaestus.rejection_reason(parsed(processing_error=value)) == "processing_error"
+    assert hephaestus.rejection_reason(parsed(glacier_fringes=value)) == "glacier_fringes"
+
+
+def test_classes_as_the_paper_counts_them() -> None:
+    earthquake = parsed(label=["Earthquake"], activity_type=["Earthquake"], intensity_level=["None"], phase="None")
+    assert earthquake.deformation and hephaestus.rejection_reason(earthquake) is None
+    assert parsed(label=["Deformation", "Earthquake"]).deformation
+    assert hephaestus.rejection_reason(parsed(label=[])) == "not_a_class"
+    assert hephaestus.rejection_reason(parsed(label=["Non_Deformation"])) is None
+
+
+@pytest.mark.parametrize(
+    ("confidence", "deformation", "removed"),
+    [(0.8, True, False), (0.79, True, True), (0.5, True, True), ("0.9", True, False), ("High", True, True),
+     (None, True, True), (0.5, False, False), (None, False, False)],
+)
+def test_deforming_confidence_rule(confidence: object, deformation: bool, removed: bool) -> None:
+    rules = hephaestus.curation_rules(CurationSettings())
+    reason = hephaestus.rejection_reason(parsed(deformation=deformation, confidence=confidence), rules)
+    assert reason == ("deforming_confidence" if removed else None)
+    # 0 turns the rule off; the rules the paper states never look at confidence.
+    assert hephaestus.curation_rules(CurationSettings(deforming_min_confidence=0)) == hephaestus.RULES
+    assert hephaestus.rejection_reason(parsed(deformation=deformation, confidence=confidence)) is None
+
+
 def test_first_rule_in_design_order_is_the_reason() -> None:
     everything = {rule: 1 for rule in ("corrupted", "no_info", "processing_error", "low_coherence",
                                        "orbital_fringes", "glacier_fringes", "image_artifacts", "is_crowd")}
     assert hephaestus.rejection_reason(parsed(deformation=True, atmospheric_fringes=3, **everything)) == "corrupted"
     assert hephaestus.rejection_reason(parsed(low_coherence=1, orbital_fringes=1)) == "low_coherence"
     assert [rule.name for rule in hephaestus.RULES] == [
-        "corrupted", "no_info", "processing_error", "low_coherence", "orbital_fringes", "glacier_fringes",
+        "not_a_class", "corrupted", "no_info", "processing_error", "low_coherence", "orbital_fringes", "glacier_fringes",
         "atmospheric_fringes", "image_artifacts", "is_crowd", "unidentified_activity"]
 
 
@@ -88,7 +118,7 @@ def test_lenient_where_real_files_vary(tmp_path: Path) -> None:
         (json.dumps({k: v for k, v in annotation(1).items() if k != "caption"}), "field 'caption': missing field"),
         (json.dumps({k: v for k, v in annotation(1).items() if k != "is_crowd"}), "field 'is_crowd': missing field"),
         (json.dumps(annotation(1, corrupted="yes")), "field 'corrupted': Input should be a valid integer"),
-        (json.dumps(annotation(1, corrupted=2)), "field 'corrupted': Input should be less than or equal to 1"),
+        (json.dumps(annotation(1, corrupted=-1)), "field 'corrupted': Input should be greater than or equal to 0"),
         (json.dumps(annotation(1, atmospheric_fringes=4)), "field 'atmospheric_fringes': Input should be less"),
         (json.dumps(annotation(1, label="Deformation")), "field 'label': Input should be a valid list"),
         (json.dumps(annotation(1, activity_type=["Volcano"])), "field 'activity_type.0': Input should be 'Mogi'"),

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from insarwatch import hephaestus
 from insarwatch.cli import app
-from insarwatch.config import ImagingSettings
+from insarwatch.config import CurationSettings, ImagingSettings
 
 MANIFEST_KEYS = ["id", "image", "caption", "deformation", "activity_type", "intensity", "split"]
 RULE_FIELDS = {
@@ -69,8 +69,8 @@ def test_prepare_flat_layout(flat_root: Path, tmp_path: Path) -> None:
         assert re.search(rf"│ {rule}\s+│[^│]+│\s+1 │", result.stdout), rule
     assert re.search(r"│ not_palette\s+│[^│]+│\s+9 │", result.stdout)
     assert re.search(r"│ malformed\s+│[^│]+│\s+2 │", result.stdout)
-    assert re.search(r"│ deforming\s+│\s+12 │\s+3 │\s+0 │\s+12 │", result.stdout)
-    assert re.search(r"│ non_deforming\s+│\s+20 │\s+4 │\s+2 │\s+12 │", result.stdout)
+    assert re.search(r"│ deforming\s+│\s+12 │\s+3 │\s+0 │\s+0 │\s+12 │", result.stdout)
+    assert re.search(r"│ non_deforming\s+│\s+20 │\s+4 │\s+2 │\s+1 │\s+12 │", result.stdout)
     # 24 images: test ceil(2.4) = 3, val ceil(0.1 * 21) = 3, train 18
     assert re.search(r"│\s+18 │\s+3 │\s+3 │\s+24 │", result.stdout)
     assert "broken.json: not valid JSON" in result.stderr
@@ -100,7 +100,8 @@ def test_prepare_is_deterministic(flat_root: Path, tmp_path: Path) -> None:
     assert (tmp_path / "a" / "manifest.jsonl").read_text() == (tmp_path / "b" / "manifest.jsonl").read_text()
     assert first.splits == second.splits == {"train": 18, "val": 3, "test": 3}
     assert first.selected == {"deforming": 12, "non_deforming": 12}
-    assert first.removed == {**{rule: 1 for rule in RULE_FIELDS}, "not_palette": 9}
+    assert first.removed == {"not_a_class": 0, **{rule: 1 for rule in RULE_FIELDS}, "deforming_confidence": 0,
+                             "not_palette": 9}
 
 
 def test_prepare_raw_licsar_layout(tmp_path: Path) -> None:
@@ -120,8 +121,8 @@ def test_prepare_raw_licsar_layout(tmp_path: Path) -> None:
     dataset = tmp_path / "dataset"
     report = hephaestus.prepare(root, dataset, ImagingSettings())
     assert report.layout == "raw"
-    assert report.remaining == {"deforming": {"P": 2, "RGBA": 0, "other": 0},
-                                "non_deforming": {"P": 2, "RGBA": 1, "other": 0}}
+    assert report.remaining == {"deforming": {"P": 2, "RGBA": 0, "other": 0, "unknown": 0},
+                                "non_deforming": {"P": 2, "RGBA": 1, "other": 0, "unknown": 2}}
     reasons = {skipped.path.name: skipped.reason for skipped in report.unusable}
     assert reasons["20220101_20220113.geo.diff.png"] == "image missing for annotation 10"
     assert "frame id 'bogus' is not of the form" in reasons[f"{pairs[0]}.geo.diff.png"]
@@ -204,7 +205,7 @@ def _independent_recount(root: Path) -> tuple[set[int], set[int]]:
         if any(a[flag] != 0 for flag in flags) or a["atmospheric_fringes"] > 2:
             continue
         is_deforming = "Deformation" in a["label"]
-        if is_deforming and (a["is_crowd"] != 0 or "Unidentified" in a["activity_type"]):
+        if is_deforming and (a["is_crowd"] != 0 or "Unidentified" in a["activity_type"] or a["confidence"] < 0.8):
             continue
         header = (root / "images" / f"{a['uniqueID']}.png").read_bytes()[:26]
         if header[12:16] == b"IHDR" and header[25] == 3:  # PNG colour type 3 = palette
@@ -243,3 +244,50 @@ def test_synth_dataset_then_prepare_counts(tmp_path: Path) -> None:
             assert written.mode == "RGB" and written.size == (224, 224)
         caption = json.loads((root / "annotations" / f"{record['id']}.json").read_text())["caption"]
         assert record["caption"] == caption
+
+
+def test_dry_run_counts_without_writing_and_without_images(flat_root: Path, tmp_path: Path) -> None:
+    for unique_id in (1, 2, 16):  # two deforming and one non-deforming image go missing
+        (flat_root / "images" / f"{unique_id}.png").unlink()
+    write_annotation(flat_root, annotation(950, deformation=True, confidence=0.7))
+    dataset = tmp_path / "dataset"
+    result = CliRunner().invoke(app, ["prepare", str(flat_root), "--out", str(dataset), "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    assert not dataset.exists()
+    counts = json.loads(result.stdout)
+    assert counts["dry_run"] is True
+    assert counts["classes"] == {"deforming": {"P": 10, "RGBA": 3, "other": 0, "unknown": 2},
+                                 "non_deforming": {"P": 19, "RGBA": 4, "other": 2, "unknown": 2}}
+    assert counts["rules"]["deforming_confidence"] == 1 and counts["rules"]["unusable"] == 4
+    # Unknown modes are selected as if P-mode: 12 deforming, 12 of 21 non-deforming.
+    assert counts["selected"] == {"deforming": 12, "non_deforming": 12}
+    assert counts["split"] == {"train": 18, "val": 3, "test": 3}
+    assert 0 < counts["selected_unknown_mode"] <= 4
+    for unique_id in (1, 2, 16):
+        assert f"{flat_root / 'images' / f'{unique_id}.png'}: image missing for annotation {unique_id}" in result.stderr
+
+
+def test_real_annotations_reproduce_the_papers_counts(real_annotations_root: Path, tmp_path: Path) -> None:
+    """The captioning paper: 634 clean deforming and 6,139 + 5,083 = 11,222 clean non-deforming."""
+    args = ["prepare", str(real_annotations_root), "--out", str(tmp_path / "dataset"), "--dry-run", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr[-500:]
+    counts = json.loads(result.stdout)
+    assert counts["annotations"] == 19919 and counts["rules"]["malformed"] == 0
+    assert counts["classes"]["deforming"] == {"P": 0, "RGBA": 0, "other": 0, "unknown": 634}
+    assert counts["classes"]["non_deforming"] == {"P": 0, "RGBA": 0, "other": 0, "unknown": 11222}
+    assert counts["selected"] == {"deforming": 634, "non_deforming": 634}
+    assert sum(counts["split"].values()) == 1268
+    # Every clean annotation's image is listed: missing, or (375 Réunion stripmap frames such as
+    # 144A_SM_REUN_S6) a frame id that is not LiCSAR's, so no image path can be made for it.
+    assert result.stderr.count("\nskipped ") == 634 + 11222
+    assert result.stderr.count("is not of the form") == 375
+
+
+def test_real_annotations_without_the_confidence_rule(real_annotations_root: Path) -> None:
+    """The rules the paper states leave 784 deforming annotations: the unstated one removes 150."""
+    report = hephaestus.prepare(real_annotations_root, Path("/nonexistent-out"), ImagingSettings(), dry_run=True,
+                                curation=CurationSettings(deforming_min_confidence=0))
+    assert "deforming_confidence" not in report.removed
+    assert report.remaining["deforming"]["unknown"] == 784
+    assert report.remaining["non_deforming"]["unknown"] == 11222

@@ -65,7 +65,7 @@ class EvaluationFailed(InsarwatchError):
 
 @dataclass(frozen=True)
 class Evaluation:
-    metrics: dict[str, float | int]
+    metrics: dict[str, Any]  # numbers, and ``decoding``: the decoding preset's label
     predictions: tuple[Prediction, ...]
 
 
@@ -138,8 +138,9 @@ def _test_split(dataset: Dataset) -> tuple[Sample, ...]:
 def evaluate_on(bundle: Bundle, dataset: Dataset, progress: Progress) -> Evaluation:
     started = time.monotonic()
     rows = predict(bundle, _test_split(dataset), progress)
-    metrics = metrics_from_predictions(rows)
+    metrics: dict[str, Any] = dict(metrics_from_predictions(rows))
     metrics["seconds"] = round(time.monotonic() - started, 3)
+    metrics["decoding"] = bundle.captioner.settings.decoding_label
     return Evaluation(metrics, tuple(rows))
 
 
@@ -168,7 +169,9 @@ def _train_config(
         "best_epoch": result.best_epoch,
         "interrupted": result.interrupted,
         "history": [asdict(stats) for stats in result.history],
-        "test_decoding": settings.model_dump(include={"num_beams", "max_new_tokens", "do_sample"}),
+        "test_decoding": {"preset": settings.decoding_label,
+                          **settings.model_dump(include={"num_beams", "max_new_tokens", "do_sample",
+                                                         "temperature", "top_k", "top_p"})},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
     }

@@ -287,7 +287,8 @@ def render_patch(unique_id: int, spec: PatchSpec, rng: np.random.Generator, size
         "activity_type": list(labelled),
         "intensity_level": list(spec.intensities),
         "phase": ("Rebound" if deflating else "Unrest") if spec.deformation else "Rest",
-        "confidence": round(float(rng.uniform(0.7, 1.0)), 2) if spec.deformation else 1.0,
+        # At least the curation's deforming_min_confidence (0.8): only the flags make a synthetic patch unclean.
+        "confidence": round(float(rng.uniform(0.8, 1.0)), 2) if spec.deformation else 1.0,
         "segmentation_mask": polygons,
         "is_crowd": flags["is_crowd"],
         "caption": " ".join(sentences),

@@ -30,6 +30,7 @@ from .config import Settings, load_settings
 from .describe import Bundle, load_bundle
 from .errors import InsarwatchError
 from .intake import Intake, make_observer, utcnow
+from .lock import VarDirLock
 from .pipeline import Processor
 from .registry import ModelStore
 from .store import Store
@@ -235,6 +236,20 @@ class Daemon:
 
     def run(self) -> int:
         """Run until stopped (exit status 0), or with ``once`` until everything present is done."""
+        settings = self.settings
+        lock = VarDirLock(settings.var_dir)
+        try:
+            # Before anything is requeued: those frames may be another daemon's work in flight.
+            lock.acquire()
+        except InsarwatchError:
+            self.store.close()
+            raise
+        try:
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> int:
         settings = self.settings
         try:
             requeued = self.store.requeue_processing(self.clock(), settings.watch.max_attempts)

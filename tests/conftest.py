@@ -9,6 +9,8 @@ transformers code in milliseconds. ``tiny_blip_dir`` is built once per session; 
 ``tiny_var_dir`` is an installation whose current model is that captioner plus a FAISS
 index of six expert-captioned tiles (``tiny_index_images``/``TINY_RECORDS``), for tests of
 anything that loads a model version; ``tiny_version_stager`` stages more versions.
+``frames`` (synthetic interferograms to drop), ``notify_socket`` and ``small_disk`` (a
+real 48 MB tmpfs to fill) serve the tests that run the daemon.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import NotifySocket
 
 from insarwatch.registry import ModelStore, ModelVersion
 
@@ -251,3 +255,30 @@ def real_annotations_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         archive.extractall(target, filter="data")
     (annotations,) = target.glob("**/annotations")
     return annotations.parent
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path]:
+    """Synthetic interferograms with coherence siblings: paths relative to their root, and the root."""
+    from insarwatch.synthetic.drop import write_drop
+
+    source = tmp_path_factory.mktemp("frames")
+    write_drop(source, frames=4, seed=5, size=(448, 448), pairs=2)
+    return sorted(path.relative_to(source) for path in source.rglob("*.png")), source
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[NotifySocket]:
+    sock = NotifySocket()
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 48 MB file system that the test can fill up."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)

@@ -8,6 +8,8 @@
   captions go through the real ``parse_caption`` and ``decide_tile``/``decide_interferogram``,
   neighbours are real ``retrieval.Neighbour`` records, and the interferogram is a P-mode
   PNG with concentric (Mogi-like) fringes written into a LiCSAR layout.
+- A running daemon (daemon and fault tests): its configuration, frames dropped the ways a
+  real drop receives them, the store's states, systemd's notify socket, a full disk.
 - ``wait_for`` (daemon and intake tests), the micro training presets (training and demo
   tests) and ``systemd-analyze verify`` (systemd and deploy tests).
 - ``shared_path``: a file or folder of the project's real data in ``../shared`` (real LiCSAR
@@ -21,9 +23,12 @@ from __future__ import annotations
 
 import colorsys
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import date, datetime, timezone
@@ -194,6 +199,128 @@ def make_alert(drop: Path, *, caption: str = ALERT_CAPTION, model_version: str =
         decision=decide_interferogram(tiles), quality=quality, received_at=RECEIVED,
         processed_at=PROCESSED, diff_png=path,
     )
+
+
+# --------------------------------------------------------------------------- a running daemon
+
+
+TERMINAL = {"done", "rejected", "quarantined"}
+INSARWATCH = str(Path(sys.executable).with_name("insarwatch"))
+
+
+def write_config(path: Path, var_dir: Path, drop_dir: Path, reader_threads: int = 0, extra: str = "",
+                 **watch: float) -> Path:
+    """A daemon configuration for tests; ``reader_threads`` 0 is the CPU default (frames read
+    between batches), more exercises the threads a GPU host reads in; ``watch`` sets any
+    ``[watch]`` key and ``extra`` is TOML appended at the end (more sections)."""
+    watch = {"settle_seconds": 0.6, "rescan_interval_seconds": 3600, **watch}
+    watch_lines = "\n".join(f"{key} = {value}" for key, value in watch.items())
+    # review_vote 0: the untrained tiny model writes unrecognised text, and every such tile
+    # then goes to review, so each interferogram raises exactly one message to deliver.
+    path.write_text(f"""
+var_dir = "{var_dir}"
+drop_dir = "{drop_dir}"
+[watch]
+{watch_lines}
+observer = "inotify"
+[batch]
+tiles = 4
+max_wait_seconds = 0.2
+reader_threads = {reader_threads}
+[captioning]
+num_beams = 2
+max_new_tokens = 12
+[alerts]
+review_vote = 0.0
+[digest]
+enabled = false
+{extra}
+""", encoding="utf-8")
+    return path
+
+
+def place(source: Path, relative: Path, drop: Path, how: str) -> None:
+    target = drop / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = (source / relative).read_bytes()
+    if how == "copy":
+        target.write_bytes(data)
+    elif how == "pieces":
+        with target.open("wb") as stream:
+            for start in range(0, len(data), len(data) // 3 + 1):
+                stream.write(data[start:start + len(data) // 3 + 1])
+                stream.flush()
+                time.sleep(0.25)
+    else:
+        staging = drop.parent / f".{relative.name}.part"
+        staging.write_bytes(data)
+        os.rename(staging, target)
+
+
+def drop_all(frames: tuple[list[Path], Path], drop: Path, only: Callable[[int], bool]) -> int:
+    relatives, source = frames
+    ways = ("copy", "pieces", "move")
+    count = 0
+    # Siblings first, as LiCSAR's sync would leave them; then the interferogram itself.
+    for number, relative in enumerate(sorted(relatives, key=lambda p: p.name.endswith(".geo.diff.png"))):
+        if not only(number):
+            continue
+        place(source, relative, drop, ways[number % 3] if relative.name.endswith(".geo.diff.png") else "copy")
+        count += relative.name.endswith(".geo.diff.png")
+    return count
+
+
+def states(var_dir: Path) -> dict[str, str]:
+    if not (var_dir / "state.db").exists():
+        return {}
+    with Store(var_dir / "state.db", readonly=True) as store:
+        return {record.key: record.state for state in ("discovered", "queued", "processing", "done", "rejected",
+                                                       "failed", "quarantined")
+                for record in store.in_state(state)}
+
+
+class NotifySocket:
+    """The receiving end of systemd's notify protocol, as the service manager holds it."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="iw-", dir="/tmp")  # AF_UNIX paths are short
+        self.path = os.path.join(self.directory, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(65536).decode())
+            except TimeoutError:
+                return self.messages
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start(config: Path, notify: NotifySocket) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NOTIFY_SOCKET": notify.path, "INSARWATCH_CONFIG": str(config)}
+    with (config.parent / "daemon.log").open("ab") as log:  # a file, so a full pipe never blocks it
+        process = subprocess.Popen([INSARWATCH, "watch"], env=env, stderr=log)
+    wait_for(lambda: any("READY=1" in m for m in notify.drain()), 60, "READY=1 on the notify socket")
+    return process
+
+
+def fill(disk: Path) -> Path:
+    ballast = disk / "ballast"
+    chunk = b"\0" * (1 << 20)
+    with ballast.open("wb") as stream:
+        try:
+            while True:
+                stream.write(chunk)
+                stream.flush()
+        except OSError:
+            pass
+    return ballast
 
 
 # --------------------------------------------------------------------------- waiting, training, systemd

@@ -9,146 +9,20 @@ interferogram must end in exactly one terminal state with its alert delivered on
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
-import time
 from datetime import datetime, timedelta, timezone
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import TERMINAL, NotifySocket, drop_all, fill, start, states, wait_for, write_config
 from typer.testing import CliRunner
 
 from insarwatch.cli import app
 from insarwatch.config import load_settings
 from insarwatch.daemon import Daemon
 from insarwatch.store import Store
-from insarwatch.synthetic.drop import write_drop
-
-TERMINAL = {"done", "rejected", "quarantined"}
-INSARWATCH = str(Path(sys.executable).with_name("insarwatch"))
-
-
-def write_config(path: Path, var_dir: Path, drop_dir: Path, reader_threads: int = 0, **watch: float) -> Path:
-    """``reader_threads`` 0 is the CPU default (frames read between batches); more
-    exercises the threads a GPU host reads in."""
-    settle = watch.get("settle_seconds", 0.6)
-    rescan = watch.get("rescan_interval_seconds", 3600)
-    # review_vote 0: the untrained tiny model writes unrecognised text, and every such tile
-    # then goes to review, so each interferogram raises exactly one message to deliver.
-    path.write_text(f"""
-var_dir = "{var_dir}"
-drop_dir = "{drop_dir}"
-[watch]
-settle_seconds = {settle}
-rescan_interval_seconds = {rescan}
-observer = "inotify"
-[batch]
-tiles = 4
-max_wait_seconds = 0.2
-reader_threads = {reader_threads}
-[captioning]
-num_beams = 2
-max_new_tokens = 12
-[alerts]
-review_vote = 0.0
-[digest]
-enabled = false
-""", encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def frames(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path]:
-    """Synthetic interferograms with coherence siblings: paths relative to their root, and the root."""
-    source = tmp_path_factory.mktemp("frames")
-    write_drop(source, frames=4, seed=5, size=(448, 448), pairs=2)
-    return sorted(path.relative_to(source) for path in source.rglob("*.png")), source
-
-
-def place(source: Path, relative: Path, drop: Path, how: str) -> None:
-    target = drop / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    data = (source / relative).read_bytes()
-    if how == "copy":
-        target.write_bytes(data)
-    elif how == "pieces":
-        with target.open("wb") as stream:
-            for start in range(0, len(data), len(data) // 3 + 1):
-                stream.write(data[start:start + len(data) // 3 + 1])
-                stream.flush()
-                time.sleep(0.25)
-    else:
-        staging = drop.parent / f".{relative.name}.part"
-        staging.write_bytes(data)
-        os.rename(staging, target)
-
-
-def drop_all(frames: tuple[list[Path], Path], drop: Path, only: Callable[[int], bool]) -> int:
-    relatives, source = frames
-    ways = ("copy", "pieces", "move")
-    count = 0
-    # Siblings first, as LiCSAR's sync would leave them; then the interferogram itself.
-    for number, relative in enumerate(sorted(relatives, key=lambda p: p.name.endswith(".geo.diff.png"))):
-        if not only(number):
-            continue
-        place(source, relative, drop, ways[number % 3] if relative.name.endswith(".geo.diff.png") else "copy")
-        count += relative.name.endswith(".geo.diff.png")
-    return count
-
-
-def states(var_dir: Path) -> dict[str, str]:
-    if not (var_dir / "state.db").exists():
-        return {}
-    with Store(var_dir / "state.db", readonly=True) as store:
-        return {record.key: record.state for state in ("discovered", "queued", "processing", "done", "rejected",
-                                                       "failed", "quarantined")
-                for record in store.in_state(state)}
-
-
-class NotifySocket:
-    """The receiving end of systemd's notify protocol, as the service manager holds it."""
-
-    def __init__(self) -> None:
-        self.directory = tempfile.mkdtemp(prefix="iw-", dir="/tmp")  # AF_UNIX paths are short
-        self.path = os.path.join(self.directory, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.2)
-        self.messages: list[str] = []
-
-    def drain(self) -> list[str]:
-        while True:
-            try:
-                self.messages.append(self.sock.recv(65536).decode())
-            except TimeoutError:
-                return self.messages
-
-    def close(self) -> None:
-        self.sock.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-@pytest.fixture
-def notify_socket() -> Iterator[NotifySocket]:
-    sock = NotifySocket()
-    yield sock
-    sock.close()
-
-
-def start(config: Path, notify: NotifySocket) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "NOTIFY_SOCKET": notify.path, "INSARWATCH_CONFIG": str(config)}
-    with (config.parent / "daemon.log").open("ab") as log:  # a file, so a full pipe never blocks it
-        process = subprocess.Popen([INSARWATCH, "watch"], env=env, stderr=log)
-    wait_for(lambda: any("READY=1" in m for m in notify.drain()), 60, "READY=1 on the notify socket")
-    return process
 
 
 def test_watch_survives_sigkill_and_processes_each_frame_once(
@@ -285,29 +159,6 @@ def test_daily_digest_is_written_and_delivered_once(tmp_path: Path, tiny_var_dir
         daemon.store.close()
     (digest,) = (tiny_var_dir / "reports" / "digests").glob("*.html")
     assert "digest" in digest.read_text(encoding="utf-8").lower()
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 48 MB file system that the test can fill up."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def fill(disk: Path) -> Path:
-    ballast = disk / "ballast"
-    chunk = b"\0" * (1 << 20)
-    with ballast.open("wb") as stream:
-        try:
-            while True:
-                stream.write(chunk)
-                stream.flush()
-        except OSError:
-            pass
-    return ballast
 
 
 def test_a_full_disk_pauses_the_daemon_and_loses_nothing(

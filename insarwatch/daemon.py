@@ -2,7 +2,9 @@
 
 Owns the side effects that make the pieces a service: the watchdog observer and the
 start-up scan (``intake``), the processing loop (``pipeline.Processor``) in a worker
-thread, the APScheduler jobs (batch flush, rescan, delivery retries, the daily digest, the
+thread, delivery in a thread of its own (so a slow channel never holds up frames; the loop
+wakes it when a commit adds a message, and it retries what is due every
+``DELIVERY_INTERVAL_SECONDS``), the APScheduler jobs (batch flush, rescan, the daily digest, the
 model check that swaps a newly registered ``models/current`` in between batches), signals
 (SIGTERM/SIGINT stop intake and finish or requeue the running batch within
 ``shutdown_timeout``; SIGHUP reloads the configuration), and systemd's notify protocol
@@ -55,6 +57,7 @@ class Daemon:
         self.stopping = threading.Event()
         self._reload = threading.Event()
         self._flush = threading.Event()
+        self._deliver_now = threading.Event()
         self._bundle: Bundle | None = None
         self._next_bundle: Bundle | None = None
         self._bundle_lock = threading.Lock()
@@ -148,7 +151,6 @@ class Daemon:
         scheduler.add_job(self._flush.set, "interval", seconds=max(settings.batch.max_wait_seconds, 0.5),
                           id="batch-flush")
         scheduler.add_job(self.rescan, "interval", seconds=settings.watch.rescan_interval_seconds, id="rescan")
-        scheduler.add_job(self.deliver, "interval", seconds=DELIVERY_INTERVAL_SECONDS, id="deliver")
         scheduler.add_job(self.check_model, "interval", seconds=settings.watch.model_check_seconds,
                           id="model-check")
         if settings.digest.enabled:
@@ -224,7 +226,7 @@ class Daemon:
                 before = self.store.pending_deliveries()
                 worked = self.processor.step(flush, time.monotonic())
                 if self.store.pending_deliveries() > before:
-                    self.deliver()
+                    self._deliver_now.set()
             except (sqlite3.Error, OSError) as exc:
                 self._pause_for_storage(exc)
                 continue
@@ -279,11 +281,15 @@ class Daemon:
                  self._bundle.version.name if self._bundle else "none")
         worker = threading.Thread(target=self._guarded_loop, name="insarwatch-loop", daemon=True)
         worker.start()
+        sender = threading.Thread(target=self._delivery_loop, name="insarwatch-deliver", daemon=True)
+        if not self.once:  # --once delivers everything when the work is done
+            sender.start()
         try:
             while worker.is_alive() and not self.stopping.is_set():
                 worker.join(0.5)
             self.stopping.set()
             self.intake.wake.set()
+            self._deliver_now.set()
             worker.join(settings.watch.shutdown_timeout_seconds)
             if worker.is_alive():
                 log.error("the running batch did not finish within %.0f s; requeueing it",
@@ -297,12 +303,24 @@ class Daemon:
             released = self.processor.release_all()
             if released:
                 log.info("%d unfinished interferograms went back to the queue", len(released))
-            self.deliver()
+            if sender.ident is not None:
+                sender.join(1.0)  # it was only waiting, unless a slow channel holds it mid-send
+            if not sender.is_alive():  # mid-send, its claims keep its deliveries for the next start
+                self.deliver()
             self.processor.close()
             self.store.close()
         if self._loop_error is not None:
             raise self._loop_error
         return 0
+
+    def _delivery_loop(self) -> None:
+        """The one sender of this daemon: woken by a commit that adds a message, or every
+        ``DELIVERY_INTERVAL_SECONDS`` for retries that have come due."""
+        while not self.stopping.is_set():
+            self._deliver_now.wait(DELIVERY_INTERVAL_SECONDS)
+            self._deliver_now.clear()
+            if not self.stopping.is_set():
+                self.deliver()
 
     def _guarded_loop(self) -> None:
         try:

@@ -7,7 +7,9 @@ second publish of the same interferogram and model version stores nothing.
 ``deliver_due`` then sends what is due and records each outcome: delivered, or failed
 with the next attempt after an exponential back-off (``retry_base_seconds`` doubling up
 to ``retry_max_seconds``), or given up ``give_up_after_hours`` after the message was
-stored. Because the outbox is in SQLite, a restart loses no pending delivery and never
+stored. Each delivery is claimed (a lease in the store) before it is sent, so two senders
+running at once send it once; a sender that dies mid-send leaves a claim that expires
+after ``CLAIM_LEASE`` and the delivery is retried then. Because the outbox is in SQLite, a restart loses no pending delivery and never
 re-sends a delivered one. SMTP passwords are read at send time from ``password_file``
 or ``password_env``; they are never logged and are scrubbed from recorded errors.
 Webhook URLs often carry a secret token, so the outbox records only their origin.
@@ -22,7 +24,9 @@ import json
 import logging
 import os
 import smtplib
+import socket
 import ssl
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -53,6 +57,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FILE, EMAIL, WEBHOOK = "file", "email", "webhook"
+# Far longer than any one send may take (SMTP and webhook time-outs are seconds), so a live
+# sender never loses its claim; short enough that a crash mid-send delays the retry little.
+CLAIM_LEASE = timedelta(minutes=15)
 
 
 class DeliveryError(InsarwatchError):
@@ -288,9 +295,12 @@ def deliver_due(store: Store, settings: Settings, now: datetime,
     environ = os.environ if environ is None else environ
     delivered = retrying = given_up = 0
     # Every outcome moves a delivery out of "due at now" (a retry is always later than now),
-    # so this ends once the backlog has been tried.
+    # and one another sender holds is not due either, so this ends once the backlog has been tried.
+    sender = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
     while batch := store.due_deliveries(now):
         for delivery in batch:
+            if not store.claim_delivery(delivery.id, sender, now, now + CLAIM_LEASE):
+                continue  # another sender has it
             try:
                 _send(delivery, settings, environ, now)
             # Whatever goes wrong is recorded on this delivery, so one bad message cannot block the rest.

@@ -119,6 +119,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE interferograms ADD COLUMN file_size INTEGER",
         "ALTER TABLE interferograms ADD COLUMN file_mtime_ns INTEGER",
     ),
+    (
+        # A sender claims a delivery before sending it, so two senders (the daemon's delivery
+        # thread, its digest job, `report --send`) never send one message twice. The claim is a
+        # lease: a sender that died mid-send leaves a delivery that is retried once it expires.
+        "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT",
+        "ALTER TABLE deliveries ADD COLUMN claimed_until TEXT",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -445,17 +452,31 @@ class Store:
             return True
 
     def due_deliveries(self, now: datetime, limit: int = 100) -> list[Delivery]:
-        """Pending deliveries whose next attempt is due, oldest first."""
+        """Pending deliveries whose next attempt is due and that no live sender holds, oldest first."""
+        stamp = _to_text(now)
         rows = self._all(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN messages m USING (key)"
-            " WHERE d.status = 'pending' AND d.next_attempt <= ? ORDER BY d.next_attempt, d.id LIMIT ?",
-            (_to_text(now), limit),
+            " WHERE d.status = 'pending' AND d.next_attempt <= ?"
+            " AND (d.claimed_until IS NULL OR d.claimed_until <= ?) ORDER BY d.next_attempt, d.id LIMIT ?",
+            (stamp, stamp, limit),
         )
         return [_delivery(row) for row in rows]
 
+    def claim_delivery(self, delivery_id: int, sender: str, now: datetime, until: datetime) -> bool:
+        """Take a pending delivery for ``sender`` until ``until`` (its lease); False when it is
+        no longer pending or another sender holds an unexpired claim on it."""
+        stamp = _to_text(now)
+        with self.transaction():
+            return bool(self._db.execute(
+                "UPDATE deliveries SET claimed_by = ?, claimed_until = ? WHERE id = ? AND status = 'pending'"
+                " AND (claimed_until IS NULL OR claimed_until <= ?)",
+                (sender, _to_text(until), delivery_id, stamp),
+            ).rowcount)
+
     def _finish_delivery(self, delivery_id: int, sql: str, params: Sequence[Any]) -> None:
         with self.transaction():
-            if not self._db.execute(sql + " WHERE id = ? AND status = 'pending'", (*params, delivery_id)).rowcount:
+            sql += ", claimed_by = NULL, claimed_until = NULL WHERE id = ? AND status = 'pending'"
+            if not self._db.execute(sql, (*params, delivery_id)).rowcount:
                 row = self._db.execute("SELECT status FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
                 actual = row["status"] if row else "missing"
                 raise StaleTransition(f"delivery {delivery_id} is {actual}, not pending")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import NotifySocket
+from helpers import NotifySocket, Webhook
 
 from insarwatch.registry import ModelStore, ModelVersion
 
@@ -282,3 +282,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], check=True)
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    receiver = Webhook()
+    yield receiver
+    receiver.close()

@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import date, datetime, timezone
@@ -271,6 +272,8 @@ def drop_all(frames: tuple[list[Path], Path], drop: Path, only: Callable[[int], 
 
 
 def states(var_dir: Path) -> dict[str, str]:
+    from insarwatch.store import Store
+
     if not (var_dir / "state.db").exists():
         return {}
     with Store(var_dir / "state.db", readonly=True) as store:
@@ -321,6 +324,48 @@ def fill(disk: Path) -> Path:
         except OSError:
             pass
     return ballast
+
+
+class Webhook:
+    """A real webhook receiver on loopback that answers only while ``gate`` is open (a slow
+    channel is one whose gate the test holds shut), recording every POST it is sent."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.gate = threading.Event()
+        self.gate.set()
+        self.arrived = threading.Event()
+        self.bodies: list[dict[str, Any]] = []
+        webhook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's hook name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                webhook.bodies.append(body)
+                webhook.arrived.set()
+                webhook.gate.wait()
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/test"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def keys(self) -> list[str]:
+        """The alert (or digest) key of each POST, in arrival order."""
+        return [body[body["kind"]]["key"] for body in self.bodies]
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join()
 
 
 # --------------------------------------------------------------------------- waiting, training, systemd

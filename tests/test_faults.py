@@ -9,10 +9,13 @@ alert delivered once per channel.
 from __future__ import annotations
 
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from helpers import INSARWATCH, NotifySocket, start, write_config
+from helpers import INSARWATCH, TERMINAL, NotifySocket, Webhook, drop_all, start, states, wait_for, write_config
+
+from insarwatch.store import Store
 
 
 def test_a_second_daemon_on_the_same_var_dir_says_who_holds_it_and_exits_1(
@@ -31,3 +34,34 @@ def test_a_second_daemon_on_the_same_var_dir_says_who_holds_it_and_exits_1(
     assert second.returncode == 1
     (line,) = second.stderr.strip().splitlines()
     assert f"pid {first.pid}" in line and str(tiny_var_dir / "insarwatch.lock") in line
+
+
+def alert_keys(var_dir: Path) -> list[str]:
+    with Store(var_dir / "state.db", readonly=True) as store:
+        return [alert.key for alert in store.alerts(datetime(2000, 1, 1), datetime(2100, 1, 1))]
+
+
+def test_a_slow_webhook_holds_up_no_frame_and_gets_each_alert_once(
+    tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path], notify_socket: NotifySocket,
+    webhook: Webhook,
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop,
+                          extra=f'[notify.webhook]\nurl = "{webhook.url}"\ntimeout_seconds = 600\n')
+    webhook.gate.clear()  # the webhook takes every request and answers none until the test lets it
+    daemon = start(config, notify_socket)
+    try:
+        total = drop_all(frames, drop, lambda n: True)
+        wait_for(lambda: len(states(tiny_var_dir)) == total and set(states(tiny_var_dir).values()) <= TERMINAL,
+                 180, "every frame finished while the webhook is still answering the first alert")
+        assert webhook.arrived.is_set() and len(webhook.bodies) == 1
+        webhook.gate.set()
+        alerts = alert_keys(tiny_var_dir)
+        wait_for(lambda: sorted(webhook.keys()) == sorted(alerts), 120, "each alert posted")
+        daemon.terminate()
+        assert daemon.wait(60) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert sorted(webhook.keys()) == sorted(alerts) and len(alerts) >= 1

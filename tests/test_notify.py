@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import FRAME, VOLCANO, make_alert
+from helpers import FRAME, VOLCANO, Webhook, make_alert
 from typer.testing import CliRunner
 
 from insarwatch import notify, reports
@@ -496,3 +496,23 @@ def test_webhook_text_cannot_mention_everyone(tmp_path: Path, hook_server: Threa
     assert "&lt;!channel&gt; &amp; &lt;@U024BE7LH&gt;" in body["text"]
     assert "<" not in body["text"] and ">" not in body["text"]
     assert caption in json.dumps(body["alert"], ensure_ascii=False)  # the data stays as it was
+
+
+def test_two_senders_at_once_send_a_slow_delivery_once(tmp_path: Path, webhook: Webhook) -> None:
+    """The daemon's delivery thread and its digest job (or `report --send`) may run at once:
+    the second must find the delivery the first is still sending taken, not send it again."""
+    settings = settings_for(tmp_path, webhook={"url": webhook.url, "timeout_seconds": 60})
+    webhook.gate.clear()  # the channel answers only when the test says so
+    with Store(settings.state_db) as first_store, Store(settings.state_db) as second_store:
+        alert = publish_alert(first_store, settings, tmp_path)
+        runs: list[notify.DeliveryRun] = []
+        first = threading.Thread(target=lambda: runs.append(notify.deliver_due(first_store, settings, T0)))
+        first.start()
+        assert webhook.arrived.wait(60), "the first sender never reached the webhook"
+        second = notify.deliver_due(second_store, settings, T0)
+        webhook.gate.set()
+        first.join(60)
+        assert webhook.keys() == [alert.key]
+        assert runs[0].delivered + second.delivered == 2  # the file once and the webhook once
+        assert {d.channel: (d.status, d.attempts) for d in first_store.deliveries_for(alert.key)} == {
+            "file": ("delivered", 1), "webhook": ("delivered", 1)}

@@ -15,8 +15,10 @@ processing loop so a hung GPU call gets the service restarted, a STATUS line).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +66,8 @@ class Daemon:
         self._notifier = sdnotify.SystemdNotifier()
         self._last_heartbeat = 0.0
         self._loop_error: BaseException | None = None
+        # Set when run() returns with the loop still inside a batch it could not finish in time.
+        self.abandoned_batch = False
         self.observer: BaseObserver | None = None
         self.store = Store(settings.state_db)
         self.models = ModelStore(settings.models_dir)
@@ -291,7 +295,8 @@ class Daemon:
             self.intake.wake.set()
             self._deliver_now.set()
             worker.join(settings.watch.shutdown_timeout_seconds)
-            if worker.is_alive():
+            self.abandoned_batch = worker.is_alive()
+            if self.abandoned_batch:
                 log.error("the running batch did not finish within %.0f s; requeueing it",
                           settings.watch.shutdown_timeout_seconds)
         finally:
@@ -300,6 +305,7 @@ class Daemon:
                 self.observer.stop()
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
+            self.processor.stop_claiming()
             released = self.processor.release_all()
             if released:
                 log.info("%d unfinished interferograms went back to the queue", len(released))
@@ -309,7 +315,7 @@ class Daemon:
                 self.deliver()
             self.processor.close()
             self.store.close()
-        if self._loop_error is not None:
+        if self._loop_error is not None and not self.abandoned_batch:  # else it failed after we let it go
             raise self._loop_error
         return 0
 
@@ -333,4 +339,14 @@ class Daemon:
 
 def run_daemon(settings: Settings, config_path: Path | None = None, *, once: bool = False) -> int:
     """Entry point for ``insarwatch watch``."""
-    return Daemon(settings, config_path, once=once).run()
+    daemon = Daemon(settings, config_path, once=once)
+    code = daemon.run()
+    if daemon.abandoned_batch:
+        # The loop thread is still inside torch; a normal interpreter exit would tear the
+        # runtime down under it (std::terminate, rc 134). Its frames are requeued and the
+        # store closed, so nothing is left to finish: leave now, with the status we meant.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

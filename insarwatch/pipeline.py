@@ -385,6 +385,7 @@ class Processor:
         self._ready: deque[tuple[_InFlight, Tile]] = deque()
         self._in_flight: dict[str, _InFlight] = {}
         self._oldest_ready: float | None = None
+        self._closed = False
 
     @property
     def held(self) -> int:
@@ -419,7 +420,7 @@ class Processor:
         return not self._reading and not self.store.in_state("queued", limit=1)
 
     def _claim(self) -> bool:
-        if self._bundle() is None:
+        if self._closed or self._bundle() is None:
             return False  # no model yet: leave frames queued rather than holding them
         size = self.settings.batch.tiles
         room = self.settings.watch.queue_max - self.held
@@ -478,7 +479,7 @@ class Processor:
 
     def _complete(self, flight: _InFlight, model_version: str) -> Completed:
         tiled = flight.tiled
-        del self._in_flight[tiled.record.key]
+        self._in_flight.pop(tiled.record.key, None)  # gone already when shutdown released it mid-batch
         described = [flight.described[piece.index] for piece in tiled.tiles]
         return complete(tiled, described, self.settings, model_version, self._clock())
 
@@ -504,5 +505,11 @@ class Processor:
         self._oldest_ready = None
         return released
 
+    def stop_claiming(self) -> None:
+        """Shutdown: a loop still running a batch past its time must not claim more once the
+        claimed frames have been given back."""
+        self._closed = True
+
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -65,3 +65,26 @@ def test_a_slow_webhook_holds_up_no_frame_and_gets_each_alert_once(
         if daemon.poll() is None:
             daemon.kill()
     assert sorted(webhook.keys()) == sorted(alerts) and len(alerts) >= 1
+
+
+def test_sigterm_mid_batch_with_a_short_shutdown_timeout_requeues_and_exits_0(
+    tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path], notify_socket: NotifySocket,
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop, shutdown_timeout_seconds=0.01)
+    # Long beams over big batches, so SIGTERM finds the model mid-batch.
+    config.write_text(config.read_text().replace("num_beams = 2", "num_beams = 16")
+                      .replace("max_new_tokens = 12", "max_new_tokens = 120").replace("tiles = 4", "tiles = 16"))
+    daemon = start(config, notify_socket)
+    try:
+        drop_all(frames, drop, lambda n: True)
+        wait_for(lambda: "processing" in states(tiny_var_dir).values(), 120, "a batch under way")
+        daemon.terminate()
+        code = daemon.wait(120)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    log = (tmp_path / "daemon.log").read_text()
+    assert code == 0, log[-2000:]
+    assert "processing" not in states(tiny_var_dir).values()

@@ -157,10 +157,13 @@ def status(
     from .store import Store
 
     settings = settings_of(ctx)
-    current = ModelStore(settings.models_dir).current()
+    try:  # a broken model must not hide the counts: it is reported beside them
+        current, model_problem = ModelStore(settings.models_dir).current(), None
+    except InsarwatchError as exc:
+        current, model_problem = None, str(exc)
     with Store.open_readonly(settings.state_db) as store:
         summary = {**store.status_summary(datetime.now(timezone.utc)),
-                   "model_version": current.name if current else None}
+                   "model_version": current.name if current else None, "model_problem": model_problem}
 
     def table() -> Table:
         last = summary["last_processed"]
@@ -173,6 +176,7 @@ def status(
             ("pending deliveries", summary["pending_deliveries"]),
             ("given-up deliveries", summary["given_up_deliveries"]),
             ("model version", summary["model_version"] or "none"),
+            ("model problem", summary["model_problem"] or "none"),
             ("last processed", f"{last['key']} at {last['at']}" if last else "never"),
             ("last error", f"{error['key']}: {error['error']} ({error['at']})" if error else "none"),
         ):

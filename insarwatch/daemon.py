@@ -63,6 +63,7 @@ class Daemon:
         self._bundle: Bundle | None = None
         self._next_bundle: Bundle | None = None
         self._bundle_lock = threading.Lock()
+        self._refused: str | None = None  # why the current model was last refused, said once
         self._notifier = sdnotify.SystemdNotifier()
         self._last_heartbeat = 0.0
         self._loop_error: BaseException | None = None
@@ -77,18 +78,24 @@ class Daemon:
     # -- model ---------------------------------------------------------------------------
 
     def check_model(self) -> None:
-        """Load ``models/current`` if it is not the model in use; the loop swaps it in."""
-        current = self.models.current()
+        """Load ``models/current`` if it is not the model in use; the loop swaps it in. A
+        version that cannot be used (a dangling link, a failed load or checksum) is refused
+        with its reason logged once, not at every check, and the model in use stays."""
         in_use = self._bundle.version.name if self._bundle else None
-        if current is None or current.name == in_use:
-            return
-        if self._next_bundle is not None and self._next_bundle.version.name == current.name:
-            return
         try:
+            current = self.models.current()
+            if current is None or current.name == in_use:
+                self._refused = None
+                return
+            if self._next_bundle is not None and self._next_bundle.version.name == current.name:
+                return
             bundle = load_bundle(current, self.settings, require_index=True)
         except InsarwatchError as exc:
-            log.error("cannot load model %s, keeping %s: %s", current.name, in_use or "none", exc)
+            if str(exc) != self._refused:
+                self._refused = str(exc)
+                log.error("new model refused, keeping %s: %s", in_use or "none", exc)
             return
+        self._refused = None
         with self._bundle_lock:
             self._next_bundle = bundle
         log.info("model %s loaded; it takes over between batches", current.name)
@@ -263,6 +270,7 @@ class Daemon:
             raise InsarwatchError(f"{settings.state_db}: cannot record progress: {exc}") from None
         if requeued:
             log.info("%d interferograms left in processing by the last run went back to the queue", requeued)
+        self.models.current()  # a dangling `current` at start-up is a one-line error, not a wait
         self.check_model()
         self._swap_model()
         if self._bundle is None:

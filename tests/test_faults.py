@@ -8,6 +8,8 @@ alert delivered once per channel.
 
 from __future__ import annotations
 
+import json
+import logging
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +17,8 @@ from pathlib import Path
 import pytest
 from helpers import INSARWATCH, TERMINAL, NotifySocket, Webhook, drop_all, start, states, wait_for, write_config
 
+from insarwatch.config import load_settings
+from insarwatch.daemon import Daemon
 from insarwatch.store import Store
 
 
@@ -88,3 +92,48 @@ def test_sigterm_mid_batch_with_a_short_shutdown_timeout_requeues_and_exits_0(
     log = (tmp_path / "daemon.log").read_text()
     assert code == 0, log[-2000:]
     assert "processing" not in states(tiny_var_dir).values()
+
+
+def dangle_current(var_dir: Path) -> None:
+    link = var_dir / "models" / "current"
+    link.unlink()
+    link.symlink_to("20991231T000000Z")  # a version that was never registered (or was deleted)
+
+
+def test_status_answers_with_a_dangling_model_link(tmp_path: Path, tiny_var_dir: Path) -> None:
+    dangle_current(tiny_var_dir)
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, tmp_path / "drop")
+    result = subprocess.run([INSARWATCH, "--config", str(config), "status", "--json"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["counts"]["done"] == 0 and summary["model_version"] is None
+    assert "models/current" in summary["model_problem"] and "20991231T000000Z" in summary["model_problem"]
+
+
+def test_a_dangling_model_link_at_start_up_is_one_line(tmp_path: Path, tiny_var_dir: Path) -> None:
+    dangle_current(tiny_var_dir)
+    (tmp_path / "drop").mkdir()
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, tmp_path / "drop")
+    result = subprocess.run([INSARWATCH, "--config", str(config), "watch"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    (line,) = result.stderr.strip().splitlines()
+    assert "models/current" in line and "Traceback" not in result.stderr
+
+
+def test_the_running_daemon_keeps_its_model_and_says_once_why_a_new_one_is_refused(
+    tmp_path: Path, tiny_var_dir: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    (tmp_path / "drop").mkdir()
+    daemon = Daemon(load_settings(write_config(tmp_path / "insarwatch.toml", tiny_var_dir, tmp_path / "drop")))
+    try:
+        daemon.check_model()
+        dangle_current(tiny_var_dir)
+        with caplog.at_level(logging.ERROR, logger="insarwatch.daemon"):
+            for _ in range(3):  # three scheduled model checks
+                daemon.check_model()
+    finally:
+        daemon.store.close()
+    (refusal,) = caplog.records
+    assert "20991231T000000Z" in refusal.getMessage() and "keeping" in refusal.getMessage()

@@ -135,6 +135,19 @@ _REQUEUE = ("state = 'queued', attempts = 0, reason = NULL, finished_at = NULL, 
             " file_mtime_ns = NULL, updated_at = ?")
 
 
+def corrupt(path: Path, exc: sqlite3.DatabaseError) -> InsarwatchError:
+    """The one wording of a state database SQLite finds damaged: ``status`` and ``watch`` say
+    the same line, and neither ever recreates the file over what it still holds."""
+    return InsarwatchError(f"{path}: state database is corrupt ({exc}); move it aside and restore a backup "
+                           "(insarwatch will not recreate it over your records)")
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    # SQLite reports damage as a bare DatabaseError; its subclasses are other failures
+    # (a full disk or a lock is an OperationalError, a constraint an IntegrityError).
+    return type(exc) is sqlite3.DatabaseError
+
+
 class StaleTransition(InsarwatchError):
     """A change was asked of a row that is no longer in the state the caller expected."""
 
@@ -340,6 +353,11 @@ class Store:
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._db.execute("PRAGMA foreign_keys = ON")
             if not readonly:
+                # A writer checks the whole file once, at open: damage beyond the first page
+                # is otherwise found only by the query that happens to read it.
+                problems = [row[0] for row in self._db.execute("PRAGMA quick_check(1)")]
+                if problems != ["ok"]:  # SQLite's own words for it, as a query that met the damage says
+                    raise sqlite3.DatabaseError("database disk image is malformed")
                 self._db.execute("PRAGMA journal_mode = WAL")
                 # FULL: a commit that reported success survives power loss, so an alert
                 # already sent is never re-derived from a rolled-back state.
@@ -347,6 +365,8 @@ class Store:
                 self._migrate()
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as exc:
+            if _is_corruption(exc):
+                raise corrupt(self.path, exc) from None
             raise InsarwatchError(f"{self.path}: cannot open state database: {exc}") from None
         except OSError as exc:  # its directory cannot be made: a read-only mount, a file in the way
             raise InsarwatchError(f"{exc.filename or self.path.parent}: cannot make the state directory: "
@@ -409,8 +429,10 @@ class Store:
             self._depth = 1
             try:
                 yield
-            except BaseException:
+            except BaseException as exc:
                 self._db.execute("ROLLBACK")
+                if _is_corruption(exc):
+                    raise corrupt(self.path, exc) from None
                 raise
             else:
                 self._db.execute("COMMIT")
@@ -419,11 +441,16 @@ class Store:
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, params).fetchall()
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if _is_corruption(exc):
+                    raise corrupt(self.path, exc) from None
+                raise
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        with self._lock:
-            return self._db.execute(sql, params).fetchone()
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
 
     # -- outbox -----------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import subprocess
-from datetime import datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,30 @@ def test_the_running_daemon_keeps_its_model_and_says_once_why_a_new_one_is_refus
         daemon.store.close()
     (refusal,) = caplog.records
     assert "20991231T000000Z" in refusal.getMessage() and "keeping" in refusal.getMessage()
+
+
+def test_a_state_database_corrupt_beyond_its_first_page_is_one_line_for_status_and_watch(
+    tmp_path: Path, tiny_var_dir: Path,
+) -> None:
+    (tmp_path / "drop").mkdir()
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, tmp_path / "drop")
+    database = tiny_var_dir / "state.db"
+    with Store(database) as store:
+        for number in range(200):
+            store.discover(f"F/{number}", f"/drop/{number}", "F", date(2020, 1, 1), date(2020, 1, 13),
+                           datetime(2026, 11, 1, tzinfo=timezone.utc))
+    page = 4096
+    damaged = bytearray(database.read_bytes())
+    damaged[page:] = random.Random(13).randbytes(len(damaged) - page)  # the header page stays intact
+    database.write_bytes(bytes(damaged))
+
+    lines = []
+    for command in (["status", "--json"], ["watch"]):
+        result = subprocess.run([INSARWATCH, "--config", str(config), *command], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        lines.append(line)
+    assert lines[0] == lines[1]
+    assert str(database) in lines[0] and "corrupt" in lines[0]
+    assert database.read_bytes() == bytes(damaged)  # never recreated over what it still holds

@@ -511,7 +511,7 @@ def test_status_on_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     (tmp_path / "state.db").write_text("not sqlite at all, just some text " * 50)
     code, output = _status(tmp_path)
     assert code == 1
-    assert "state.db: cannot open state database" in output
+    assert "state.db: state database is corrupt (file is not a database)" in output
 
 
 def test_a_claim_by_keys_takes_only_those_still_queued(store: Store) -> None:

@@ -223,6 +223,7 @@ class Daemon:
 
     def _loop(self) -> None:
         while not self.stopping.is_set():
+            self.store.check_identity()
             self._heartbeat()
             if self._reload.is_set():
                 self._reload_settings()
@@ -340,7 +341,10 @@ class Daemon:
         try:
             self._loop()
         except BaseException as exc:  # reported by run() in the main thread
-            log.exception("the processing loop stopped")
+            if isinstance(exc, InsarwatchError):  # a condition the service names in one line
+                log.error("the processing loop stopped: %s", exc)
+            else:
+                log.exception("the processing loop stopped")
             self._loop_error = exc
             self.stopping.set()
 

@@ -9,7 +9,10 @@ with the next attempt after an exponential back-off (``retry_base_seconds`` doub
 to ``retry_max_seconds``), or given up ``give_up_after_hours`` after the message was
 stored. Each delivery is claimed (a lease in the store) before it is sent, so two senders
 running at once send it once; a sender that dies mid-send leaves a claim that expires
-after ``CLAIM_LEASE`` and the delivery is retried then. Because the outbox is in SQLite, a restart loses no pending delivery and never
+after ``CLAIM_LEASE`` and the delivery is retried then. Each delivery sent leaves a sent
+record in ``<reports>/sent/`` (``sent_record``), which is checked before sending: a message
+whose outbox was lost with its database (a restored or deleted ``state.db``) is rebuilt
+under the same stable key and is then recorded as delivered, not sent a second time. Because the outbox is in SQLite, a restart loses no pending delivery and never
 re-sends a delivered one. SMTP passwords are read at send time from ``password_file``
 or ``password_env``; they are never logged and are scrubbed from recorded errors.
 Webhook URLs often carry a secret token, so the outbox records only their origin.
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from . import files
 from .config import NotifySettings, Settings, SmtpSettings, WebhookSettings
 from .errors import InsarwatchError
 from .reports import (
@@ -278,6 +282,23 @@ def _send(delivery: Delivery, settings: Settings, environ: Mapping[str, str], no
 # --------------------------------------------------------------------------- outbox
 
 
+def sent_record(reports_dir: Path, delivery: Delivery) -> Path:
+    """Where the record that ``delivery`` was sent lives: one small file per message key,
+    channel and target, named by their hash (a key may hold any character)."""
+    digest = hashlib.sha256("\0".join((delivery.key, delivery.channel, delivery.target)).encode()).hexdigest()
+    return Path(reports_dir) / "sent" / f"{digest[:40]}.json"
+
+
+def _record_sent(reports_dir: Path, delivery: Delivery, now: datetime) -> None:
+    record = sent_record(reports_dir, delivery)
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        files.write_text(record, json.dumps({"key": delivery.key, "channel": delivery.channel,
+                                             "target": delivery.target, "sent": now.isoformat()}) + "\n")
+    except OSError as exc:  # it was sent: the outbox still records that
+        log.warning("%s: cannot write the sent record of %s: %s", record, delivery.key, exc.strerror or exc)
+
+
 def next_attempt(created: datetime, attempts_before: int, now: datetime, notify: NotifySettings) -> datetime | None:
     """When to retry after a failure, or None to give up. The delay doubles from
     ``retry_base_seconds`` up to ``retry_max_seconds``; the last attempt falls exactly at
@@ -301,6 +322,11 @@ def deliver_due(store: Store, settings: Settings, now: datetime,
         for delivery in batch:
             if not store.claim_delivery(delivery.id, sender, now, now + CLAIM_LEASE):
                 continue  # another sender has it
+            if sent_record(settings.reports_dir, delivery).is_file():
+                store.mark_delivered(delivery.id, now)
+                log.warning("%s was sent via %s before this outbox was rebuilt (%s); not sending it again",
+                            delivery.key, delivery.channel, sent_record(settings.reports_dir, delivery))
+                continue
             try:
                 _send(delivery, settings, environ, now)
             # Whatever goes wrong is recorded on this delivery, so one bad message cannot block the rest.
@@ -317,6 +343,7 @@ def deliver_due(store: Store, settings: Settings, now: datetime,
                     log.warning("delivering %s via %s failed (%s); next attempt %s",
                                 delivery.key, delivery.channel, error, retry.isoformat())
             else:
+                _record_sent(settings.reports_dir, delivery, now)
                 store.mark_delivered(delivery.id, now)
                 delivered += 1
                 log.info("delivered %s via %s", delivery.key, delivery.channel)

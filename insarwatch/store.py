@@ -371,12 +371,31 @@ class Store:
         except OSError as exc:  # its directory cannot be made: a read-only mount, a file in the way
             raise InsarwatchError(f"{exc.filename or self.path.parent}: cannot make the state directory: "
                                   f"{exc.strerror or exc}") from None
+        # Which file this connection writes to: one deleted or replaced under a running
+        # daemon would otherwise swallow its work unseen (``check_identity``).
+        self._identity = self._file_identity()
         if version != SCHEMA_VERSION:
             self._db.close()
             raise InsarwatchError(
                 f"{self.path}: state database schema is version {version}, this insarwatch reads "
                 f"version {SCHEMA_VERSION} (start the daemon of this version once to migrate it)"
             )
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            info = self.path.stat()
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def check_identity(self) -> None:
+        """Raise when the database file this store opened is no longer at its path (deleted,
+        or replaced by another file): what it writes from then on would reach no reader."""
+        if self.readonly or str(self.path) == ":memory:":
+            return
+        if self._file_identity() != self._identity:
+            raise InsarwatchError(f"{self.path}: the state database was deleted or replaced while the daemon "
+                                  "was running; stopping so no work is recorded where nobody will find it")
 
     @classmethod
     def open_readonly(cls, path: Path) -> Store:

@@ -165,3 +165,45 @@ def test_a_state_database_corrupt_beyond_its_first_page_is_one_line_for_status_a
     assert lines[0] == lines[1]
     assert str(database) in lines[0] and "corrupt" in lines[0]
     assert database.read_bytes() == bytes(damaged)  # never recreated over what it still holds
+
+
+def test_a_state_database_deleted_under_the_daemon_stops_it_with_one_line(
+    tmp_path: Path, tiny_var_dir: Path, notify_socket: NotifySocket,
+) -> None:
+    (tmp_path / "drop").mkdir()
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, tmp_path / "drop")
+    daemon = start(config, notify_socket)
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            (tiny_var_dir / f"state.db{suffix}").unlink(missing_ok=True)
+        code = daemon.wait(120)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    last = (tmp_path / "daemon.log").read_text().strip().splitlines()[-1]
+    assert code == 1
+    assert last.startswith("error: ") and str(tiny_var_dir / "state.db") in last and "deleted or replaced" in last
+
+
+def test_alerts_are_not_sent_again_after_the_state_database_is_lost(
+    tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path], webhook: Webhook,
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    drop_all(frames, drop, lambda n: True)
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop, settle_seconds=0,
+                          extra=f'[notify.webhook]\nurl = "{webhook.url}"\ntimeout_seconds = 60\n')
+    once = [INSARWATCH, "--config", str(config), "watch", "--once"]
+    assert subprocess.run(once, capture_output=True, timeout=300).returncode == 0
+    sent = sorted(webhook.keys())
+    assert sent and sorted(alert_keys(tiny_var_dir)) == sent
+
+    for suffix in ("", "-wal", "-shm"):  # lost; the reports directory survives
+        (tiny_var_dir / f"state.db{suffix}").unlink(missing_ok=True)
+    again = subprocess.run(once, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert sorted(alert_keys(tiny_var_dir)) == sent  # the same stable keys were raised again
+    assert sorted(webhook.keys()) == sent  # and none was sent a second time
+    assert "not sending it again" in again.stderr
+    with Store(tiny_var_dir / "state.db", readonly=True) as store:
+        assert store.pending_deliveries() == 0

@@ -126,6 +126,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT",
         "ALTER TABLE deliveries ADD COLUMN claimed_until TEXT",
     ),
+    (
+        # An alert's rendered report (inlined images, most of a megabyte) is its message's
+        # payload: the message has the alert's key, so it is stored there once, not twice.
+        "ALTER TABLE alerts DROP COLUMN payload",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -772,13 +777,14 @@ class Store:
             )
 
     def record_alert(self, alert: AlertRecord, targets: Sequence[tuple[str, str]]) -> bool:
-        """Store an alert and enqueue its message in one transaction; False when the key exists."""
+        """Store an alert and enqueue its message (which holds its payload) in one transaction;
+        False when the key exists."""
         with self.transaction():
             inserted = self._db.execute(
-                "INSERT INTO alerts (key, interferogram, level, severity, model_version, payload, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                "INSERT INTO alerts (key, interferogram, level, severity, model_version, created)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
                 (alert.key, alert.interferogram, alert.level, alert.severity, alert.model_version,
-                 json.dumps(alert.payload, sort_keys=True), _to_text(alert.created)),
+                 _to_text(alert.created)),
             ).rowcount
             if not inserted:
                 return False
@@ -829,7 +835,8 @@ class Store:
     def alerts(self, since: datetime, until: datetime) -> list[AlertRecord]:
         """Alerts raised in [since, until), oldest first."""
         rows = self._all(
-            "SELECT * FROM alerts WHERE created >= ? AND created < ? ORDER BY created, key",
+            "SELECT a.*, m.payload FROM alerts a JOIN messages m USING (key)"
+            " WHERE a.created >= ? AND a.created < ? ORDER BY a.created, a.key",
             (_to_text(since), _to_text(until)),
         )
         return [_alert(row) for row in rows]

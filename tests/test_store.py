@@ -544,3 +544,37 @@ def test_requeue_for_backfill_redoes_what_this_model_version_has_not_finished(st
         same_model: ("done", 1), poison: ("quarantined", 3), rejected: ("rejected", 1),
     }
     assert store.get(poison).error == "interrupted while processing 3 times"
+
+
+def test_an_alert_payload_is_stored_once_and_a_version_2_database_keeps_its_alerts(tmp_path: Path) -> None:
+    from insarwatch.store import _MIGRATIONS
+
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    for statement in (*_MIGRATIONS[0], *_MIGRATIONS[1]):  # version 2: the payload in both tables
+        db.execute(statement)
+    stamp = "2026-11-20T12:00:00.000000Z"
+    payload = json.dumps({"figures": "x" * 100_000})
+    db.execute("INSERT INTO messages VALUES ('F/a/v1', 'alert', ?, ?)", (payload, stamp))
+    db.execute("INSERT INTO interferograms (key, path, state, received_at, updated_at) VALUES"
+               " ('F/a', '/drop/a', 'done', ?, ?)", (stamp, stamp))
+    db.execute("INSERT INTO alerts VALUES ('F/a/v1', 'F/a', 'alert', 'high', 'v1', ?, ?)", (payload, stamp))
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        (old,) = store.alerts(T0 - timedelta(days=30), T0 + timedelta(days=30))
+        assert old.payload == json.loads(payload)
+        store.discover("F/b", "/drop/b", "F", date(2026, 11, 2), date(2026, 11, 14), T0)
+        store.queue("F/b", T0)
+        store.claim(1, T0)
+        big = {"figures": "y" * 200_000}
+        store.complete("F/b", [], "v1", "alert", T0, AlertRecord("F/b/v1", "F/b", "alert", "high", "v1", big, T0),
+                       TARGETS)
+        window = (T0 - timedelta(days=30), T0 + timedelta(days=30))
+        assert [a.payload for a in store.alerts(*window) if a.key == "F/b/v1"] == [big]
+    db = sqlite3.connect(path)
+    stored = sum(len(text) for (text,) in db.execute("SELECT payload FROM messages"))
+    columns = [row[1] for row in db.execute("PRAGMA table_info(alerts)")]
+    db.close()
+    assert "payload" not in columns and stored == len(payload) + len(json.dumps(big, sort_keys=True))

@@ -77,10 +77,12 @@ class Bundle:
 
 
 def load_bundle(version: ModelVersion, settings: Settings, require_index: bool = False) -> Bundle:
-    """Load a version's captioner and, when it has one, its index (checked to fit the captioner)."""
+    """Load a version's captioner and, when it has one, its index (checked to fit the captioner),
+    after checking its files against the checksums recorded when it was registered."""
     from .captioner import Captioner
     from .retrieval import RetrievalIndex
 
+    version.verify()
     captioner = Captioner.load(version.captioner_dir, settings.captioning)
     index = None
     if require_index or RetrievalIndex.exists(version.path):

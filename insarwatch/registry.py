@@ -5,14 +5,18 @@ directory inside the store, renamed into place under a UTC timestamp name
 (``20261123T221500Z``, with ``-2``, ``-3``... when two land in the same second), and only
 then, if asked, made current by atomically replacing the ``current`` symlink. A reader
 therefore sees either the old model or the new one, never half of one. ``ModelVersion``
-names the files a version holds, once, for the runtime, training and the tests. Loading a
+names the files a version holds, once, for the runtime, training and the tests, and
+records at registration the SHA-256 of every file loading reads (``checksums.json``), so a
+version whose weights were overwritten later is refused instead of captioning nonsense. Loading a
 version into a captioner and its index is ``describe.load_bundle``'s job, so reading the
 store imports neither torch nor FAISS.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,6 +27,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import InputError, InsarwatchError
+
+log = logging.getLogger(__name__)
 
 CURRENT = "current"
 STAGING_PREFIX = ".staging-"
@@ -46,6 +52,7 @@ class ModelVersion:
     METRICS_FILE: ClassVar[str] = "metrics.json"
     PREDICTIONS_FILE: ClassVar[str] = "predictions.jsonl"
     TRAIN_CONFIG_FILE: ClassVar[str] = "train_config.json"
+    CHECKSUMS_FILE: ClassVar[str] = "checksums.json"
 
     @classmethod
     def at(cls, path: str | Path) -> ModelVersion:
@@ -81,6 +88,42 @@ class ModelVersion:
     def train_config_file(self) -> Path:
         return self.path / self.TRAIN_CONFIG_FILE
 
+    @property
+    def checksums_file(self) -> Path:
+        """``checksums.json``: relative path → SHA-256 of each file loading reads."""
+        return self.path / self.CHECKSUMS_FILE
+
+    def loaded_files(self) -> list[Path]:
+        """The files ``describe.load_bundle`` reads: the captioner's and the index's."""
+        found = [path for path in sorted(self.captioner_dir.rglob("*")) if path.is_file()]
+        return found + [path for path in (self.index_file, self.records_file) if path.is_file()]
+
+    def checksums(self) -> dict[str, str]:
+        return {path.relative_to(self.path).as_posix(): _sha256(path) for path in self.loaded_files()}
+
+    def record_checksums(self) -> None:
+        self.checksums_file.write_text(json.dumps(self.checksums(), indent=2, sort_keys=True) + "\n",
+                                       encoding="utf-8")
+
+    def verify(self) -> None:
+        """Refuse a version whose files differ from those recorded at registration (one line
+        naming the file). A version registered before checksums were recorded loads with a warning."""
+        if not self.checksums_file.is_file():
+            log.warning("%s: no %s (registered before insarwatch recorded checksums); loading it unverified",
+                        self.path, self.CHECKSUMS_FILE)
+            return
+        try:
+            recorded = json.loads(self.checksums_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(self.checksums_file, f"not valid JSON ({exc})") from None
+        for relative, digest in sorted(recorded.items()):
+            path = self.path / relative
+            if not path.is_file():
+                raise InputError(path, "does not exist, though it was recorded at registration")
+            if _sha256(path) != digest:
+                raise InputError(path, "SHA-256 differs from the one recorded at registration; "
+                                       "the model version is corrupt")
+
     def metrics(self) -> dict[str, Any]:
         """The evaluation metrics saved with the version; empty when there are none."""
         path = self.metrics_file
@@ -93,6 +136,14 @@ class ModelVersion:
         if not isinstance(data, dict):
             raise InputError(path, "metrics are not a JSON object")
         return data
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -169,6 +220,7 @@ class ModelStore:
         self._check_staged(staged)
         if not (staged / ModelVersion.CAPTIONER_DIR).is_dir():
             raise InputError(staged, f"staged version has no {ModelVersion.CAPTIONER_DIR}/ directory")
+        ModelVersion.at(staged).record_checksums()
         version = self._reserve_name()
         # Renaming onto the reserved empty directory replaces it atomically (POSIX rename).
         os.rename(staged, version.path)

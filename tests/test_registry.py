@@ -124,3 +124,28 @@ def test_a_model_store_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "var").write_text("a file where var_dir should be")
     with pytest.raises(InsarwatchError, match=r"/var/models: cannot make the model store: Not a directory"):
         ModelStore(tmp_path / "var" / "models").stage()
+
+
+def test_a_version_whose_weights_were_overwritten_is_refused_in_one_line(
+    tmp_path: Path, tiny_var_dir: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from insarwatch.config import Settings
+    from insarwatch.describe import load_bundle
+
+    settings = Settings(var_dir=tiny_var_dir, drop_dir=tmp_path)
+    version = ModelStore(settings.models_dir).current()
+    load_bundle(version, settings)  # intact: loads
+    (weights,) = version.captioner_dir.glob("*.safetensors")
+    header = 8 + int.from_bytes(weights.read_bytes()[:8], "little")  # safetensors: length, JSON header, data
+    data = bytearray(weights.read_bytes())
+    data[header:header + 4096] = bytes(4096)  # the header stays intact; weights are zeroed
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError) as refused:
+        load_bundle(version, settings)
+    assert refused.value.path == str(weights) and "SHA-256 differs" in refused.value.reason
+    assert "\n" not in str(refused.value)
+
+    version.checksums_file.unlink()  # as a version registered before checksums were recorded
+    with caplog.at_level("WARNING", logger="insarwatch.registry"):
+        load_bundle(version, settings)
+    assert "loading it unverified" in caplog.text

@@ -209,17 +209,20 @@ class Daemon:
 
     def _pause_for_storage(self, exc: Exception) -> None:
         """The state database cannot be written (a full disk, most often). Results are only
-        ever stored whole, so nothing half-done remains: wait, give the claimed frames back
-        to the queue, rescan for files whose admission failed, and carry on."""
-        log.error("%s: cannot record progress (%s); pausing %.0f s — unfinished frames will be redone",
+        ever stored whole, so nothing half-done remains: every ``STORAGE_RETRY_SECONDS``
+        try to give the claimed frames back to the queue and rescan for files whose
+        admission failed, and carry on as soon as that write succeeds."""
+        log.error("%s: cannot record progress (%s); retrying every %.0f s — unfinished frames will be redone",
                   self.settings.state_db, exc, STORAGE_RETRY_SECONDS)
-        self.stopping.wait(STORAGE_RETRY_SECONDS)
-        try:
-            self.processor.release_all()
-        except (sqlite3.Error, OSError) as again:
-            log.error("%s: still cannot write (%s)", self.settings.state_db, again)
+        while not self.stopping.wait(STORAGE_RETRY_SECONDS):
+            try:
+                self.processor.release_all()
+                self.intake.reconcile(self.clock())
+            except (sqlite3.Error, OSError):
+                continue
+            log.info("%s: writable again; unfinished frames requeued and the drop rescanned", self.settings.state_db)
+            self.intake.wake.set()
             return
-        self.rescan()
 
     def _loop(self) -> None:
         while not self.stopping.is_set():

@@ -16,6 +16,7 @@ them: the daemon and ``insarwatch backfill`` both finish interferograms through 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import deque
@@ -291,10 +292,11 @@ def complete(tiled: Tiled, described: Sequence[Described], settings: Settings, m
     return Completed(key, model_version, outcome, now, record, tuple(targets))
 
 
-def store_completed(store: Store, done: Completed) -> bool:
+def store_completed(store: Store, done: Completed, said: list[Callable[[], None]] | None = None) -> bool:
     """Results, alert, outbox rows and processing → done in one transaction; False when the
     interferogram was no longer this caller's to finish (released, or finished by another
-    process), in which case nothing is stored."""
+    process), in which case nothing is stored. Inside a caller's larger transaction, pass
+    ``said``: the outcome's log line is appended there, to be said once that commits."""
     key, outcome = done.key, done.outcome
     try:
         enqueued = store.complete(key, outcome.tiles, done.model_version, outcome.level, done.now,
@@ -303,10 +305,14 @@ def store_completed(store: Store, done: Completed) -> bool:
         log.warning("%s (released or finished elsewhere; not stored twice)", exc)
         return False
     if outcome.alert is not None:
-        log.warning("%s %s: %s", outcome.level.upper(), key,
-                    "alert queued for delivery" if enqueued else "already alerted for this model version")
+        say = functools.partial(log.warning, "%s %s: %s", outcome.level.upper(), key,
+                                "alert queued for delivery" if enqueued else "already alerted for this model version")
     else:
-        log.info("done %s: %s", key, outcome.level)
+        say = functools.partial(log.info, "done %s: %s", key, outcome.level)
+    if said is None:
+        say()
+    else:
+        said.append(say)
     return True
 
 
@@ -467,8 +473,13 @@ class Processor:
         # the batch completes is then stored in one commit (each in its own savepoint, so one
         # refused transition does not undo the others).
         with self.store.transaction():
+            said: list[Callable[[], None]] = []
             for done in completed:
-                store_completed(self.store, done)
+                store_completed(self.store, done, said)
+        # Said only once committed: a commit refused (a full disk) raises above, and its
+        # interferograms are redone, so no alert is reported queued that was rolled back.
+        for say in said:
+            say()
 
     def _fail_frames(self, keys: set[str], error: str) -> None:
         now = self._clock()

@@ -12,14 +12,18 @@ import json
 import logging
 import random
 import subprocess
+import threading
+import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
-from helpers import INSARWATCH, TERMINAL, NotifySocket, Webhook, drop_all, start, states, wait_for, write_config
+from helpers import (INSARWATCH, TERMINAL, NotifySocket, Webhook, drop_all, fill, start, states, wait_for,
+                     write_config)
 
 from insarwatch.config import load_settings
-from insarwatch.daemon import Daemon
+from insarwatch.daemon import STORAGE_RETRY_SECONDS, Daemon
+from insarwatch.registry import ModelStore
 from insarwatch.store import Store
 
 
@@ -207,3 +211,42 @@ def test_alerts_are_not_sent_again_after_the_state_database_is_lost(
     assert "not sending it again" in again.stderr
     with Store(tiny_var_dir / "state.db", readonly=True) as store:
         assert store.pending_deliveries() == 0
+
+
+def test_space_running_out_during_a_commit_requeues_as_soon_as_it_returns(
+    tmp_path: Path, tiny_blip_dir: Path, tiny_version_stager, frames: tuple[list[Path], Path], small_disk: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The frames are admitted while the disk has room, the disk fills, and only then does a
+    model appear (its store lives elsewhere): the first commits, the big ones holding alert
+    reports, are refused. Once space returns they must be redone without a restart, and no
+    alert is reported queued whose commit was rolled back."""
+    var_dir = small_disk / "var"
+    var_dir.mkdir()
+    (var_dir / "models").symlink_to(tmp_path / "models")
+    models = ModelStore(tmp_path / "models")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = write_config(tmp_path / "insarwatch.toml", var_dir, drop, settle_seconds=0.2, model_check_seconds=0.5)
+    daemon = Daemon(load_settings(config), config)
+    runner = threading.Thread(target=daemon.run)
+    with caplog.at_level(logging.INFO):
+        runner.start()
+        try:
+            total = drop_all(frames, drop, lambda n: True)
+            wait_for(lambda: len(states(var_dir)) == total and "discovered" not in states(var_dir).values(), 120,
+                     "every frame admitted")
+            ballast = fill(small_disk)
+            with ballast.open("r+b") as stream:  # room for the small writes of a claim, not for a result
+                stream.truncate(ballast.stat().st_size - (128 << 10))
+            models.register(tiny_version_stager(models, tiny_blip_dir), make_current=True)
+            wait_for(lambda: "cannot record progress" in caplog.text, 120, "a refused commit")
+            time.sleep(3 * STORAGE_RETRY_SECONDS)  # the disk stays full while the daemon retries
+            ballast.unlink()
+            wait_for(lambda: len(states(var_dir)) == total and set(states(var_dir).values()) <= TERMINAL,
+                     120, "every frame finished once the disk has room again, without a restart")
+        finally:
+            daemon.stopping.set()
+            runner.join(60)
+    queued_lines = caplog.text.count("alert queued for delivery")
+    assert queued_lines == len(alert_keys(var_dir)) >= 1

@@ -63,6 +63,7 @@ class Daemon:
         self._bundle: Bundle | None = None
         self._next_bundle: Bundle | None = None
         self._bundle_lock = threading.Lock()
+        self._jobs: BackgroundScheduler | None = None
         self._refused: str | None = None  # why the current model was last refused, said once
         self._notifier = sdnotify.SystemdNotifier()
         self._last_heartbeat = 0.0
@@ -154,11 +155,18 @@ class Daemon:
         self.intake.wake.set()
 
     def _scheduler(self) -> BackgroundScheduler:
-        settings = self.settings
         scheduler = BackgroundScheduler(
             timezone=datetime.now().astimezone().tzinfo,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
         )
+        self._schedule_jobs(scheduler)
+        return scheduler
+
+    def _schedule_jobs(self, scheduler: BackgroundScheduler) -> None:
+        """(Re)schedule every job from the current settings; a reload calls it again."""
+        settings = self.settings
+        for job in scheduler.get_jobs():
+            job.remove()
         scheduler.add_job(self._flush.set, "interval", seconds=max(settings.batch.max_wait_seconds, 0.5),
                           id="batch-flush")
         scheduler.add_job(self.rescan, "interval", seconds=settings.watch.rescan_interval_seconds, id="rescan")
@@ -169,7 +177,6 @@ class Daemon:
             # A digest missed while the server was down is still worth sending the same day.
             scheduler.add_job(self.digest, "cron", hour=hour, minute=minute, id="digest",
                               misfire_grace_time=6 * 3600)
-        return scheduler
 
     # -- signals -------------------------------------------------------------------------
 
@@ -194,11 +201,21 @@ class Daemon:
         except InsarwatchError as exc:
             log.error("configuration not reloaded: %s", exc)
             return
-        if (fresh.drop_dir, fresh.var_dir) != (self.settings.drop_dir, self.settings.var_dir):
+        old = self.settings
+        if (fresh.drop_dir, fresh.var_dir) != (old.drop_dir, old.var_dir):
             log.warning("drop_dir and var_dir changes take effect only after a restart")
-            fresh = fresh.model_copy(update={"drop_dir": self.settings.drop_dir, "var_dir": self.settings.var_dir})
+            fresh = fresh.model_copy(update={"drop_dir": old.drop_dir, "var_dir": old.var_dir})
+        # Set when the observer and the reader threads were built: a restart applies them.
+        needs_restart = [name for name, before, after in (
+            ("watch.observer", old.watch.observer, fresh.watch.observer),
+            ("batch.reader_threads", old.batch.reader_threads, fresh.batch.reader_threads),
+        ) if before != after]
+        if needs_restart:
+            log.warning("%s take effect only after a restart", ", ".join(needs_restart))
         self.settings = self.processor.settings = fresh
         self.intake.tracker.settle_seconds = fresh.watch.settle_seconds
+        if self._jobs is not None:  # intervals and the digest time as the file now says
+            self._schedule_jobs(self._jobs)
         log.info("configuration reloaded from %s", self.config_path or "the default location")
 
     # -- the loop ------------------------------------------------------------------------
@@ -287,7 +304,7 @@ class Daemon:
             self.intake.watch(self.observer)
             self.observer.start()  # before the scan, so nothing can arrive unseen between the two
         self.rescan()
-        scheduler = None if self.once else self._scheduler()
+        scheduler = self._jobs = None if self.once else self._scheduler()
         if scheduler is not None:
             scheduler.start()
         if threading.current_thread() is threading.main_thread():

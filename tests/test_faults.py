@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import signal
 import subprocess
 import threading
 import time
@@ -250,3 +251,25 @@ def test_space_running_out_during_a_commit_requeues_as_soon_as_it_returns(
             runner.join(60)
     queued_lines = caplog.text.count("alert queued for delivery")
     assert queued_lines == len(alert_keys(var_dir)) >= 1
+
+
+def test_sighup_reschedules_the_jobs_with_the_reloaded_intervals(
+    tmp_path: Path, tiny_var_dir: Path, tiny_blip_dir: Path, tiny_version_stager, notify_socket: NotifySocket,
+) -> None:
+    (tmp_path / "drop").mkdir()
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, tmp_path / "drop", model_check_seconds=3600)
+    daemon = start(config, notify_socket)
+    log = tmp_path / "daemon.log"
+    try:
+        write_config(config, tiny_var_dir, tmp_path / "drop", model_check_seconds=0.5)
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: b"configuration reloaded" in log.read_bytes(), 60, "the reload")
+        models = ModelStore(tiny_var_dir / "models")
+        new = models.register(tiny_version_stager(models, tiny_blip_dir), make_current=True)
+        wait_for(lambda: f"to {new.name}".encode() in log.read_bytes(), 120,
+                 "the new model, found by the model check at its reloaded interval")
+        daemon.terminate()
+        assert daemon.wait(60) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()

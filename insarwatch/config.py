@@ -219,6 +219,10 @@ class WatchSettings(Section):
     max_attempts: int = Field(3, ge=1)
     shutdown_timeout_seconds: float = Field(60, gt=0)
     queue_max: int = Field(256, ge=1, description="Interferograms decoded ahead of the model, at most")
+    pixels_in_flight: int = Field(
+        200_000_000, ge=1,
+        description="Decoded pixels held ahead of the model, at most (read from each PNG header before "
+                    "decoding; one interferogram is always let through)")
     model_check_seconds: float = Field(300, gt=0)
 
 

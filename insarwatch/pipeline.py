@@ -38,7 +38,8 @@ from .errors import InputError
 from .findings import parse_caption
 from .geo import Siblings, read_siblings
 from .imaging import (
-    QualityCheck, Tile, check_quality, coherence_png, decode_png, nodata_mask, resample_nearest, tile, to_rgb,
+    QualityCheck, Tile, check_quality, coherence_png, decode_png, nodata_mask, read_png_header, resample_nearest, tile,
+    to_rgb,
     usable_tiles,
 )
 from .licsar import Interferogram, interferogram_from_path
@@ -366,12 +367,22 @@ def reader_threads(settings: Settings) -> int:
     return 2 if pick_device(settings.captioning.device).type == "cuda" else 0
 
 
+def _header_pixels(path: str) -> int:
+    """Width x height from the PNG header, before any decoding; 0 for a file the read will
+    reject anyway (its reason recorded there)."""
+    try:
+        return read_png_header(Path(path)).pixels
+    except (InputError, OSError):
+        return 0
+
+
 class Processor:
     """Claims queued interferograms, reads them ahead of the model, batches their tiles.
 
     ``step()`` does one unit of work and says whether it did anything, so the daemon's loop
     can heartbeat and check for shutdown between steps. Memory is bounded: at most
-    ``watch.queue_max`` interferograms are claimed and held at a time.
+    ``watch.queue_max`` interferograms, and ``watch.pixels_in_flight`` decoded pixels (from
+    their PNG headers, before decoding), are claimed and held at a time.
     """
 
     def __init__(self, settings: Settings, store: Store, bundle: Callable[[], Bundle | None],
@@ -392,6 +403,7 @@ class Processor:
         self._in_flight: dict[str, _InFlight] = {}
         self._oldest_ready: float | None = None
         self._closed = False
+        self._pixels: dict[str, int] = {}  # header pixels of each interferogram held
 
     @property
     def held(self) -> int:
@@ -434,18 +446,42 @@ class Processor:
             room = min(room, size - len(self._ready))
         if room <= 0 or len(self._ready) >= 2 * size:
             return False
+        room = self._room_for_pixels(room)
+        if room <= 0:
+            return False
         records = self.store.claim(room, self._clock())
+        for record in records:
+            self._pixels[record.key] = _header_pixels(record.path)
         for record in records:
             future = self._pool.submit(read_safely, record, self.settings)
             future.add_done_callback(lambda _: self._wake.set())
             self._reading.append(future)
         return bool(records)
 
+    @property
+    def pixels_held(self) -> int:
+        """Decoded pixels of the interferograms claimed and not finished (from their headers)."""
+        return sum(self._pixels.values())
+
+    def _room_for_pixels(self, room: int) -> int:
+        """How many of the next ``room`` queued interferograms fit ``watch.pixels_in_flight``
+        beside those held; one when nothing is held, however large it is."""
+        budget = self.settings.watch.pixels_in_flight - self.pixels_held
+        fits = 0
+        for record in self.store.in_state("queued", limit=room):  # claim() takes them in this order
+            budget -= _header_pixels(record.path)
+            if budget < 0 and (fits or self._pixels):
+                break
+            fits += 1
+        return fits
+
     def _collect(self) -> bool:
         worked = False
         while self._reading and self._reading[0].done():
             result = self._reading.popleft().result()
             worked = True
+            if not isinstance(result, Tiled):
+                self._pixels.pop(result.record.key, None)
             if isinstance(result, Rejected):
                 store_rejected(self.store, result, self._clock())
             elif isinstance(result, Failed):
@@ -485,12 +521,14 @@ class Processor:
         now = self._clock()
         for key in keys:
             self._in_flight.pop(key, None)
+            self._pixels.pop(key, None)
             store_failed(self.store, key, error, now, self.settings.watch.max_attempts)
         self._ready = deque(item for item in self._ready if item[0].tiled.record.key not in keys)
 
     def _complete(self, flight: _InFlight, model_version: str) -> Completed:
         tiled = flight.tiled
         self._in_flight.pop(tiled.record.key, None)  # gone already when shutdown released it mid-batch
+        self._pixels.pop(tiled.record.key, None)
         described = [flight.described[piece.index] for piece in tiled.tiles]
         return complete(tiled, described, self.settings, model_version, self._clock())
 
@@ -513,6 +551,7 @@ class Processor:
         self._reading.clear()
         self._ready.clear()
         self._in_flight.clear()
+        self._pixels.clear()
         self._oldest_ready = None
         return released
 

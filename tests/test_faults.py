@@ -273,3 +273,36 @@ def test_sighup_reschedules_the_jobs_with_the_reloaded_intervals(
     finally:
         if daemon.poll() is None:
             daemon.kill()
+
+
+def test_decoded_pixels_in_flight_stay_within_their_budget(
+    tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path],
+) -> None:
+    """A flood of frames, each small on disk and large decoded: however many the queue and the
+    reader threads would take, only as many pixels as ``watch.pixels_in_flight`` are held."""
+    from insarwatch.describe import load_bundle
+    from insarwatch.licsar import interferogram_from_path
+    from insarwatch.pipeline import Processor
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    total = drop_all(frames, drop, lambda n: True)
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop, reader_threads=2, queue_max=8,
+                          pixels_in_flight=448 * 448)  # one frame of the drop
+    settings = load_settings(config)
+    bundle = load_bundle(ModelStore(settings.models_dir).current(), settings, require_index=True)
+    now = datetime.now(timezone.utc)
+    with Store(settings.state_db) as store:
+        for path in sorted(drop.rglob("*.geo.diff.png")):
+            found = interferogram_from_path(path, drop)
+            store.discover(found.key, path, str(found.frame), found.primary, found.secondary, now)
+            store.queue(found.key, now)
+        processor = Processor(settings, store, lambda: bundle, lambda: datetime.now(timezone.utc))
+        most = 0
+        try:
+            while set(states(tiny_var_dir).values()) - TERMINAL:
+                processor.step(True, time.monotonic())
+                most = max(most, processor.held)
+        finally:
+            processor.close()
+    assert len(states(tiny_var_dir)) == total and most == 1

@@ -38,9 +38,8 @@ from .errors import InputError
 from .findings import parse_caption
 from .geo import Siblings, read_siblings
 from .imaging import (
-    QualityCheck, Tile, check_quality, coherence_png, decode_png, nodata_mask, read_png_header, resample_nearest, tile,
-    to_rgb,
-    usable_tiles,
+    QualityCheck, Tile, check_quality, coherence_png, decode_png, nodata_mask, read_png_header, resample_nearest,
+    tile, to_rgb, usable_tiles,
 )
 from .licsar import Interferogram, interferogram_from_path
 from .store import AlertRecord, FileStamp, InterferogramRecord, StaleTransition, State, Store, TileResult

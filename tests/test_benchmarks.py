@@ -156,3 +156,13 @@ def test_gpu_check_smoke_run_on_the_cpu_prints_every_step_with_its_ratio() -> No
                           "daemon on a small drop"]
     assert ("captioning throughput, GIT" in steps) != ("skipped: GIT not built" in result.stdout)
     assert result.stdout.rstrip().endswith("gpu_check: every step passed on cpu")
+
+
+def test_soak_smoke_loses_nothing_and_duplicates_nothing_under_faults(capsys, tmp_path) -> None:
+    lines = run_script(
+        "soak.py", ["--minutes", "0.4", "--rate", "40", "--fault-every", "5", "--workdir", str(tmp_path)], capsys,
+    )
+    assert RATIO.match(lines[-1]), lines[-1]
+    table = "\n".join(lines)
+    assert re.search(r"frames lost\s*│\s*0 ", table), table
+    assert re.search(r"duplicates\s*│\s*0 ", table), table

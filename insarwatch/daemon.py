@@ -291,6 +291,8 @@ class Daemon:
             raise InsarwatchError(f"{settings.state_db}: cannot record progress: {exc}") from None
         if requeued:
             log.info("%d interferograms left in processing by the last run went back to the queue", requeued)
+        if notify.release_dead_claims(self.store):
+            log.info("deliveries a killed run was sending are due again")
         self.models.current()  # a dangling `current` at start-up is a one-line error, not a wait
         self.check_model()
         self._swap_model()

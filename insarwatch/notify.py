@@ -310,6 +310,29 @@ def next_attempt(created: datetime, attempts_before: int, now: datetime, notify:
     return min(now + timedelta(seconds=delay), deadline)
 
 
+def _sender() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def release_dead_claims(store: Store) -> int:
+    """Give back the claims of senders on this host whose process has died (a daemon killed
+    mid-send), so their deliveries are retried now rather than when the lease runs out."""
+    host = socket.gethostname()
+    dead = [sender for sender in store.claimants()
+            if sender.rsplit(":", 2)[0] == host and not _alive(int(sender.rsplit(":", 2)[1]))]
+    return store.release_claims(dead) if dead else 0
+
+
 def deliver_due(store: Store, settings: Settings, now: datetime,
                 environ: Mapping[str, str] | None = None) -> DeliveryRun:
     """Attempt every delivery due at ``now`` once and record each outcome."""
@@ -317,7 +340,7 @@ def deliver_due(store: Store, settings: Settings, now: datetime,
     delivered = retrying = given_up = 0
     # Every outcome moves a delivery out of "due at now" (a retry is always later than now),
     # and one another sender holds is not due either, so this ends once the backlog has been tried.
-    sender = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    sender = _sender()
     while batch := store.due_deliveries(now):
         for delivery in batch:
             if not store.claim_delivery(delivery.id, sender, now, now + CLAIM_LEASE):

@@ -524,6 +524,20 @@ class Store:
                 (sender, _to_text(until), delivery_id, stamp),
             ).rowcount)
 
+    def claimants(self) -> list[str]:
+        """The senders holding claims on pending deliveries."""
+        rows = self._all("SELECT DISTINCT claimed_by FROM deliveries WHERE status = 'pending'"
+                         " AND claimed_by IS NOT NULL ORDER BY claimed_by")
+        return [row[0] for row in rows]
+
+    def release_claims(self, senders: Sequence[str]) -> int:
+        """Drop the claims of ``senders`` (known to be dead) so their deliveries are due again."""
+        with self.transaction():
+            return self._db.execute(
+                "UPDATE deliveries SET claimed_by = NULL, claimed_until = NULL WHERE status = 'pending'"
+                f" AND claimed_by IN ({_marks(len(senders))})", tuple(senders),
+            ).rowcount
+
     def _finish_delivery(self, delivery_id: int, sql: str, params: Sequence[Any]) -> None:
         with self.transaction():
             sql += ", claimed_by = NULL, claimed_until = NULL WHERE id = ? AND status = 'pending'"

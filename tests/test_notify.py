@@ -9,6 +9,7 @@ import json
 import logging
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
@@ -516,3 +517,17 @@ def test_two_senders_at_once_send_a_slow_delivery_once(tmp_path: Path, webhook: 
         assert runs[0].delivered + second.delivered == 2  # the file once and the webhook once
         assert {d.channel: (d.status, d.attempts) for d in first_store.deliveries_for(alert.key)} == {
             "file": ("delivered", 1), "webhook": ("delivered", 1)}
+
+
+def test_a_delivery_claimed_by_a_killed_sender_is_due_again_at_once(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    with Store(settings.state_db) as store:
+        alert = publish_alert(store, settings, tmp_path)
+        (delivery,) = store.deliveries_for(alert.key)
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        assert store.claim_delivery(delivery.id, f"{socket.gethostname()}:{gone.pid}:1", T0,
+                                    T0 + notify.CLAIM_LEASE)
+        assert notify.deliver_due(store, settings, T0) == notify.DeliveryRun()  # held: not sent
+        assert notify.release_dead_claims(store) == 1
+        assert notify.deliver_due(store, settings, T0).delivered == 1

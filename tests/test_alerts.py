@@ -270,6 +270,7 @@ def test_a_quiet_frame_with_one_marginal_tile_asks_for_review_not_alert() -> Non
 def test_a_coherent_cluster_alerts_with_its_tiles_named() -> None:
     # Tiles 14 and 21 touch at a corner (one row down, one column right).
     decision = decide_interferogram(grid({14: MARGINAL, 21: MARGINAL, 3: MARGINAL}), SETTINGS)
+    assert json.loads(json.dumps(decision.reasons)) == decision.reasons
     assert (decision.level, decision.severity) == ("alert", "low")
     assert decision.reasons["rule"] == "coherent_cluster"
     assert decision.reasons["clusters"] == [[14, 21], [3]]

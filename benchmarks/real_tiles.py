@@ -9,7 +9,8 @@ image is read as the service reads it, except that RGBA crops are converted
 (``imaging.rgba_policy = "convert"``) so that every labelled image counts.
 
 Then the retrieval cross-check alone, for each way of building index vectors
-(``retrieval.embedding``: the paper's raw pooled output, centred, whitened): the model's
+(``retrieval.feature``: the pooled output or the mean of the patch tokens; ``retrieval.embedding``:
+raw, centred, whitened; pooled + raw is the paper's retrieval, the baseline): the model's
 training split is embedded once and indexed each way, every real tile is searched, and
 the table gives the spread of similarities (mean top-1, mean spread top-1 − top-k), the
 share of neighbours whose label agrees with the tile's, and the balanced accuracy of the
@@ -49,6 +50,13 @@ from training.real_tiles import TileEvaluation, evaluate_tiles
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 FOLDERS = ("c1", "s1")
 EMBEDDINGS = ("pooled", "centred", "whitened")
+FEATURES = ("pooled", "patch_mean")
+
+
+def features(captioner, images) -> dict[str, np.ndarray]:
+    """Both retrieval features of ``images`` from one vision pass each."""
+    batches = list(captioner.encode(images))
+    return {kind: np.concatenate([vision.features(kind) for vision in batches]) for kind in FEATURES}
 
 
 def calls_table(evaluations: dict[str, TileEvaluation]) -> Table:
@@ -65,24 +73,25 @@ def calls_table(evaluations: dict[str, TileEvaluation]) -> Table:
 
 def retrieval_rows(version: ModelVersion, dataset: Path, settings: Settings,
                    evaluations: dict[str, TileEvaluation]) -> list[tuple[str, str, dict[str, float]]]:
-    """Per folder and index embedding: similarity spread, label agreement, vote balanced accuracy."""
+    """Per folder, feature and embedding: similarity spread, label agreement, vote balanced accuracy."""
     bundle = load_bundle(version, settings)
     train = load_dataset(dataset).split("train")
-    indexed = bundle.captioner.embed(load_images(train))
+    indexed = features(bundle.captioner, load_images(train))
     k = settings.retrieval.k
     rows = []
     for folder, evaluation in evaluations.items():
         labels = [r.label for r in evaluation.results]
-        queries = bundle.captioner.embed([r.captioned.tile.pixels for r in evaluation.results])
-        for embedding in EMBEDDINGS:
-            retrieval = settings.retrieval.model_copy(update={"embedding": embedding})
-            found = RetrievalIndex.build(indexed, index_records(train), retrieval).search(queries, k)
+        queries = features(bundle.captioner, [r.captioned.tile.pixels for r in evaluation.results])
+        for feature, embedding in ((f, e) for f in FEATURES for e in EMBEDDINGS):
+            retrieval = settings.retrieval.model_copy(update={"feature": feature, "embedding": embedding})
+            index = RetrievalIndex.build(indexed[feature], index_records(train), retrieval)
+            found = index.search(queries[feature], k)
             votes = [decide_tile(0, (0, 0, 1, 1), "", parse_caption(""), row, settings.alerts).reasons["vote"]
                      for row in found]
             called = [v is not None and v >= settings.alerts.review_vote for v in votes]
             similarities = np.array([[n.similarity for n in row] for row in found])
             agreement = np.mean([[n.record.deformation == label for n in row] for row, label in zip(found, labels)])
-            rows.append((folder, embedding, {
+            rows.append((folder, f"{feature} / {embedding}", {
                 "top1": float(similarities[:, 0].mean()),
                 "spread": float((similarities[:, 0] - similarities[:, -1]).mean()),
                 "agreement": float(agreement),
@@ -93,9 +102,9 @@ def retrieval_rows(version: ModelVersion, dataset: Path, settings: Settings,
 
 def retrieval_table(rows: list[tuple[str, str, dict[str, float]]], k: int) -> Table:
     table = Table(title=f"retrieval alone (k={k}): index vectors built each way from the training split")
-    for name in ("folder", "retrieval.embedding", "mean top-1 sim.", f"top-1 − top-{k}", "label agreement",
+    for name in ("folder", "feature / embedding", "mean top-1 sim.", f"top-1 − top-{k}", "label agreement",
                  "vote balanced acc."):
-        table.add_column(name, justify="left" if name in ("folder", "retrieval.embedding") else "right", no_wrap=True)
+        table.add_column(name, justify="left" if name in ("folder", "feature / embedding") else "right", no_wrap=True)
     for folder, embedding, row in rows:
         table.add_row(folder, embedding, f"{row['top1']:.4f}", f"{row['spread']:.4f}", f"{row['agreement']:.3f}",
                       f"{row['balanced_accuracy']:.3f}")
@@ -132,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         "imaging": base.imaging.model_copy(update={"rgba_policy": "convert"})}))
     bundle = load_bundle(version, settings, require_index=True)
     evaluations = {name: evaluate_tiles(bundle, args.realdata / name, settings) for name in present}
-    out.print(f"model {version.path} · retrieval.embedding of its index: "
-              f"{'stored transform' if version.index_transform_file.is_file() else 'none (raw pooled)'} · "
-              f"load average {os.getloadavg()[0]:.2f}")
+    index = bundle.index
+    out.print(f"model {version.path} · its index: {index.feature} / "
+              f"{'stored transform' if version.index_transform_file.is_file() else 'raw (no transform file)'} · "
+              f"frame calibration: {'yes' if bundle.calibration else 'none'} · load average {os.getloadavg()[0]:.2f}")
     out.print(calls_table(evaluations))
     for name, evaluation in evaluations.items():
         for error in evaluation.refused:

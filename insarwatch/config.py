@@ -169,9 +169,12 @@ class RetrievalSettings(Section):
     ivf_nlist: int | None = Field(None, ge=1, description="IVF lists; default sqrt(n), at most n/39")
     ivf_nprobe: int = Field(16, ge=1, description="IVF lists visited per query (recall vs latency)")
     use_gpu: bool = Field(True, description="Search on the GPU when FAISS sees one")
+    feature: Literal["pooled", "patch_mean"] = Field(
+        "patch_mean", description="Vision output indexed: the pooled output (the paper's) or the mean of the "
+                                  "patch tokens (benchmarks/README.md)")
     embedding: Literal["pooled", "centred", "whitened"] = Field(
-        "pooled", description="Index vectors: the raw pooled vision output (the paper's), centred on the "
-                                "indexed examples' mean, or centred and whitened (benchmarks/README.md)")
+        "whitened", description="Index vectors: the raw feature, centred on the indexed examples' mean, or "
+                                "centred and whitened (benchmarks/README.md)")
     whiten_components: int | None = Field(
         None, ge=1, description="With 'whitened': keep this many principal axes (default all with variance)")
 

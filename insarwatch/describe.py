@@ -67,7 +67,8 @@ class Bundle:
         use_triage = triage.enabled and self.index is not None
         wanted = max(k, triage.min_neighbours) if use_triage else k
         for vision in self.captioner.encode(images):
-            found = self.index.search(vision.embeddings, wanted) if self.index else [[] for _ in range(len(vision))]
+            searched = vision.features(self.index.feature) if self.index else vision.embeddings
+            found = self.index.search(searched, wanted) if self.index else [[] for _ in range(len(vision))]
             quiet = [use_triage and confidently_quiet(row, triage) for row in found]
             generated = iter(self.captioner.describe(vision, [i for i, q in enumerate(quiet) if not q]))
             yield [
@@ -75,7 +76,7 @@ class Bundle:
                     Caption(row[0].record.caption if retrieved else next(generated), embedding, retrieved),
                     tuple(row[:k]),
                 )
-                for embedding, row, retrieved in zip(vision.embeddings, found, quiet, strict=True)
+                for embedding, row, retrieved in zip(searched, found, quiet, strict=True)
             ]
 
 

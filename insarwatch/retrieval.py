@@ -12,10 +12,11 @@ it would give confident wrong answers.
 
 Raw pooled vision outputs of one model all point the same way (cosine ~0.999 between any
 two interferograms), so their neighbours carry no information. At build time the index
-therefore learns an ``EmbeddingTransform`` from the indexed vectors (``retrieval.embedding``:
-subtract their mean, and optionally whiten along their principal axes) and stores it in
-``index_transform.safetensors``; every query goes through the same transform. A version
-without that file (built before it existed) searches with the identity.
+therefore learns an ``EmbeddingTransform`` from the indexed vectors: which vision output
+they are (``retrieval.feature``), their mean to subtract and, optionally, the principal axes
+to whiten along (``retrieval.embedding``); it is stored in ``index_transform.safetensors``
+and every query goes through the same transform. A version without that file (built before
+it existed) searches raw pooled outputs with the identity.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import faiss
 import numpy as np
@@ -37,6 +38,7 @@ from .errors import InputError, InsarwatchError
 from .registry import ModelVersion
 
 TRANSFORM_TENSORS = ("mean", "projection")
+FEATURES: tuple[str, ...] = get_args(RetrievalSettings.model_fields["feature"].annotation)
 
 @dataclass(frozen=True)
 class IndexRecord:
@@ -81,6 +83,7 @@ class EmbeddingTransform:
 
     mean: np.ndarray  # (input_dim,)
     projection: np.ndarray  # (input_dim, output_dim)
+    feature: str = "pooled"  # the captioner output it maps (captioner.VisionBatch.features)
 
     @property
     def input_dim(self) -> int:
@@ -91,8 +94,8 @@ class EmbeddingTransform:
         return int(self.projection.shape[1])
 
     @classmethod
-    def identity(cls, dim: int) -> EmbeddingTransform:
-        return cls(np.zeros(dim, dtype=np.float32), np.eye(dim, dtype=np.float32))
+    def identity(cls, dim: int, feature: str = "pooled") -> EmbeddingTransform:
+        return cls(np.zeros(dim, dtype=np.float32), np.eye(dim, dtype=np.float32), feature)
 
     @classmethod
     def fit(cls, embeddings: np.ndarray, settings: RetrievalSettings) -> EmbeddingTransform:
@@ -100,10 +103,10 @@ class EmbeddingTransform:
         vectors = np.asarray(embeddings, dtype=np.float64)
         dim = vectors.shape[1]
         if settings.embedding == "pooled" or len(vectors) < 2:
-            return cls.identity(dim)
+            return cls.identity(dim, settings.feature)
         mean = vectors.mean(axis=0)
         if settings.embedding == "centred":
-            return cls(mean.astype(np.float32), np.eye(dim, dtype=np.float32))
+            return cls(mean.astype(np.float32), np.eye(dim, dtype=np.float32), settings.feature)
         # Whitening: principal axes of the centred vectors, each scaled to unit variance, so
         # that the few directions where all interferograms differ slightly count as much as
         # the dominant ones; axes with (numerically) no variance are dropped, not amplified.
@@ -113,7 +116,7 @@ class EmbeddingTransform:
         if settings.whiten_components is not None:
             kept[settings.whiten_components:] = False
         projection = axes[kept].T / scale[kept]
-        return cls(mean.astype(np.float32), projection.astype(np.float32))
+        return cls(mean.astype(np.float32), projection.astype(np.float32), settings.feature)
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         """Index vectors of captioner embeddings (rows), L2-normalised."""
@@ -124,23 +127,27 @@ class EmbeddingTransform:
         from safetensors.numpy import save_file
 
         with files.replacing(path) as temporary:
-            save_file({"mean": self.mean, "projection": np.ascontiguousarray(self.projection)}, str(temporary))
+            save_file({"mean": self.mean, "projection": np.ascontiguousarray(self.projection)}, str(temporary),
+                      metadata={"feature": self.feature})
 
     @classmethod
     def load(cls, path: Path) -> EmbeddingTransform:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        from safetensors import SafetensorError, safe_open
 
         try:
-            tensors = load_file(str(path))
+            with safe_open(str(path), framework="np") as stored:
+                tensors = {name: stored.get_tensor(name) for name in stored.keys()}
+                feature = (stored.metadata() or {}).get("feature", "pooled")
         except (SafetensorError, OSError) as exc:
             raise InputError(path, f"not a readable embedding transform ({exc})") from None
+        if feature not in FEATURES:
+            raise InputError(path, f"unknown feature {feature!r} (known: {', '.join(FEATURES)})")
         if set(tensors) != set(TRANSFORM_TENSORS):
             raise InputError(path, f"an embedding transform holds {', '.join(TRANSFORM_TENSORS)}, not {sorted(tensors)}")
         mean, projection = tensors["mean"], tensors["projection"]
         if mean.ndim != 1 or projection.ndim != 2 or projection.shape[0] != mean.shape[0]:
             raise InputError(path, f"mean {mean.shape} and projection {projection.shape} do not fit together")
-        return cls(mean.astype(np.float32), projection.astype(np.float32))
+        return cls(mean.astype(np.float32), projection.astype(np.float32), feature)
 
 
 def _ivf_lists(n: int, requested: int | None) -> int:
@@ -205,6 +212,11 @@ class RetrievalIndex:
     def dim(self) -> int:
         """The dimension of the embeddings it is searched with (before the transform)."""
         return self.transform.input_dim
+
+    @property
+    def feature(self) -> str:
+        """The captioner output it is searched with (``captioner.VisionBatch.features``)."""
+        return self.transform.feature
 
     @property
     def kind(self) -> str:

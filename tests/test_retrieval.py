@@ -11,6 +11,8 @@ from insarwatch.registry import ModelVersion
 from insarwatch.retrieval import IndexRecord, RetrievalIndex
 
 INDEX_FILE, RECORDS_FILE = ModelVersion.INDEX_FILE, ModelVersion.RECORDS_FILE
+# The FAISS tests search the vectors as given: no transform learnt from them.
+RAW = RetrievalSettings(embedding="pooled")
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -41,7 +43,7 @@ def test_exact_search_matches_numpy_cosine_ranking() -> None:
     rng = np.random.default_rng(0)
     base = rng.normal(size=(300, 24)).astype(np.float32)  # deliberately not normalised
     queries = rng.normal(size=(7, 24)).astype(np.float32)
-    index = RetrievalIndex.build(base, records_for(300), RetrievalSettings())
+    index = RetrievalIndex.build(base, records_for(300), RAW)
     assert index.kind == "flat" and len(index) == 300 and index.dim == 24
 
     results = index.search(queries, 5)
@@ -54,7 +56,7 @@ def test_exact_search_matches_numpy_cosine_ranking() -> None:
 
 
 def test_k_larger_than_index_returns_every_record_once() -> None:
-    index = RetrievalIndex.build(unit(np.eye(3, 8, dtype=np.float32)), records_for(3), RetrievalSettings())
+    index = RetrievalIndex.build(unit(np.eye(3, 8, dtype=np.float32)), records_for(3), RAW)
     (neighbours,) = index.search(np.ones((1, 8), dtype=np.float32), 10)
     assert sorted(n.record.source for n in neighbours) == ["1000", "1001", "1002"]
 
@@ -62,7 +64,7 @@ def test_k_larger_than_index_returns_every_record_once() -> None:
 def test_save_load_round_trip_keeps_vectors_records_and_answers(tmp_path) -> None:
     vectors = clustered(200, 16, 5, seed=1)
     records = records_for(200)
-    index = RetrievalIndex.build(vectors, records, RetrievalSettings())
+    index = RetrievalIndex.build(vectors, records, RAW)
     index.save(tmp_path)
 
     loaded = RetrievalIndex.load(tmp_path, expected_dim=16)
@@ -75,7 +77,7 @@ def test_save_load_round_trip_keeps_vectors_records_and_answers(tmp_path) -> Non
 
 
 def test_load_refuses_an_index_of_another_dimension(tmp_path) -> None:
-    RetrievalIndex.build(clustered(20, 16, 2, seed=3), records_for(20), RetrievalSettings()).save(tmp_path)
+    RetrievalIndex.build(clustered(20, 16, 2, seed=3), records_for(20), RAW).save(tmp_path)
     with pytest.raises(InputError) as error:
         RetrievalIndex.load(tmp_path, expected_dim=32)
     assert error.value.path == str(tmp_path / INDEX_FILE)
@@ -83,7 +85,7 @@ def test_load_refuses_an_index_of_another_dimension(tmp_path) -> None:
 
 
 def test_load_refuses_records_that_do_not_match_the_vectors(tmp_path) -> None:
-    RetrievalIndex.build(clustered(20, 16, 2, seed=4), records_for(20), RetrievalSettings()).save(tmp_path)
+    RetrievalIndex.build(clustered(20, 16, 2, seed=4), records_for(20), RAW).save(tmp_path)
     lines = (tmp_path / RECORDS_FILE).read_text(encoding="utf-8").splitlines(keepends=True)
     (tmp_path / RECORDS_FILE).write_text("".join(lines[:-1]), encoding="utf-8")
     with pytest.raises(InputError) as error:
@@ -106,7 +108,7 @@ def test_load_refuses_records_that_do_not_match_the_vectors(tmp_path) -> None:
     ids=["no-index", "garbage", "truncated", "empty", "no-records", "incomplete-record", "bad-json"],
 )
 def test_a_missing_or_corrupt_part_is_an_input_error_naming_it(tmp_path, damage, broken_file, reason) -> None:
-    RetrievalIndex.build(clustered(50, 8, 2, seed=5), records_for(50), RetrievalSettings()).save(tmp_path)
+    RetrievalIndex.build(clustered(50, 8, 2, seed=5), records_for(50), RAW).save(tmp_path)
     damage(tmp_path)
     with pytest.raises(InputError) as error:
         RetrievalIndex.load(tmp_path, expected_dim=8)
@@ -116,19 +118,19 @@ def test_a_missing_or_corrupt_part_is_an_input_error_naming_it(tmp_path, damage,
 
 def test_auto_builds_exact_up_to_the_threshold_and_approximate_above() -> None:
     vectors = clustered(100, 8, 3, seed=6)
-    assert RetrievalIndex.build(vectors, records_for(100), RetrievalSettings(exact_max_vectors=100)).kind == "flat"
-    above = RetrievalSettings(exact_max_vectors=99)
+    assert RetrievalIndex.build(vectors, records_for(100), RetrievalSettings(embedding="pooled", exact_max_vectors=100)).kind == "flat"
+    above = RetrievalSettings(embedding="pooled", exact_max_vectors=99)
     assert RetrievalIndex.build(vectors, records_for(100), above).kind == "ivf"
-    hnsw = RetrievalSettings(exact_max_vectors=99, approximate_type="hnsw")
+    hnsw = RetrievalSettings(embedding="pooled", exact_max_vectors=99, approximate_type="hnsw")
     assert RetrievalIndex.build(vectors, records_for(100), hnsw).kind == "hnsw"
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_approximate_indexes_find_the_exact_nearest_neighbour_on_clustered_data(tmp_path, kind) -> None:
     base, queries = clustered(4000, 32, 20, seed=7), clustered(200, 32, 20, seed=8)
-    settings = RetrievalSettings(index_type=kind)
+    settings = RetrievalSettings(embedding="pooled", index_type=kind)
     approximate = RetrievalIndex.build(base, records_for(4000), settings)
-    exact = RetrievalIndex.build(base, records_for(4000), RetrievalSettings(index_type="flat"))
+    exact = RetrievalIndex.build(base, records_for(4000), RetrievalSettings(embedding="pooled", index_type="flat"))
     approximate.save(tmp_path)
     reloaded = RetrievalIndex.load(tmp_path, expected_dim=32, settings=settings)
     assert reloaded.kind == kind

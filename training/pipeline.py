@@ -97,7 +97,7 @@ def build_index(
     size = settings.captioning.tiles_per_call
     for start in range(0, len(samples), size):
         chunk = samples[start:start + size]
-        embeddings.append(captioner.embed(load_images(chunk)))
+        embeddings.append(captioner.embed(load_images(chunk), settings.retrieval.feature))
         progress.advance(task, len(chunk))
     progress.remove_task(task)
     return RetrievalIndex.build(np.concatenate(embeddings), index_records(samples), settings.retrieval)

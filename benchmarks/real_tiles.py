@@ -13,8 +13,8 @@ Then the retrieval cross-check alone, for each way of building index vectors
 raw, centred, whitened; pooled + raw is the paper's retrieval, the baseline): the model's
 training split is embedded once and indexed each way, every real tile is searched, and
 the table gives the spread of similarities (mean top-1, mean spread top-1 − top-k), the
-share of neighbours whose label agrees with the tile's, and the balanced accuracy of the
-vote alone. The real folders only ever measure: nothing is fitted on them.
+share of neighbours whose label agrees with the tile's, the balanced accuracy of the vote
+alone, and the tile decision made with each tile's own caption and those neighbours. The real folders only ever measure: nothing is fitted on them.
 
 The headline is the balanced accuracy of the caption's deformation call on ``c1`` (the
 issue's first target, ≥ 0.85), as a ratio to chance (0.5): ``ratio=`` 1.0 is a coin.
@@ -86,16 +86,21 @@ def retrieval_rows(version: ModelVersion, dataset: Path, settings: Settings,
             retrieval = settings.retrieval.model_copy(update={"feature": feature, "embedding": embedding})
             index = RetrievalIndex.build(indexed[feature], index_records(train), retrieval)
             found = index.search(queries[feature], k)
-            votes = [decide_tile(0, (0, 0, 1, 1), "", parse_caption(""), row, settings.alerts).reasons["vote"]
-                     for row in found]
+            # Each tile decided with its own caption and this index's neighbours (decide_tile, as the service).
+            decided = [decide_tile(0, (0, 0, 1, 1), r.captioned.decision.caption, r.captioned.decision.finding, row,
+                                   settings.alerts) for r, row in zip(evaluation.results, found, strict=True)]
+            votes = [d.reasons["vote"] for d in decided]
             called = [v is not None and v >= settings.alerts.review_vote for v in votes]
             similarities = np.array([[n.similarity for n in row] for row in found])
             agreement = np.mean([[n.record.deformation == label for n in row] for row, label in zip(found, labels)])
+            alert = Confusion.of([d.level == "alert" for d in decided], labels)
             rows.append((folder, f"{feature} / {embedding}", {
                 "top1": float(similarities[:, 0].mean()),
                 "spread": float((similarities[:, 0] - similarities[:, -1]).mean()),
                 "agreement": float(agreement),
                 "balanced_accuracy": Confusion.of(called, labels).balanced_accuracy,
+                "alert_ba": alert.balanced_accuracy, "alert_fa": alert.false_alarm_rate,
+                "alert_or_review_recall": Confusion.of([d.level != "quiet" for d in decided], labels).recall,
             }))
     return rows
 
@@ -103,11 +108,12 @@ def retrieval_rows(version: ModelVersion, dataset: Path, settings: Settings,
 def retrieval_table(rows: list[tuple[str, str, dict[str, float]]], k: int) -> Table:
     table = Table(title=f"retrieval alone (k={k}): index vectors built each way from the training split")
     for name in ("folder", "feature / embedding", "mean top-1 sim.", f"top-1 − top-{k}", "label agreement",
-                 "vote balanced acc."):
+                 "vote bal. acc.", "alert bal. acc.", "alert false al.", "alert|review rec."):
         table.add_column(name, justify="left" if name in ("folder", "feature / embedding") else "right", no_wrap=True)
     for folder, embedding, row in rows:
         table.add_row(folder, embedding, f"{row['top1']:.4f}", f"{row['spread']:.4f}", f"{row['agreement']:.3f}",
-                      f"{row['balanced_accuracy']:.3f}")
+                      f"{row['balanced_accuracy']:.3f}", f"{row['alert_ba']:.3f}", f"{row['alert_fa']:.3f}",
+                      f"{row['alert_or_review_recall']:.3f}")
     return table
 
 
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folders", nargs="+", default=list(FOLDERS))
     parser.add_argument("--no-retrieval", action="store_true", help="Skip the retrieval table.")
     args = parser.parse_args(argv)
-    out = Console(width=120)
+    out = Console(width=160)
     present = [name for name in args.folders if (args.realdata / name).is_dir()]
     for name in sorted(set(args.folders) - set(present)):
         out.print(f"skipped {args.realdata / name}: absent (the real development tiles are not on this machine)")

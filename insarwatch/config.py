@@ -170,7 +170,7 @@ class RetrievalSettings(Section):
     ivf_nprobe: int = Field(16, ge=1, description="IVF lists visited per query (recall vs latency)")
     use_gpu: bool = Field(True, description="Search on the GPU when FAISS sees one")
     feature: Literal["pooled", "patch_mean"] = Field(
-        "patch_mean", description="Vision output indexed: the pooled output (the paper's) or the mean of the "
+        "pooled", description="Vision output indexed: the pooled output (the paper's) or the mean of the "
                                   "patch tokens (benchmarks/README.md)")
     embedding: Literal["pooled", "centred", "whitened"] = Field(
         "whitened", description="Index vectors: the raw feature, centred on the indexed examples' mean, or "

@@ -72,7 +72,8 @@ def register_tiny_model(var_dir: Path, patches: list[Path], settings: Captioning
     captioner = Captioner.load(checkpoint, settings)
     images = [np.asarray(Image.open(path).convert("RGB")) for path in patches]
     records = [IndexRecord(QUIET, False, (), (), path.stem) for path in patches]
-    RetrievalIndex.build(captioner.embed(images), records, RetrievalSettings()).save(staged)
+    retrieval = RetrievalSettings()
+    RetrievalIndex.build(captioner.embed(images, retrieval.feature), records, retrieval).save(staged)
     return store.register(staged, make_current=True).captioner_dir
 
 

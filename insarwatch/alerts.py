@@ -16,12 +16,22 @@ label is deformation; neighbours below ``alerts.min_similarity`` do not vote):
            vote >= ``review_vote``;
   quiet  — otherwise: neither reports deformation.
 An unrecognised caption never reports deformation, so it is never an alert.
+
+Rules, per interferogram (a frame of 30-100 tiles must not alert on one marginal tile):
+  alert  — at least ``min_cluster_tiles`` alert tiles touch each other (a coherent
+           cluster), or an isolated alert tile's score (its vote) exceeds the frame
+           threshold calibrated on the model's validation split for the frame's size and
+           ``frame_false_alarm_rate`` (``FrameCalibration``), or, for a model without a
+           calibration, reaches ``isolated_tile_vote``;
+  review — otherwise, when any tile is not quiet;
+  quiet  — every tile is quiet.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -54,6 +64,13 @@ class TileDecision:
     bounds: Bounds | None = None  # [west, south, east, north] WGS84, when georeferenced
     volcano: tuple[str, float] | None = None  # nearest volcano and its distance (km) from the centre
 
+    @property
+    def score(self) -> float:
+        """The tile's evidence for deformation: its neighbours' vote when the caption reports
+        deformation, else 0 (the scale a frame threshold is calibrated on)."""
+        vote = self.reasons["vote"]
+        return float(vote) if self.reasons["caption_deformation"] and vote is not None else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         """The one JSON shape of a tile's decision: the alert report's tiles and the store's results;
         ``bounds`` and ``volcano`` (``{"name", "distance_km"}``) only when the tile is georeferenced."""
@@ -67,6 +84,7 @@ class TileDecision:
             "box": list(self.box),
             **place,
             "level": self.level,
+            "score": round(self.score, 4),
             "severity": self.severity,
             "caption": self.caption,
             "finding": self.finding.to_dict(),
@@ -87,11 +105,41 @@ class TileDecision:
 
 @dataclass(frozen=True)
 class Decision:
-    """An interferogram's level: its strongest tile, with every tile that is not quiet."""
+    """An interferogram's level, with every tile that is not quiet and why (``reasons``)."""
 
     level: Level
     severity: str | None
     tiles: tuple[TileDecision, ...]
+    reasons: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class FrameCalibration:
+    """The scores of the quiet tiles of a model's validation split, from which the threshold
+    an isolated tile must exceed is set for a frame's size and a false-alarm rate.
+
+    Split-conformal: with ``n`` exchangeable quiet scores, a new quiet tile exceeds the
+    ``ceil((n + 1)(1 - p))``-th smallest with probability at most ``p``. A frame of ``N``
+    quiet tiles then alerts on an isolated tile with probability at most ``rate`` when
+    ``p = 1 - (1 - rate) ** (1 / N)``; when ``p`` is finer than ``n`` can resolve, no
+    isolated tile alerts alone (infinite threshold): only a cluster can.
+    """
+
+    quiet_scores: tuple[float, ...]
+    source: str
+
+    def threshold(self, tiles: int, rate: float) -> float:
+        per_tile = 1 - (1 - rate) ** (1 / max(tiles, 1))
+        scores = sorted(self.quiet_scores)
+        rank = math.ceil((len(scores) + 1) * (1 - per_tile))
+        return math.inf if rank > len(scores) else scores[rank - 1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"quiet_scores": [round(score, 6) for score in self.quiet_scores], "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FrameCalibration:
+        return cls(tuple(float(score) for score in data["quiet_scores"]), str(data["source"]))
 
 
 @dataclass(frozen=True)
@@ -207,14 +255,77 @@ def strength(tile: TileDecision) -> tuple[int, int]:
     return LEVELS.index(tile.level), _rank(tile.severity)
 
 
-def decide_interferogram(tiles: Iterable[TileDecision]) -> Decision:
-    """The strongest tile decides (alert > review > quiet, then severity); every tile that
-    is not quiet is kept, in tile order, so a report can outline each of them."""
+def _touch(a: Box, b: Box) -> bool:
+    """Boxes that overlap or share an edge or a corner."""
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def clusters(tiles: Sequence[TileDecision]) -> list[tuple[TileDecision, ...]]:
+    """Groups of ``tiles`` connected through touching boxes, largest first."""
+    groups: list[tuple[TileDecision, ...]] = []
+    left = list(tiles)
+    while left:
+        group = [left.pop(0)]
+        for member in group:
+            touching = [tile for tile in left if _touch(member.box, tile.box)]
+            group += touching
+            left = [tile for tile in left if tile not in touching]
+        groups.append(tuple(sorted(group, key=lambda tile: tile.tile_index)))
+    return sorted(groups, key=len, reverse=True)
+
+
+def decide_interferogram(tiles: Iterable[TileDecision], settings: AlertSettings | None = None,
+                         calibration: FrameCalibration | None = None) -> Decision:
+    """The frame rule of the module docstring. Every tile that is not quiet is kept, in tile
+    order, so a report can outline each of them; ``reasons`` says which rule decided."""
+    settings = settings or AlertSettings()
+    tiles = list(tiles)
     contributing = tuple(sorted((tile for tile in tiles if tile.level != "quiet"), key=lambda tile: tile.tile_index))
     if not contributing:
-        return Decision("quiet", None, ())
-    top = max(contributing, key=strength)
-    return Decision(top.level, top.severity, contributing)
+        return Decision("quiet", None, (), {"rule": "all_tiles_quiet", "tiles": len(tiles),
+                                            "explanation": f"None of the {len(tiles)} tiles reports deformation."})
+    alerting = [tile for tile in contributing if tile.level == "alert"]
+    groups = clusters(alerting)
+    largest = groups[0] if groups else ()
+    if calibration is not None:
+        threshold = calibration.threshold(len(tiles), settings.frame_false_alarm_rate)
+        threshold_from = (f"calibrated on {len(calibration.quiet_scores)} quiet validation tiles ({calibration.source}) "
+                          f"for a frame of {len(tiles)} tiles at false-alarm rate {settings.frame_false_alarm_rate:g}")
+    else:
+        threshold = settings.isolated_tile_vote
+        threshold_from = "alerts.isolated_tile_vote (the model has no calibration)"
+    strongest_isolated = max((tile for group in groups for tile in group), key=lambda tile: tile.score, default=None)
+    reasons: dict[str, Any] = {
+        "tiles": len(tiles), "alert_tiles": [tile.tile_index for tile in alerting],
+        "clusters": [[tile.tile_index for tile in group] for group in groups],
+        "min_cluster_tiles": settings.min_cluster_tiles,
+        "isolated_threshold": None if math.isinf(threshold) else round(threshold, 4),
+        "isolated_threshold_from": threshold_from,
+    }
+    if len(largest) >= settings.min_cluster_tiles:
+        level: Level = "alert"
+        top = max(largest, key=strength)
+        reasons["rule"] = "coherent_cluster"
+        reasons["explanation"] = (f"{len(largest)} adjacent tiles ({', '.join(str(t.tile_index) for t in largest)}) "
+                                  f"each have a caption and neighbours that agree on deformation "
+                                  f"(at least {settings.min_cluster_tiles} needed).")
+    elif strongest_isolated is not None and (strongest_isolated.score > threshold or (
+            calibration is None and strongest_isolated.score >= threshold)):
+        level, top = "alert", strongest_isolated
+        reasons["rule"] = "strong_isolated_tile"
+        reasons["explanation"] = (f"Tile {top.tile_index} alone: its score {top.score:.2f} reaches the frame "
+                                  f"threshold {threshold:.2f} ({threshold_from}).")
+    else:
+        level, top = "review", max(contributing, key=strength)
+        if alerting:
+            reasons["rule"] = "isolated_tiles_below_threshold"
+            bound = "no isolated tile can alert alone" if math.isinf(threshold) else f"threshold {threshold:.2f}"
+            reasons["explanation"] = (f"{len(alerting)} alert tile(s), none adjacent to another and none above the "
+                                      f"frame's {bound} ({threshold_from}): review.")
+        else:
+            reasons["rule"] = "review_tiles_only"
+            reasons["explanation"] = f"{len(contributing)} tile(s) for review, none where caption and neighbours agree."
+    return Decision(level, top.severity, contributing, reasons)
 
 
 def alert_key(frame: Any, primary: date | str, secondary: date | str, model_version: str) -> str:

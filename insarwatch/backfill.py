@@ -45,6 +45,7 @@ from .pipeline import (
     Rejected,
     Tiled,
     complete,
+    frame_calibration,
     read_safely,
     store_completed,
     store_failed,
@@ -355,7 +356,8 @@ class _Driver:
             if len(flight.described) == len(flight.tiled.tiles):
                 del self.in_flight[key]
                 tiles = [flight.described[p.index] for p in flight.tiled.tiles]
-                completed.append(complete(flight.tiled, tiles, self.settings, self.version.name, self.clock()))
+                completed.append(complete(flight.tiled, tiles, self.settings, self.version.name, self.clock(),
+                                          frame_calibration(self.version.calibration())))
         # As the daemon does: reports rendered above, every completion in one commit.
         with self.store.transaction():
             stored = [done for done in completed if store_completed(self.store, done)]

@@ -3,8 +3,8 @@
 It owns the caption command's result: ``read_tiles`` reads each file through the daemon's
 own steps (``pipeline.read_rgb``: decode, RGB conversion, the same refusals) and cuts it
 into ``imaging.tile_size`` tiles, keeping the files it refused; ``describe_tiles`` gives each
-tile its caption and nearest indexed examples as ``CaptionedTile``, whose ``to_dict`` is the
-JSON line the command prints. No layout or pixel-quality check runs here: a Hephaestus
+tile its caption, nearest indexed examples and decision (``alerts.decide_tile``, the
+daemon's rule) as ``CaptionedTile``, whose ``to_dict`` is the JSON line the command prints. No layout or pixel-quality check runs here: a Hephaestus
 patch has no coherence file, and a user asking for a caption wants one. A ``.geo.diff.png``
 with GeoTIFF siblings or frame metadata (``geo.read_siblings``) gives its tiles WGS84
 ``bounds`` and their nearest ``volcano``.
@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ImagingSettings
+from .alerts import TileDecision, decide_tile
+from .config import AlertSettings, ImagingSettings
 from .describe import Bundle, Described
 from .errors import InputError
+from .findings import parse_caption
 from .geo import Grid, read_siblings
 from .imaging import Tile, tile
 from .licsar import DIFF_SUFFIX, frame_dir, sibling_paths
@@ -39,11 +41,12 @@ class FileTiles:
 
 @dataclass(frozen=True)
 class CaptionedTile:
-    """One tile of one file with its caption and its nearest indexed examples."""
+    """One tile of one file with its caption, its nearest indexed examples and its level."""
 
     image: Path
     tile: Tile
     described: Described
+    decision: TileDecision
     bounds: tuple[float, float, float, float] | None = None
     volcano: tuple[str, float] | None = None
 
@@ -59,6 +62,8 @@ class CaptionedTile:
             "box": list(self.tile.box),
             **place,
             "caption": self.described.caption.text,
+            "level": self.decision.level,
+            "vote": self.decision.reasons["vote"],
             "retrieved": self.described.caption.retrieved,
             "neighbours": [
                 {"similarity": round(n.similarity, 4), "caption": n.record.caption, "source": n.record.source,
@@ -89,11 +94,11 @@ def read_tiles(paths: Sequence[Path], imaging: ImagingSettings) -> FileTiles:
     return FileTiles(tuple(tiles), tuple(refused), grids, tuple(problems))
 
 
-def describe_tiles(tiles: Sequence[tuple[Path, Tile]], bundle: Bundle, k: int,
+def describe_tiles(tiles: Sequence[tuple[Path, Tile]], bundle: Bundle, k: int, alerts: AlertSettings,
                    advance: Callable[[int], object] = lambda done: None,
                    grids: Mapping[Path, Grid] | None = None, catalogue: Catalogue | None = None) -> list[CaptionedTile]:
-    """Caption ``tiles`` and find their ``k`` nearest examples, calling ``advance(n)`` after
-    each model batch of ``n`` tiles; tiles of a file in ``grids`` get their bounds and, with a
+    """Caption ``tiles``, find their ``k`` nearest examples and decide each one's level,
+    calling ``advance(n)`` after each model batch of ``n`` tiles; tiles of a file in ``grids`` get their bounds and, with a
     ``catalogue``, their nearest volcano."""
     described: list[Described] = []
     for batch in bundle.describe_batches([piece.pixels for _, piece in tiles], k):
@@ -108,5 +113,7 @@ def describe_tiles(tiles: Sequence[tuple[Path, Tile]], bundle: Bundle, k: int,
             west, south, east, north = bounds
             nearest, distance = catalogue.nearest((south + north) / 2, (west + east) / 2)
             volcano = (nearest.name, distance)
-        captioned.append(CaptionedTile(path, piece, item, bounds, volcano))
+        decision = decide_tile(piece.index, piece.box, item.caption.text, parse_caption(item.caption.text),
+                               item.neighbours, alerts)
+        captioned.append(CaptionedTile(path, piece, item, decision, bounds, volcano))
     return captioned

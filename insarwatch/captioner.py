@@ -5,8 +5,9 @@ directory (never a hub, safetensors only) and turning RGB tiles into captions an
 retrieval embeddings. The directory's config.json names the architecture (``model_type``:
 ``blip``, ``git``), whose adapter in ``captioners/`` knows that family's classes; the
 rest is shared. Each batch goes through the vision encoder once: its output feeds the
-text decoder and, pooled and L2-normalised, is the embedding the FAISS index is searched
-with. Preprocessing of the next batch runs in worker threads while the model works on the
+text decoder and gives the embeddings the FAISS index is searched with: the pooled output
+(the paper's) or the mean of the image tokens after the first, both L2-normalised
+(``VisionBatch.features``). Preprocessing of the next batch runs in worker threads while the model works on the
 current one. Every way a model directory can be unusable (missing, an unknown
 architecture, no weights, pickle-only weights, corrupt weights, a processor that does not
 fit the model) is an ``InputError`` at load time.
@@ -56,10 +57,15 @@ class VisionBatch:
     """One vision pass over a batch: the decoder's input and the retrieval embeddings."""
 
     hidden_states: torch.Tensor
-    embeddings: np.ndarray
+    embeddings: np.ndarray  # the pooled output
+    patch_means: np.ndarray  # the mean of the image tokens after the first (BLIP's and CLIP's CLS)
 
     def __len__(self) -> int:
         return len(self.embeddings)
+
+    def features(self, kind: str) -> np.ndarray:
+        """The embeddings of ``kind`` (a ``retrieval.feature`` value), one L2-normalised row per image."""
+        return {"pooled": self.embeddings, "patch_mean": self.patch_means}[kind]
 
 
 def pick_device(setting: str) -> torch.device:
@@ -236,7 +242,8 @@ class Captioner:
         with torch.inference_mode(), self._precision():
             hidden, pooled = self.architecture.vision(pixel_values.to(self.device, non_blocking=True))
             pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        return VisionBatch(hidden, pooled.cpu().numpy().astype(np.float32))
+            patches = torch.nn.functional.normalize(hidden[:, 1:].float().mean(dim=1), dim=-1)
+        return VisionBatch(hidden, pooled.cpu().numpy().astype(np.float32), patches.cpu().numpy().astype(np.float32))
 
     def describe(self, vision: VisionBatch, rows: Sequence[int] | None = None) -> list[str]:
         """Captions for ``rows`` of an encoded batch (all rows by default), decoded from its vision pass."""
@@ -260,7 +267,7 @@ class Captioner:
             captions.extend(Caption(text, embedding) for text, embedding in zip(texts, vision.embeddings, strict=True))
         return captions
 
-    def embed(self, images: Sequence[TileImage]) -> np.ndarray:
-        """N x ``embedding_dim`` float32 L2-normalised pooled vision outputs (no decoding)."""
-        batches = [vision.embeddings for vision in self.encode(images)]
+    def embed(self, images: Sequence[TileImage], feature: str) -> np.ndarray:
+        """N x ``embedding_dim`` float32 L2-normalised ``feature`` embeddings (no decoding)."""
+        batches = [vision.features(feature) for vision in self.encode(images)]
         return np.concatenate(batches) if batches else np.zeros((0, self.embedding_dim), dtype=np.float32)

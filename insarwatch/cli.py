@@ -291,25 +291,67 @@ def train(
     "insarwatch evaluate --model current --data /srv/datasets/hephaestus-clean",
     "insarwatch evaluate --model 20261123T221500Z --data DATASET --json",
     "insarwatch evaluate --model /srv/models/my-blip --data DATASET --beams 1",
+    "insarwatch evaluate --tiles ../shared/realdata/c1 --out c1.jsonl",
 ])
 def evaluate(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Option("--data", help="Dataset directory made by `insarwatch prepare`.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset directory made by `insarwatch prepare`.")] = None,
+    tiles: Annotated[Path | None, typer.Option(
+        "--tiles", help="Folder of labelled tiles instead: DIR/1/* deformation, DIR/0/* none.")] = None,
     model: Annotated[str, typer.Option(
         "--model", help="Registered version name, `current`, or a model directory.")] = "current",
     beams: Annotated[int | None, typer.Option(
         "--beams", min=1, help="Beam width (default captioning.num_beams).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="With --tiles: write one JSON line per image (caption, finding, vote, level) here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Recompute a model's test metrics (ROUGE, BLEU, retrieval exact match, deformation
-    precision/recall/F1) on a dataset's test split, exactly as `insarwatch train` does."""
+    precision/recall/F1) on a dataset's test split, exactly as `insarwatch train` does.
+
+    With --tiles, measure it on labelled real tiles instead: per tile, precision, recall,
+    false-alarm rate and balanced accuracy of the caption's deformation call, of the
+    neighbour vote alone (vote >= alerts.review_vote), and of the decision (alert; alert or review).
+    """
     import training
 
+    if (data is None) == (tiles is None):
+        raise InsarwatchError("give exactly one of --data DATASET or --tiles DIR")
+    if out is not None and tiles is None:
+        raise InsarwatchError("--out goes with --tiles")
     settings = _with_beams(settings_of(ctx), beams)
+    if tiles is not None:
+        _evaluate_tiles(model, tiles, settings, out, as_json)
+        return
     with console.progress(transient=True) as bars:
         version, evaluation = training.evaluate(model, data, settings, bars)
     show({"version": version.name, "metrics": evaluation.metrics}, as_json,
          lambda: key_value_table(f"test metrics of {version.name}", evaluation.metrics))
+
+
+def _evaluate_tiles(model: str, tiles: Path, settings: Settings, out: Path | None, as_json: bool) -> None:
+    from training.real_tiles import evaluate_model_on_tiles, write_lines
+
+    with console.progress(transient=True) as bars:
+        evaluation = evaluate_model_on_tiles(model, tiles, settings, bars)
+    for error in evaluation.refused:
+        console.stderr.print(f"skipped {error}", markup=False, highlight=False, soft_wrap=True)
+    if out is not None:
+        write_lines(evaluation, out)
+    summary = evaluation.summary()
+
+    def table() -> Table:
+        built = Table(title=f"model {summary['version']}: {summary['deforming']} deforming, "
+                            f"{summary['quiet']} quiet ({summary['refused']} unreadable)", caption=summary["tiles"])
+        for name in ("call", "precision", "recall", "false alarms", "balanced accuracy", "tp/fp/tn/fn"):
+            built.add_column(name, justify="left" if name == "call" else "right", no_wrap=name == "call")
+        for call, row in summary["calls"].items():
+            built.add_row(call, f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                          f"{row['false_alarm_rate']:.3f}", f"{row['balanced_accuracy']:.3f}",
+                          f"{row['tp']}/{row['fp']}/{row['tn']}/{row['fn']}")
+        return built
+
+    show(summary, as_json, table)
 
 
 @command(examples=[
@@ -411,8 +453,9 @@ def caption(
 ) -> None:
     """Caption PNG interferograms with BLIP and show the most similar expert-captioned examples.
 
-    Frames are cut into imaging.tile_size tiles; each tile gets a caption and its
-    retrieval.k nearest neighbours from the model's FAISS index. An image that cannot be
+    Frames are cut into imaging.tile_size tiles; each tile gets a caption, its
+    retrieval.k nearest neighbours from the model's FAISS index and the daemon's decision
+    for it (level alert, review or quiet, and the neighbours' vote). An image that cannot be
     decoded is reported on one line and skipped; the exit code is then 2.
     """
     from .caption_files import describe_tiles, read_tiles
@@ -429,21 +472,22 @@ def caption(
         console.stderr.print(f"warning: sibling not used: {problem}", markup=False, highlight=False, soft_wrap=True)
     with console.progress(transient=True) as bar:
         task = bar.add_task(f"captioning with {bundle.version.name}", total=len(read.tiles))
-        captioned = describe_tiles(read.tiles, bundle, settings.retrieval.k, lambda done: bar.advance(task, done),
+        captioned = describe_tiles(read.tiles, bundle, settings.retrieval.k, settings.alerts,
+                                   lambda done: bar.advance(task, done),
                                    read.grids, catalogue_for(settings.volcanoes) if read.grids else None)
 
     def table() -> Table | None:
         if not captioned:
             return None
         built = Table(title=f"captions by model {bundle.version.name}", show_lines=True)
-        for name in ("image", "tile", "box", "caption", "nearest examples (similarity, source)"):
+        for name in ("image", "tile", "box", "caption", "level", "nearest examples (similarity, source)"):
             built.add_column(name, overflow="fold")
         for item in captioned:
             nearest = "\n".join(f"{round(n.similarity, 4):.3f} {n.record.source}: {n.record.caption}"
                                 for n in item.described.neighbours)
             text = item.described.caption.text + (" (retrieved)" if item.described.caption.retrieved else "")
             built.add_row(item.image.name, str(item.tile.index), ",".join(map(str, item.tile.box)), text,
-                          nearest or "no index")
+                          item.decision.level, nearest or "no index")
         return built
 
     show([item.to_dict() for item in captioned], as_json, table)

@@ -169,6 +169,14 @@ class RetrievalSettings(Section):
     ivf_nlist: int | None = Field(None, ge=1, description="IVF lists; default sqrt(n), at most n/39")
     ivf_nprobe: int = Field(16, ge=1, description="IVF lists visited per query (recall vs latency)")
     use_gpu: bool = Field(True, description="Search on the GPU when FAISS sees one")
+    feature: Literal["pooled", "patch_mean"] = Field(
+        "pooled", description="Vision output indexed: the pooled output (the paper's) or the mean of the "
+                                  "patch tokens (benchmarks/README.md)")
+    embedding: Literal["pooled", "centred", "whitened"] = Field(
+        "whitened", description="Index vectors: the raw feature, centred on the indexed examples' mean, or "
+                                "centred and whitened (benchmarks/README.md)")
+    whiten_components: int | None = Field(
+        None, ge=1, description="With 'whitened': keep this many principal axes (default all with variance)")
 
 
 class AlertSettings(Section):
@@ -178,6 +186,17 @@ class AlertSettings(Section):
     )
     min_similarity: float = Field(
         0.0, ge=-1, le=1, description="Neighbours less similar than this to the tile do not vote"
+    )
+    min_cluster_tiles: int = Field(
+        2, ge=1, description="Adjacent alert tiles that make their interferogram an alert"
+    )
+    frame_false_alarm_rate: float = Field(
+        0.05, gt=0, lt=1, description="Share of quiet interferograms allowed to alert on one isolated tile, "
+                                      "through the model's validation calibration"
+    )
+    isolated_tile_vote: float = Field(
+        1.0, ge=0, le=1, description="Vote an isolated alert tile needs to alert its interferogram alone, "
+                                     "for a model without a calibration"
     )
 
 

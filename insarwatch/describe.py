@@ -3,7 +3,7 @@
 Owns what happens between a tile image and its ``Described`` record: ``load_bundle`` is
 the single way the caption command, evaluation and the daemon turn a ``ModelVersion`` into
 a loaded ``Captioner`` and its ``RetrievalIndex`` (checked to have been built by that
-captioner), and ``Bundle.describe``/``describe_batches`` is the one captioning path, with
+captioner), with the version's calibration data for the decision stage, and ``Bundle.describe``/``describe_batches`` is the one captioning path, with
 the optional triage rule (``confidently_quiet``) that copies the nearest example's caption
 instead of decoding. Torch and FAISS are imported only when a bundle is loaded.
 """
@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from typing import Any
 
 from .registry import ModelVersion
 
@@ -45,6 +47,7 @@ class Bundle:
     version: ModelVersion
     captioner: Captioner
     index: RetrievalIndex | None
+    calibration: dict[str, Any] | None = None  # alerts.FrameCalibration.to_dict(), when the version has one
 
     def describe(self, images: Sequence[TileImage], k: int) -> list[Described]:
         """Caption ``images`` and find each one's ``k`` nearest indexed examples."""
@@ -64,7 +67,8 @@ class Bundle:
         use_triage = triage.enabled and self.index is not None
         wanted = max(k, triage.min_neighbours) if use_triage else k
         for vision in self.captioner.encode(images):
-            found = self.index.search(vision.embeddings, wanted) if self.index else [[] for _ in range(len(vision))]
+            searched = vision.features(self.index.feature) if self.index else vision.embeddings
+            found = self.index.search(searched, wanted) if self.index else [[] for _ in range(len(vision))]
             quiet = [use_triage and confidently_quiet(row, triage) for row in found]
             generated = iter(self.captioner.describe(vision, [i for i, q in enumerate(quiet) if not q]))
             yield [
@@ -72,7 +76,7 @@ class Bundle:
                     Caption(row[0].record.caption if retrieved else next(generated), embedding, retrieved),
                     tuple(row[:k]),
                 )
-                for embedding, row, retrieved in zip(vision.embeddings, found, quiet, strict=True)
+                for embedding, row, retrieved in zip(searched, found, quiet, strict=True)
             ]
 
 
@@ -87,4 +91,4 @@ def load_bundle(version: ModelVersion, settings: Settings, require_index: bool =
     index = None
     if require_index or RetrievalIndex.exists(version.path):
         index = RetrievalIndex.load(version.path, expected_dim=captioner.embedding_dim, settings=settings.retrieval)
-    return Bundle(version, captioner, index)
+    return Bundle(version, captioner, index, version.calibration() or None)

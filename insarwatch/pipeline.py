@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from . import notify
-from .alerts import Alert, Bounds, alert_key, decide_interferogram, decide_tile, strength
+from .alerts import Alert, Bounds, FrameCalibration, alert_key, decide_interferogram, decide_tile, strength
 from .config import ImagingSettings, Settings
 from .describe import Bundle, Described
 from .errors import InputError
@@ -217,7 +217,7 @@ def _whereabouts(tiled: Tiled, settings: Settings) -> dict[str, Any]:
 
 
 def conclude(tiled: Tiled, described: Sequence[Described], settings: Settings, model_version: str,
-             now: datetime) -> Outcome:
+             now: datetime, calibration: FrameCalibration | None = None) -> Outcome:
     """Findings and decisions for every tile, the interferogram's decision and its alert.
 
     The alert names every volcano a flagged tile lies within ``radius_km`` of (strongest tile
@@ -235,7 +235,7 @@ def conclude(tiled: Tiled, described: Sequence[Described], settings: Settings, m
             near[piece.index] = nearest[0].name
         decisions.append(decision)
         results.append(TileResult.from_document(decision.to_dict(), found.caption.retrieved))
-    decision = decide_interferogram(decisions)
+    decision = decide_interferogram(decisions, settings.alerts, calibration)
     alert = None
     if decision.level != "quiet":
         ifg = tiled.interferogram
@@ -278,11 +278,16 @@ class Completed:
     targets: tuple[tuple[str, str], ...]
 
 
+def frame_calibration(data: dict[str, Any] | None) -> FrameCalibration | None:
+    """A model version's calibration of the frame decision (``ModelVersion.calibration()``), if any."""
+    return FrameCalibration.from_dict(data) if data else None
+
+
 def complete(tiled: Tiled, described: Sequence[Described], settings: Settings, model_version: str,
-             now: datetime) -> Completed:
+             now: datetime, calibration: FrameCalibration | None = None) -> Completed:
     """``conclude`` and, when it raises an alert, its report rendered as the outbox payload:
     the work done before the write lock is taken (the daemon and the backfill both)."""
-    outcome = conclude(tiled, described, settings, model_version, now)
+    outcome = conclude(tiled, described, settings, model_version, now, calibration)
     key = tiled.record.key
     if outcome.alert is None:
         return Completed(key, model_version, outcome, now, None, ())
@@ -503,7 +508,7 @@ class Processor:
         for (flight, piece), found in zip(batch, described, strict=True):
             flight.described[piece.index] = found
             if len(flight.described) == len(flight.tiled.tiles):
-                completed.append(self._complete(flight, bundle.version.name))
+                completed.append(self._complete(flight, bundle))
         # Alert reports are rendered above, before the write lock is taken; every interferogram
         # the batch completes is then stored in one commit (each in its own savepoint, so one
         # refused transition does not undo the others).
@@ -524,12 +529,13 @@ class Processor:
             store_failed(self.store, key, error, now, self.settings.watch.max_attempts)
         self._ready = deque(item for item in self._ready if item[0].tiled.record.key not in keys)
 
-    def _complete(self, flight: _InFlight, model_version: str) -> Completed:
+    def _complete(self, flight: _InFlight, bundle: Bundle) -> Completed:
         tiled = flight.tiled
         self._in_flight.pop(tiled.record.key, None)  # gone already when shutdown released it mid-batch
         self._pixels.pop(tiled.record.key, None)
         described = [flight.described[piece.index] for piece in tiled.tiles]
-        return complete(tiled, described, self.settings, model_version, self._clock())
+        return complete(tiled, described, self.settings, bundle.version.name, self._clock(),
+                        frame_calibration(bundle.calibration))
 
     def release_all(self) -> list[str]:
         """Give back every claimed interferogram not finished yet (shutdown).

@@ -49,7 +49,9 @@ class ModelVersion:
     CAPTIONER_DIR: ClassVar[str] = "captioner"
     INDEX_FILE: ClassVar[str] = "index.faiss"
     RECORDS_FILE: ClassVar[str] = "index.jsonl"
+    INDEX_TRANSFORM_FILE: ClassVar[str] = "index_transform.safetensors"
     METRICS_FILE: ClassVar[str] = "metrics.json"
+    CALIBRATION_FILE: ClassVar[str] = "calibration.json"
     PREDICTIONS_FILE: ClassVar[str] = "predictions.jsonl"
     TRAIN_CONFIG_FILE: ClassVar[str] = "train_config.json"
     CHECKSUMS_FILE: ClassVar[str] = "checksums.json"
@@ -77,8 +79,19 @@ class ModelVersion:
         return self.path / self.RECORDS_FILE
 
     @property
+    def index_transform_file(self) -> Path:
+        """The map from captioner embeddings to index vectors (``retrieval.EmbeddingTransform``);
+        absent in versions made before it existed, which search with the identity."""
+        return self.path / self.INDEX_TRANSFORM_FILE
+
+    @property
     def metrics_file(self) -> Path:
         return self.path / self.METRICS_FILE
+
+    @property
+    def calibration_file(self) -> Path:
+        """The frame decision's calibration on the validation split (``alerts.FrameCalibration``)."""
+        return self.path / self.CALIBRATION_FILE
 
     @property
     def predictions_file(self) -> Path:
@@ -126,16 +139,23 @@ class ModelVersion:
 
     def metrics(self) -> dict[str, Any]:
         """The evaluation metrics saved with the version; empty when there are none."""
-        path = self.metrics_file
-        if not path.is_file():
-            return {}
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(path, f"not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise InputError(path, "metrics are not a JSON object")
-        return data
+        return _json_object(self.metrics_file, "metrics")
+
+    def calibration(self) -> dict[str, Any]:
+        """The calibration saved with the version; empty when there is none (older versions)."""
+        return _json_object(self.calibration_file, "calibration")
+
+
+def _json_object(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, f"{what} is not a JSON object")
+    return data
 
 
 def _sha256(path: Path) -> str:

@@ -194,6 +194,8 @@ def alert_document(alert: Alert) -> dict[str, Any]:
         "volcanoes": list(alert.volcanoes),
         "level": decision.level,
         "severity": decision.severity,
+        # Which frame rule decided (cluster, strong isolated tile...) with its numbers: alerts.decide_interferogram.
+        "reasons": jsonable(decision.reasons),
         "model_version": alert.model_version,
         "times": {
             "primary": jsonable(alert.primary),

@@ -9,6 +9,14 @@ indexes are searched exactly (``IndexFlatIP``); large ones use HNSW or IVF, chos
 Loading refuses an index whose dimension differs from the captioner's or whose records do
 not match its vectors one to one: that is an index built by another model, and searching
 it would give confident wrong answers.
+
+Raw pooled vision outputs of one model all point the same way (cosine ~0.999 between any
+two interferograms), so their neighbours carry no information. At build time the index
+therefore learns an ``EmbeddingTransform`` from the indexed vectors: which vision output
+they are (``retrieval.feature``), their mean to subtract and, optionally, the principal axes
+to whiten along (``retrieval.embedding``); it is stored in ``index_transform.safetensors``
+and every query goes through the same transform. A version without that file (built before
+it existed) searches raw pooled outputs with the identity.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import faiss
 import numpy as np
@@ -28,6 +36,9 @@ from . import files
 from .config import RetrievalSettings
 from .errors import InputError, InsarwatchError
 from .registry import ModelVersion
+
+TRANSFORM_TENSORS = ("mean", "projection")
+FEATURES: tuple[str, ...] = get_args(RetrievalSettings.model_fields["feature"].annotation)
 
 @dataclass(frozen=True)
 class IndexRecord:
@@ -64,6 +75,79 @@ def normalised(vectors: np.ndarray) -> np.ndarray:
     out = np.array(vectors, dtype=np.float32, order="C", copy=True, ndmin=2)
     faiss.normalize_L2(out)
     return out
+
+
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value
+class EmbeddingTransform:
+    """``normalised((x - mean) @ projection)``: the map from a captioner embedding to an index vector."""
+
+    mean: np.ndarray  # (input_dim,)
+    projection: np.ndarray  # (input_dim, output_dim)
+    feature: str = "pooled"  # the captioner output it maps (captioner.VisionBatch.features)
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.projection.shape[0])
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.projection.shape[1])
+
+    @classmethod
+    def identity(cls, dim: int, feature: str = "pooled") -> EmbeddingTransform:
+        return cls(np.zeros(dim, dtype=np.float32), np.eye(dim, dtype=np.float32), feature)
+
+    @classmethod
+    def fit(cls, embeddings: np.ndarray, settings: RetrievalSettings) -> EmbeddingTransform:
+        """Learn ``settings.embedding`` from the vectors to be indexed."""
+        vectors = np.asarray(embeddings, dtype=np.float64)
+        dim = vectors.shape[1]
+        if settings.embedding == "pooled" or len(vectors) < 2:
+            return cls.identity(dim, settings.feature)
+        mean = vectors.mean(axis=0)
+        if settings.embedding == "centred":
+            return cls(mean.astype(np.float32), np.eye(dim, dtype=np.float32), settings.feature)
+        # Whitening: principal axes of the centred vectors, each scaled to unit variance, so
+        # that the few directions where all interferograms differ slightly count as much as
+        # the dominant ones; axes with (numerically) no variance are dropped, not amplified.
+        _, singular, axes = np.linalg.svd(vectors - mean, full_matrices=False)
+        scale = singular / math.sqrt(len(vectors) - 1)
+        kept = scale > scale[0] * 1e-4
+        if settings.whiten_components is not None:
+            kept[settings.whiten_components:] = False
+        projection = axes[kept].T / scale[kept]
+        return cls(mean.astype(np.float32), projection.astype(np.float32), settings.feature)
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """Index vectors of captioner embeddings (rows), L2-normalised."""
+        rows = np.asarray(vectors, dtype=np.float32).reshape(-1, self.input_dim)
+        return normalised((rows - self.mean) @ self.projection)
+
+    def save(self, path: Path) -> None:
+        from safetensors.numpy import save_file
+
+        with files.replacing(path) as temporary:
+            save_file({"mean": self.mean, "projection": np.ascontiguousarray(self.projection)}, str(temporary),
+                      metadata={"feature": self.feature})
+
+    @classmethod
+    def load(cls, path: Path) -> EmbeddingTransform:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="np") as stored:
+                tensors = {name: stored.get_tensor(name) for name in stored.keys()}
+                feature = (stored.metadata() or {}).get("feature", "pooled")
+        except (SafetensorError, OSError) as exc:
+            raise InputError(path, f"not a readable embedding transform ({exc})") from None
+        if feature not in FEATURES:
+            raise InputError(path, f"unknown feature {feature!r} (known: {', '.join(FEATURES)})")
+        if set(tensors) != set(TRANSFORM_TENSORS):
+            raise InputError(path, f"an embedding transform holds {', '.join(TRANSFORM_TENSORS)}, not {sorted(tensors)}")
+        mean, projection = tensors["mean"], tensors["projection"]
+        if mean.ndim != 1 or projection.ndim != 2 or projection.shape[0] != mean.shape[0]:
+            raise InputError(path, f"mean {mean.shape} and projection {projection.shape} do not fit together")
+        return cls(mean.astype(np.float32), projection.astype(np.float32), feature)
 
 
 def _ivf_lists(n: int, requested: int | None) -> int:
@@ -107,9 +191,14 @@ def _faiss_reason(exc: Exception) -> str:
 class RetrievalIndex:
     """Normalised embeddings with one record each; cosine k-nearest-neighbour search."""
 
-    def __init__(self, cpu_index: faiss.Index, records: Sequence[IndexRecord], use_gpu: bool = True) -> None:
+    def __init__(self, cpu_index: faiss.Index, records: Sequence[IndexRecord], use_gpu: bool = True,
+                 transform: EmbeddingTransform | None = None) -> None:
         if cpu_index.ntotal != len(records):
             raise InsarwatchError(f"index has {cpu_index.ntotal} vectors but {len(records)} records")
+        self.transform = transform or EmbeddingTransform.identity(int(cpu_index.d))
+        if self.transform.output_dim != cpu_index.d:
+            raise InsarwatchError(f"embedding transform gives {self.transform.output_dim} dimensions, "
+                                  f"the index holds {cpu_index.d}")
         self._cpu = cpu_index
         self.records: tuple[IndexRecord, ...] = tuple(records)
         self._search_index = self._cpu
@@ -121,7 +210,13 @@ class RetrievalIndex:
 
     @property
     def dim(self) -> int:
-        return int(self._cpu.d)
+        """The dimension of the embeddings it is searched with (before the transform)."""
+        return self.transform.input_dim
+
+    @property
+    def feature(self) -> str:
+        """The captioner output it is searched with (``captioner.VisionBatch.features``)."""
+        return self.transform.feature
 
     @property
     def kind(self) -> str:
@@ -135,19 +230,24 @@ class RetrievalIndex:
     def build(
         cls, embeddings: np.ndarray, records: Sequence[IndexRecord], settings: RetrievalSettings
     ) -> RetrievalIndex:
-        """Index ``embeddings`` (N x dim; normalised here) described by ``records``."""
-        vectors = normalised(embeddings)
-        if len(vectors) != len(records):
-            raise InsarwatchError(f"{len(vectors)} embeddings but {len(records)} records")
+        """Index ``embeddings`` (N x dim) described by ``records``, through the transform
+        ``settings.embedding`` learnt from them."""
+        embeddings = np.array(embeddings, dtype=np.float32, ndmin=2)
+        if len(embeddings) != len(records):
+            raise InsarwatchError(f"{len(embeddings)} embeddings but {len(records)} records")
+        transform = EmbeddingTransform.fit(embeddings, settings)
+        vectors = transform.apply(embeddings)
         kind = settings.index_type
         if kind == "auto" or len(vectors) == 0:
             kind = "flat" if len(vectors) <= settings.exact_max_vectors else settings.approximate_type
-        return cls(_build_cpu_index(vectors, kind, settings), records, settings.use_gpu)
+        return cls(_build_cpu_index(vectors, kind, settings), records, settings.use_gpu, transform)
 
     def save(self, directory: str | Path) -> None:
-        """Write ``index.faiss`` and ``index.jsonl`` into ``directory`` (each atomically)."""
+        """Write ``index.faiss``, ``index.jsonl`` and the embedding transform into ``directory``
+        (each atomically)."""
         version = ModelVersion.at(directory)
         version.path.mkdir(parents=True, exist_ok=True)
+        self.transform.save(version.index_transform_file)
         with files.replacing(version.index_file) as index_tmp, files.replacing(version.records_file) as records_tmp:
             faiss.write_index(self._cpu, str(index_tmp))
             with records_tmp.open("w", encoding="utf-8") as out:
@@ -178,10 +278,17 @@ class RetrievalIndex:
             raise InputError(index_path, f"not a readable FAISS index: {_faiss_reason(exc)}") from None
         if cpu_index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise InputError(index_path, "index does not use inner-product (cosine) similarity")
-        if expected_dim is not None and cpu_index.d != expected_dim:
+        transform_path = version.index_transform_file
+        # Versions written before the transform existed hold raw pooled vectors: identity.
+        transform = EmbeddingTransform.load(transform_path) if transform_path.is_file() else \
+            EmbeddingTransform.identity(int(cpu_index.d))
+        if transform.output_dim != cpu_index.d:
+            raise InputError(transform_path, f"maps to {transform.output_dim} dimensions but "
+                                             f"{ModelVersion.INDEX_FILE} holds {cpu_index.d}")
+        if expected_dim is not None and transform.input_dim != expected_dim:
             raise InputError(
                 index_path,
-                f"index dimension {cpu_index.d} does not match the captioner's embedding dimension "
+                f"index dimension {transform.input_dim} does not match the captioner's embedding dimension "
                 f"{expected_dim}; the index was built by another model",
             )
         records = _read_records(records_path)
@@ -191,13 +298,14 @@ class RetrievalIndex:
             )
         if settings is not None:
             _apply_search_settings(cpu_index, settings)
-        return cls(cpu_index, records, settings.use_gpu if settings is not None else True)
+        return cls(cpu_index, records, settings.use_gpu if settings is not None else True, transform)
 
     def search(self, queries: np.ndarray, k: int) -> list[list[Neighbour]]:
         """The ``k`` most similar records for each query row, most similar first."""
-        vectors = normalised(queries)
-        if vectors.shape[1] != self.dim:
-            raise InsarwatchError(f"query dimension {vectors.shape[1]} does not match index dimension {self.dim}")
+        queries = np.array(queries, dtype=np.float32, ndmin=2)
+        if queries.shape[1] != self.dim:
+            raise InsarwatchError(f"query dimension {queries.shape[1]} does not match index dimension {self.dim}")
+        vectors = self.transform.apply(queries)
         k = min(k, len(self))
         if k <= 0 or len(vectors) == 0:
             return [[] for _ in range(len(vectors))]

@@ -211,15 +211,17 @@ def stage_tiny_version(store: ModelStore, captioner_dir: Path, *, index_dim: int
     staged = store.stage()
     version = ModelVersion.at(staged)
     shutil.copytree(captioner_dir, version.captioner_dir)
+    retrieval = RetrievalSettings()
     if index_dim is None:
-        embeddings = Captioner.load(version.captioner_dir, CaptioningSettings()).embed(tiny_index_images())
+        embeddings = Captioner.load(version.captioner_dir, CaptioningSettings()).embed(tiny_index_images(),
+                                                                                     retrieval.feature)
     else:
         embeddings = np.random.default_rng(1).normal(size=(len(TINY_RECORDS), index_dim)).astype(np.float32)
     records = [
         IndexRecord(caption, deformation, activity, intensity, f"img{i}")
         for i, (caption, deformation, activity, intensity) in enumerate(TINY_RECORDS)
     ]
-    RetrievalIndex.build(embeddings, records, RetrievalSettings()).save(staged)
+    RetrievalIndex.build(embeddings, records, retrieval).save(staged)
     version.metrics_file.write_text(json.dumps(metrics or {"rougeL": 0.7}), encoding="utf-8")
     return staged
 

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from insarwatch.alerts import Alert, Decision, TileDecision, alert_key, decide_interferogram, decide_tile
+import numpy as np
+
+from insarwatch.alerts import (Alert, Decision, FrameCalibration, TileDecision, alert_key, clusters,
+                               decide_interferogram, decide_tile)
 from insarwatch.config import AlertSettings, load_settings
 from insarwatch.findings import parse_caption
 from insarwatch.imaging import QualityCheck
@@ -236,3 +239,73 @@ def test_decisions_are_frozen() -> None:
         tile.level = "quiet"  # type: ignore[misc]
     with pytest.raises(AttributeError):
         decide_interferogram([tile]).level = "quiet"  # type: ignore[misc]
+
+
+def grid(alerting: dict[int, list[Neighbour]], columns: int = 6, rows: int = 5) -> list[TileDecision]:
+    """A frame of ``columns`` x ``rows`` 224 px tiles, quiet except the ``alerting`` ones (index → neighbours)."""
+    tiles = []
+    for index in range(columns * rows):
+        left, top = (index % columns) * 224, (index // columns) * 224
+        caption, neighbours = (SILL_LOW, alerting[index]) if index in alerting else (QUIET, [quiet(0.9)])
+        tiles.append(decide(caption, neighbours, index=index, box=(left, top, left + 224, top + 224)))
+    return tiles
+
+
+MARGINAL = [deforming(0.9), deforming(0.9), deforming(0.9), quiet(0.9), quiet(0.9)]  # vote 0.6
+
+
+def test_a_quiet_frame_with_one_marginal_tile_asks_for_review_not_alert() -> None:
+    tiles = grid({14: MARGINAL})
+    assert tiles[14].level == "alert" and tiles[14].score == pytest.approx(0.6)
+    calibration = FrameCalibration(tuple([0.0] * 60 + [0.6, 0.8]), "test")
+    for decision in (decide_interferogram(tiles, SETTINGS), decide_interferogram(tiles, SETTINGS, calibration)):
+        assert decision.level == "review"
+        assert decision.reasons["rule"] == "isolated_tiles_below_threshold"
+        assert decision.reasons["alert_tiles"] == [14] and decision.reasons["clusters"] == [[14]]
+        assert [tile.tile_index for tile in decision.tiles] == [14]
+    # 62 validation scores cannot vouch for 1 false alarm in 20 frames of 30 tiles.
+    assert decide_interferogram(tiles, SETTINGS, calibration).reasons["isolated_threshold"] is None
+
+
+def test_a_coherent_cluster_alerts_with_its_tiles_named() -> None:
+    # Tiles 14 and 21 touch at a corner (one row down, one column right).
+    decision = decide_interferogram(grid({14: MARGINAL, 21: MARGINAL, 3: MARGINAL}), SETTINGS)
+    assert json.loads(json.dumps(decision.reasons)) == decision.reasons
+    assert (decision.level, decision.severity) == ("alert", "low")
+    assert decision.reasons["rule"] == "coherent_cluster"
+    assert decision.reasons["clusters"] == [[14, 21], [3]]
+    assert "2 adjacent tiles (14, 21)" in decision.reasons["explanation"]
+    strict = AlertSettings(min_cluster_tiles=3)
+    assert decide_interferogram(grid({14: MARGINAL, 21: MARGINAL}), strict).level == "review"
+
+
+def test_an_isolated_tile_alerts_alone_only_above_the_calibrated_threshold() -> None:
+    unanimous = [deforming(0.9)] * 5
+    calibration = FrameCalibration(tuple([0.0] * 95 + [0.6] * 5), "test")
+    # A one-tile frame at 5 %: the 96th smallest of 100 quiet scores, 0.6, must be exceeded.
+    assert calibration.threshold(1, 0.05) == 0.6
+    single = [decide(SILL_LOW, unanimous, index=0, box=(0, 0, 224, 224))]
+    decided = decide_interferogram(single, SETTINGS, calibration)
+    assert (decided.level, decided.reasons["rule"]) == ("alert", "strong_isolated_tile")
+    assert decide_interferogram([decide(SILL_LOW, MARGINAL, index=0)], SETTINGS, calibration).level == "review"
+    # Uncalibrated, an isolated tile needs alerts.isolated_tile_vote.
+    assert decide_interferogram(single, AlertSettings(isolated_tile_vote=1.0)).level == "alert"
+    assert decide_interferogram(grid({14: MARGINAL}), AlertSettings(isolated_tile_vote=0.6)).level == "alert"
+
+
+def test_the_calibrated_threshold_keeps_quiet_frames_below_the_target_rate() -> None:
+    rng = np.random.default_rng(11)
+    quiet_scores = rng.beta(0.5, 4, size=3000)  # continuous, mostly near 0, as a good model's quiet tiles
+    calibration = FrameCalibration(tuple(quiet_scores), "simulated")
+    rate, tiles = 0.1, 10
+    threshold = calibration.threshold(tiles, rate)
+    frames = rng.beta(0.5, 4, size=(20000, tiles))
+    alarms = float(np.mean(frames.max(axis=1) > threshold))
+    assert 0.05 < alarms <= rate + 0.01
+    assert calibration.threshold(tiles, rate / 2) > threshold
+    assert FrameCalibration.from_dict(calibration.to_dict()).threshold(tiles, rate) == pytest.approx(threshold)
+
+
+def test_clusters_join_tiles_through_edges_and_corners_only() -> None:
+    tiles = grid({0: MARGINAL, 1: MARGINAL, 7: MARGINAL, 9: MARGINAL})
+    assert [[t.tile_index for t in group] for group in clusters([tiles[i] for i in (0, 1, 7, 9)])] == [[0, 1, 7], [9]]

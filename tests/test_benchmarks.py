@@ -166,3 +166,19 @@ def test_soak_smoke_loses_nothing_and_duplicates_nothing_under_faults(capsys, tm
     table = "\n".join(lines)
     assert re.search(r"frames lost\s*│\s*0 ", table), table
     assert re.search(r"duplicates\s*│\s*0 ", table), table
+
+
+def test_real_tiles_scores_every_call_on_labelled_folders_and_reports_a_ratio(capsys, tmp_path, tiny_var_dir,
+                                                                             tiny_index_tiles) -> None:
+    for label, indices in (("1", (0, 2, 4)), ("0", (1, 3, 5))):
+        (tmp_path / "real" / "c1" / label).mkdir(parents=True)
+        for i in indices:
+            Image.fromarray(tiny_index_tiles[i]).save(tmp_path / "real" / "c1" / label / f"{i}.png")
+    lines = run_script("real_tiles.py", ["--model", str(tiny_var_dir / "models" / "current"), "--realdata",
+                                         str(tmp_path / "real"), "--no-retrieval"], capsys)
+    assert RATIO.match(lines[-1]), lines[-1]
+    table = "\n".join(lines)
+    assert f"skipped {tmp_path / 'real' / 's1'}: absent" in table
+    rows = [line.split("│")[1:4] for line in lines if line.startswith("│")]
+    assert [[cell.strip() for cell in row] for row in rows] == [
+        ["c1", "3/3", call] for call in ("caption", "vote", "alert", "alert_or_review")]

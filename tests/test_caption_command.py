@@ -11,6 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from insarwatch.cli import app
+from insarwatch.findings import parse_caption
 
 ENV = {"INSARWATCH_CAPTIONING__MAX_NEW_TOKENS": "8", "INSARWATCH_CAPTIONING__TILES_PER_CALL": "2",
        "INSARWATCH_CAPTIONING__DEVICE": "cpu", "INSARWATCH_CONFIG": "/dev/null"}
@@ -85,3 +86,15 @@ def test_no_model_is_a_one_line_error_with_exit_2(tmp_path, pngs) -> None:
 
     missing = run([str(pngs["patch"]), "--model", str(tmp_path / "nowhere")], tmp_path / "var")
     assert missing.exit_code == 2 and "neither a model version" in missing.stderr
+
+
+def test_json_gives_each_tile_the_daemons_level_and_vote(tiny_var_dir, pngs) -> None:
+    result = run([str(pngs["frame"]), str(pngs["patch"]), "--json"], tiny_var_dir)
+    assert result.exit_code == 0, result.output
+    for row in map(json.loads, result.stdout.splitlines()):
+        weights = [max(n["similarity"], 0.0) for n in row["neighbours"]]
+        vote = sum(w for w, n in zip(weights, row["neighbours"]) if n["deformation"]) / sum(weights)
+        assert row["vote"] == pytest.approx(vote, abs=1e-3)
+        deforms = parse_caption(row["caption"]).deformation
+        expected = ("alert" if vote >= 0.5 else "review") if deforms else ("review" if vote >= 0.5 else "quiet")
+        assert row["level"] == expected

@@ -56,7 +56,7 @@ def test_image_keys_and_values_are_projected_once_per_image_not_once_per_beam(ca
 
 def test_embeddings_are_unit_norm_pooled_vision_outputs_without_decoding(captioner, tiles) -> None:
     with Counter(captioner.model.text_decoder) as decoder:
-        embeddings = captioner.embed(tiles)
+        embeddings = captioner.embed(tiles, "pooled")
     assert decoder.calls == []
     assert embeddings.shape == (len(tiles), captioner.embedding_dim) and embeddings.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
@@ -64,6 +64,13 @@ def test_embeddings_are_unit_norm_pooled_vision_outputs_without_decoding(caption
     pooled = captioner.model.vision_model(pixel_values=captioner.preprocess(tiles)).pooler_output.detach().numpy()
     np.testing.assert_allclose(embeddings, pooled / np.linalg.norm(pooled, axis=1, keepdims=True), atol=1e-5)
     np.testing.assert_allclose(embeddings, np.stack([c.embedding for c in captioner.caption(tiles)]), atol=1e-5)
+
+
+def test_patch_mean_embeddings_average_the_image_tokens_without_cls(captioner, tiles) -> None:
+    embeddings = captioner.embed(tiles, "patch_mean")
+    hidden = captioner.model.vision_model(pixel_values=captioner.preprocess(tiles)).last_hidden_state.detach().numpy()
+    mean = hidden[:, 1:].mean(axis=1)
+    np.testing.assert_allclose(embeddings, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-5)
 
 
 def test_generation_options_come_from_settings(tiny_blip_dir) -> None:

@@ -72,7 +72,7 @@ def test_greedy_and_narrow_beams_also_equal_model_generate(tiny_git_dir, tiles, 
 
 def test_embeddings_are_unit_norm_mean_vision_tokens_without_decoding(captioner, tiles) -> None:
     with Counter(captioner.model.git.encoder) as decoder:
-        embeddings = captioner.embed(tiles)
+        embeddings = captioner.embed(tiles, "pooled")
     assert decoder.calls == []
     assert embeddings.shape == (len(tiles), captioner.embedding_dim) and embeddings.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)

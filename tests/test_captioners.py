@@ -72,7 +72,7 @@ def test_batched_results_equal_one_tile_at_a_time(captioner, tiles) -> None:
 
 def test_embeddings_are_unit_norm_and_need_no_decoding(captioner, arch, tiles) -> None:
     with Counter(DECODER[arch](captioner.model)) as decoder:
-        embeddings = captioner.embed(tiles)
+        embeddings = captioner.embed(tiles, "pooled")
     assert decoder.calls == []
     assert embeddings.shape == (len(tiles), captioner.embedding_dim) and embeddings.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
@@ -105,7 +105,7 @@ def test_arrays_are_read_channels_last_whatever_their_size(captioner, shape: tup
 
 def test_no_images_means_no_work(captioner) -> None:
     assert captioner.caption([]) == []
-    assert captioner.embed([]).shape == (0, captioner.embedding_dim)
+    assert captioner.embed([], "pooled").shape == (0, captioner.embedding_dim)
 
 
 def test_decoding_longer_than_the_position_table_is_capped(model_dir) -> None:

@@ -31,9 +31,13 @@ def test_load_bundle_gives_a_captioner_and_an_index_that_fit(store, registered, 
     assert bundle.version == registered and bundle.index is not None
     assert bundle.index.dim == bundle.captioner.embedding_dim and len(bundle.index) == 6
 
-    (caption,) = bundle.captioner.caption(tiny_index_tiles[:1])
-    (neighbours,) = bundle.index.search(caption.embedding[None], SETTINGS.retrieval.k)
+    # The index says which vision output it was built from; searched with that, a tile finds itself.
+    assert bundle.index.feature == SETTINGS.retrieval.feature
+    embedding = bundle.captioner.embed(tiny_index_tiles[:1], bundle.index.feature)
+    (neighbours,) = bundle.index.search(embedding, SETTINGS.retrieval.k)
     assert neighbours[0].record.source == "img0" and neighbours[0].similarity == pytest.approx(1.0, abs=1e-5)
+    (described,) = bundle.describe(tiny_index_tiles[:1], SETTINGS.retrieval.k)
+    assert described.neighbours[0].record.source == "img0"
 
 
 def test_load_bundle_refuses_an_index_built_by_another_model(store, tiny_blip_dir, tiny_version_stager) -> None:

@@ -53,6 +53,8 @@ def test_alert_page_shows_what_a_volcanologist_needs(alert) -> None:
                      "passed", "dyke"):
         assert expected in html, expected
     assert f">{alert.decision.level}<" in html
+    # The frame rule that decided, in words (alerts.decide_interferogram).
+    assert alert.decision.reasons["explanation"].split(":")[0] in html
 
 
 def test_caption_markup_is_shown_as_text(tmp_path: Path) -> None:
@@ -74,6 +76,7 @@ def test_alert_json_carries_the_same_content(alert) -> None:
     assert document["key"] == alert.key
     assert (document["frame"], document["volcano"], document["model_version"]) == (FRAME, VOLCANO, "v1")
     assert document["level"] == alert.decision.level
+    assert document["reasons"] == alert.decision.reasons and document["reasons"]["rule"]
     assert document["times"] == {
         "primary": "2026-11-02", "secondary": "2026-11-14", "temporal_baseline_days": 12,
         "received_at": "2026-11-15T06:00:00+00:00", "processed_at": "2026-11-15T06:02:30+00:00",

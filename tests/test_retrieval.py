@@ -11,6 +11,8 @@ from insarwatch.registry import ModelVersion
 from insarwatch.retrieval import IndexRecord, RetrievalIndex
 
 INDEX_FILE, RECORDS_FILE = ModelVersion.INDEX_FILE, ModelVersion.RECORDS_FILE
+# The FAISS tests search the vectors as given: no transform learnt from them.
+RAW = RetrievalSettings(embedding="pooled")
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -41,7 +43,7 @@ def test_exact_search_matches_numpy_cosine_ranking() -> None:
     rng = np.random.default_rng(0)
     base = rng.normal(size=(300, 24)).astype(np.float32)  # deliberately not normalised
     queries = rng.normal(size=(7, 24)).astype(np.float32)
-    index = RetrievalIndex.build(base, records_for(300), RetrievalSettings())
+    index = RetrievalIndex.build(base, records_for(300), RAW)
     assert index.kind == "flat" and len(index) == 300 and index.dim == 24
 
     results = index.search(queries, 5)
@@ -54,7 +56,7 @@ def test_exact_search_matches_numpy_cosine_ranking() -> None:
 
 
 def test_k_larger_than_index_returns_every_record_once() -> None:
-    index = RetrievalIndex.build(unit(np.eye(3, 8, dtype=np.float32)), records_for(3), RetrievalSettings())
+    index = RetrievalIndex.build(unit(np.eye(3, 8, dtype=np.float32)), records_for(3), RAW)
     (neighbours,) = index.search(np.ones((1, 8), dtype=np.float32), 10)
     assert sorted(n.record.source for n in neighbours) == ["1000", "1001", "1002"]
 
@@ -62,7 +64,7 @@ def test_k_larger_than_index_returns_every_record_once() -> None:
 def test_save_load_round_trip_keeps_vectors_records_and_answers(tmp_path) -> None:
     vectors = clustered(200, 16, 5, seed=1)
     records = records_for(200)
-    index = RetrievalIndex.build(vectors, records, RetrievalSettings())
+    index = RetrievalIndex.build(vectors, records, RAW)
     index.save(tmp_path)
 
     loaded = RetrievalIndex.load(tmp_path, expected_dim=16)
@@ -75,7 +77,7 @@ def test_save_load_round_trip_keeps_vectors_records_and_answers(tmp_path) -> Non
 
 
 def test_load_refuses_an_index_of_another_dimension(tmp_path) -> None:
-    RetrievalIndex.build(clustered(20, 16, 2, seed=3), records_for(20), RetrievalSettings()).save(tmp_path)
+    RetrievalIndex.build(clustered(20, 16, 2, seed=3), records_for(20), RAW).save(tmp_path)
     with pytest.raises(InputError) as error:
         RetrievalIndex.load(tmp_path, expected_dim=32)
     assert error.value.path == str(tmp_path / INDEX_FILE)
@@ -83,7 +85,7 @@ def test_load_refuses_an_index_of_another_dimension(tmp_path) -> None:
 
 
 def test_load_refuses_records_that_do_not_match_the_vectors(tmp_path) -> None:
-    RetrievalIndex.build(clustered(20, 16, 2, seed=4), records_for(20), RetrievalSettings()).save(tmp_path)
+    RetrievalIndex.build(clustered(20, 16, 2, seed=4), records_for(20), RAW).save(tmp_path)
     lines = (tmp_path / RECORDS_FILE).read_text(encoding="utf-8").splitlines(keepends=True)
     (tmp_path / RECORDS_FILE).write_text("".join(lines[:-1]), encoding="utf-8")
     with pytest.raises(InputError) as error:
@@ -106,7 +108,7 @@ def test_load_refuses_records_that_do_not_match_the_vectors(tmp_path) -> None:
     ids=["no-index", "garbage", "truncated", "empty", "no-records", "incomplete-record", "bad-json"],
 )
 def test_a_missing_or_corrupt_part_is_an_input_error_naming_it(tmp_path, damage, broken_file, reason) -> None:
-    RetrievalIndex.build(clustered(50, 8, 2, seed=5), records_for(50), RetrievalSettings()).save(tmp_path)
+    RetrievalIndex.build(clustered(50, 8, 2, seed=5), records_for(50), RAW).save(tmp_path)
     damage(tmp_path)
     with pytest.raises(InputError) as error:
         RetrievalIndex.load(tmp_path, expected_dim=8)
@@ -116,19 +118,19 @@ def test_a_missing_or_corrupt_part_is_an_input_error_naming_it(tmp_path, damage,
 
 def test_auto_builds_exact_up_to_the_threshold_and_approximate_above() -> None:
     vectors = clustered(100, 8, 3, seed=6)
-    assert RetrievalIndex.build(vectors, records_for(100), RetrievalSettings(exact_max_vectors=100)).kind == "flat"
-    above = RetrievalSettings(exact_max_vectors=99)
+    assert RetrievalIndex.build(vectors, records_for(100), RetrievalSettings(embedding="pooled", exact_max_vectors=100)).kind == "flat"
+    above = RetrievalSettings(embedding="pooled", exact_max_vectors=99)
     assert RetrievalIndex.build(vectors, records_for(100), above).kind == "ivf"
-    hnsw = RetrievalSettings(exact_max_vectors=99, approximate_type="hnsw")
+    hnsw = RetrievalSettings(embedding="pooled", exact_max_vectors=99, approximate_type="hnsw")
     assert RetrievalIndex.build(vectors, records_for(100), hnsw).kind == "hnsw"
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_approximate_indexes_find_the_exact_nearest_neighbour_on_clustered_data(tmp_path, kind) -> None:
     base, queries = clustered(4000, 32, 20, seed=7), clustered(200, 32, 20, seed=8)
-    settings = RetrievalSettings(index_type=kind)
+    settings = RetrievalSettings(embedding="pooled", index_type=kind)
     approximate = RetrievalIndex.build(base, records_for(4000), settings)
-    exact = RetrievalIndex.build(base, records_for(4000), RetrievalSettings(index_type="flat"))
+    exact = RetrievalIndex.build(base, records_for(4000), RetrievalSettings(embedding="pooled", index_type="flat"))
     approximate.save(tmp_path)
     reloaded = RetrievalIndex.load(tmp_path, expected_dim=32, settings=settings)
     assert reloaded.kind == kind
@@ -138,3 +140,83 @@ def test_approximate_indexes_find_the_exact_nearest_neighbour_on_clustered_data(
         found = [{n.record.source for n in row} for row in index.search(queries, 5)]
         recall_at_5 = np.mean([t in f for t, f in zip(truth, found, strict=True)])
         assert recall_at_5 >= 0.9
+
+
+def common_direction(n: int, dim: int, seed: int) -> tuple[np.ndarray, list[bool]]:
+    """Vectors as one model's pooled outputs are: a large shared component (cosine ~0.99
+    between any two), a few strong nuisance directions (rendering, brightness) and a weak
+    class-dependent one; labels alternate."""
+    rng = np.random.default_rng(seed)
+    labels = [i % 2 == 0 for i in range(n)]
+    axes = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
+    shared = axes[:, 0] * 40
+    nuisance = rng.normal(size=(n, 3)) @ axes[:, 1:4].T * 2.0
+    signal = np.outer([0.3 if label else -0.3 for label in labels], axes[:, 4])
+    rows = shared + nuisance + signal + rng.normal(size=(n, dim)) * 0.05
+    return rows.astype(np.float32), labels
+
+
+def agreement(index: RetrievalIndex, queries: np.ndarray, labels: list[bool], k: int = 5) -> float:
+    found = index.search(queries, k)
+    return float(np.mean([[n.record.deformation == label for n in row] for row, label in zip(found, labels)]))
+
+
+def test_whitening_makes_neighbours_of_near_identical_embeddings_informative() -> None:
+    vectors, _ = common_direction(600, 32, seed=7)
+    queries, labels = vectors[400:], [i % 2 == 0 for i in range(400, 600)]
+    vectors = vectors[:400]
+    records = records_for(400)  # deformation alternates as the labels do
+    def built(embedding: str, components: int | None = None) -> RetrievalIndex:
+        return RetrievalIndex.build(vectors, records, RetrievalSettings(embedding=embedding,
+                                                                         whiten_components=components))
+
+    pooled = built("pooled")
+    similarities = np.array([[n.similarity for n in row] for row in pooled.search(queries, 5)])
+    assert similarities.min() > 0.98  # the symptom: every neighbour looks the same
+    baseline = agreement(pooled, queries, labels)
+    assert baseline < 0.7
+    assert agreement(built("centred"), queries, labels) > baseline
+    # Whitening gives the weak class axis the weight of the strong nuisance ones; keeping the
+    # leading axes also drops the noise that full whitening amplifies.
+    assert agreement(built("whitened"), queries, labels) > agreement(built("centred"), queries, labels)
+    assert agreement(built("whitened", 8), queries, labels) > 0.95
+
+
+def test_the_transform_is_stored_with_the_index_and_applied_to_queries_after_loading(tmp_path) -> None:
+    vectors, labels = common_direction(300, 24, seed=8)
+    settings = RetrievalSettings(embedding="whitened", whiten_components=8)
+    index = RetrievalIndex.build(vectors, records_for(300), settings)
+    index.save(tmp_path)
+    assert (tmp_path / ModelVersion.INDEX_TRANSFORM_FILE).is_file()
+    loaded = RetrievalIndex.load(tmp_path, expected_dim=24)
+    assert (loaded.dim, loaded.transform.output_dim) == (24, 8)
+    queries = vectors[:20] + 0.01
+    before, after = index.search(queries, 5), loaded.search(queries, 5)
+    assert [[(n.record, round(n.similarity, 5)) for n in row] for row in before] == \
+        [[(n.record, round(n.similarity, 5)) for n in row] for row in after]
+    with pytest.raises(InputError) as error:
+        RetrievalIndex.load(tmp_path, expected_dim=8)
+    assert "dimension 24" in error.value.reason
+
+
+def test_an_index_saved_without_a_transform_searches_raw_embeddings(tmp_path) -> None:
+    vectors = clustered(60, 16, 3, seed=9)
+    RetrievalIndex.build(vectors, records_for(60), RetrievalSettings(embedding="whitened")).save(tmp_path)
+    (tmp_path / ModelVersion.INDEX_TRANSFORM_FILE).unlink()
+    # What an older version holds: the raw normalised vectors, no transform file.
+    import faiss
+
+    old = faiss.IndexFlatIP(16)
+    old.add(vectors)
+    faiss.write_index(old, str(tmp_path / INDEX_FILE))
+    loaded = RetrievalIndex.load(tmp_path, expected_dim=16)
+    (row,) = loaded.search(vectors[:1], 1)
+    assert row[0].record.source == "1000" and row[0].similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_damaged_transform_is_an_input_error_naming_it(tmp_path) -> None:
+    RetrievalIndex.build(clustered(40, 8, 2, seed=10), records_for(40), RetrievalSettings(embedding="centred")).save(tmp_path)
+    (tmp_path / ModelVersion.INDEX_TRANSFORM_FILE).write_bytes(b"garbage")
+    with pytest.raises(InputError) as error:
+        RetrievalIndex.load(tmp_path, expected_dim=8)
+    assert error.value.path == str(tmp_path / ModelVersion.INDEX_TRANSFORM_FILE)

@@ -75,6 +75,10 @@ def make_dataset(root: Path, n: int = 30) -> Path:
     return root
 
 
+def dataset_root(train_config: dict) -> Path:
+    return Path(train_config["dataset"])
+
+
 def run(args: list[str], var: Path) -> Result:
     return CliRunner().invoke(app, args, env={**ENV, "INSARWATCH_VAR_DIR": str(var)})
 
@@ -119,6 +123,13 @@ def test_train_registers_a_complete_version_and_makes_it_current(trained: tuple[
     assert [epoch["epoch"] for epoch in config["history"]] == [1, 2]
     records = version.records_file.read_text().splitlines()
     assert len(records) == 20
+    # The frame decision is calibrated on the validation split's quiet tiles, one score each.
+    quiet_val = sum(1 for line in (dataset_root(config) / "manifest.jsonl").read_text().splitlines()
+                    if json.loads(line)["split"] == "val" and not json.loads(line)["deformation"])
+    calibration = json.loads(version.calibration_file.read_text())
+    assert len(calibration["quiet_scores"]) == quiet_val > 0
+    assert all(0.0 <= score <= 1.0 for score in calibration["quiet_scores"])
+    assert version.index_transform_file.is_file()
 
 
 def test_metrics_json_is_recomputable_from_predictions(trained: tuple[Path, dict]) -> None:

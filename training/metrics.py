@@ -60,15 +60,55 @@ def caption_scores(generated: Sequence[str], references: Sequence[str]) -> dict[
     return scores
 
 
+@dataclass(frozen=True)
+class Confusion:
+    """A binary call against labels, deformation being the positive class."""
+
+    true_positive: int
+    false_positive: int
+    true_negative: int
+    false_negative: int
+
+    @classmethod
+    def of(cls, predicted: Sequence[bool], actual: Sequence[bool]) -> Confusion:
+        pairs = list(zip(predicted, actual, strict=True))
+        return cls(sum(p and a for p, a in pairs), sum(p and not a for p, a in pairs),
+                   sum(not p and not a for p, a in pairs), sum(not p and a for p, a in pairs))
+
+    @property
+    def precision(self) -> float:
+        """0 where nothing was called positive."""
+        called = self.true_positive + self.false_positive
+        return self.true_positive / called if called else 0.0
+
+    @property
+    def recall(self) -> float:
+        """0 where there are no positives."""
+        positives = self.true_positive + self.false_negative
+        return self.true_positive / positives if positives else 0.0
+
+    @property
+    def false_alarm_rate(self) -> float:
+        """Share of negatives called positive; 0 where there are no negatives."""
+        negatives = self.true_negative + self.false_positive
+        return self.false_positive / negatives if negatives else 0.0
+
+    @property
+    def f1(self) -> float:
+        total = self.precision + self.recall
+        return 2 * self.precision * self.recall / total if total else 0.0
+
+    @property
+    def balanced_accuracy(self) -> float:
+        """Mean of recall and specificity: 0.5 is chance (or a constant call) whatever the class balance."""
+        return (self.recall + 1.0 - self.false_alarm_rate) / 2
+
+
 def deformation_scores(predicted: Sequence[bool], actual: Sequence[bool]) -> dict[str, float]:
     """Precision, recall and F1 of "deformation" as the positive class (0 where undefined)."""
-    true_positive = sum(p and a for p, a in zip(predicted, actual, strict=True))
-    predicted_positive = sum(predicted)
-    actual_positive = sum(actual)
-    precision = true_positive / predicted_positive if predicted_positive else 0.0
-    recall = true_positive / actual_positive if actual_positive else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"deformation_precision": precision, "deformation_recall": recall, "deformation_f1": f1}
+    confusion = Confusion.of(predicted, actual)
+    return {"deformation_precision": confusion.precision, "deformation_recall": confusion.recall,
+            "deformation_f1": confusion.f1}
 
 
 def metrics_from_predictions(rows: Sequence[Prediction]) -> dict[str, float | int]:

@@ -5,7 +5,8 @@ trains into its ``captioner/`` directory (best validation epoch), builds the FAI
 from the training split with the trained vision encoder, captions the test split exactly
 as the service will (``Captioner`` with the configured decoding, one vision pass per image
 feeding caption and retrieval), writes ``predictions.jsonl``, ``metrics.json`` and
-``train_config.json``, and registers the version. ``current`` moves only when evaluation
+``train_config.json``, calibrates the frame decision on the quiet tiles of the validation
+split (``calibration.json``, ``alerts.FrameCalibration``), and registers the version. ``current`` moves only when evaluation
 succeeded, training ran to the end, and (with ``only_if_better``) test ROUGE-L is no worse
 than the current model's. ``evaluate`` recomputes the same metrics for any registered model.
 """
@@ -28,10 +29,12 @@ from rich.progress import Progress
 from transformers.utils import logging as hf_logging
 
 from insarwatch import files
+from insarwatch.alerts import FrameCalibration, decide_tile
 from insarwatch.captioner import Captioner, pick_device
 from insarwatch.config import CaptioningSettings, Settings
 from insarwatch.describe import Bundle, load_bundle
 from insarwatch.errors import InputError, InsarwatchError
+from insarwatch.findings import parse_caption
 from insarwatch.manifest import Sample
 from insarwatch.registry import ModelStore, ModelVersion
 from insarwatch.retrieval import IndexRecord, RetrievalIndex
@@ -94,7 +97,7 @@ def build_index(
     size = settings.captioning.tiles_per_call
     for start in range(0, len(samples), size):
         chunk = samples[start:start + size]
-        embeddings.append(captioner.embed(load_images(chunk)))
+        embeddings.append(captioner.embed(load_images(chunk), settings.retrieval.feature))
         progress.advance(task, len(chunk))
     progress.remove_task(task)
     return RetrievalIndex.build(np.concatenate(embeddings), index_records(samples), settings.retrieval)
@@ -119,6 +122,23 @@ def predict(bundle: Bundle, samples: Sequence[Sample], progress: Progress) -> li
         )
         for sample, item in zip(samples, described, strict=True)
     ]
+
+
+def calibrate(bundle: Bundle, dataset: Dataset, settings: Settings, progress: Progress) -> FrameCalibration | None:
+    """The scores the service gives the quiet tiles of the validation split (None without any):
+    what an isolated tile of a quiet frame scores, for ``alerts.decide_interferogram``."""
+    quiet = [sample for sample in dataset.split("val") if not sample.deformation]
+    if not quiet:
+        log.warning("no quiet validation tiles: the frame decision stays uncalibrated")
+        return None
+    task = progress.add_task("calibrating", total=len(quiet))
+    scores = []
+    for batch in bundle.describe_batches(load_images(quiet), settings.retrieval.k):
+        scores += [decide_tile(0, (0, 0, 1, 1), item.caption.text, parse_caption(item.caption.text), item.neighbours,
+                               settings.alerts).score for item in batch]
+        progress.advance(task, len(batch))
+    progress.remove_task(task)
+    return FrameCalibration(tuple(scores), f"{len(quiet)} quiet tiles of the validation split of {dataset.root}")
 
 
 def evaluation_settings(settings: Settings) -> Settings:
@@ -265,9 +285,13 @@ def _finish(
         captioner = Captioner.load(layout.captioner_dir, settings.captioning)
         index = build_index(captioner, dataset.split("train"), settings, progress)
         index.save(staged)
-        evaluation = evaluate_on(Bundle(layout, captioner, index), dataset, progress)
+        bundle = Bundle(layout, captioner, index)
+        evaluation = evaluate_on(bundle, dataset, progress)
+        calibration = calibrate(bundle, dataset, settings, progress)
     except InsarwatchError as exc:
         raise EvaluationFailed(exc, store.register(staged, make_current=False)) from exc
+    if calibration is not None:
+        _write_json(layout.calibration_file, calibration.to_dict())
     write_predictions(evaluation.predictions, layout.predictions_file)
     _write_json(layout.metrics_file, evaluation.metrics)
     if result.interrupted:

@@ -39,7 +39,6 @@ from insarwatch.alerts import decide_tile
 from insarwatch.config import Settings
 from insarwatch.demo import demo_settings, ensure_model
 from insarwatch.describe import load_bundle
-from insarwatch.findings import parse_caption
 from insarwatch.registry import ModelVersion
 from insarwatch.retrieval import RetrievalIndex
 from training.dataset import load_dataset, load_images

@@ -5,8 +5,9 @@ phase (float32 radians in [-pi, pi)) plus a validity mask and the name of the re
 from; ``from_phase`` makes one from a phase array (a LiCSAR ``.geo.diff_pha.tif``: NaN or exactly 0
 is no data), ``from_rgb`` from a decoded preview by detecting which colour table drew it (LiCSAR's
 ``pha.cpt`` and older ``phaold.cpt``, grey levels, insarwatch's synthetic palette), tolerating the
-previews' palette quantisation and resampling, and inverting it; colours that fit no table give
-``Unknown`` with the reason. ``render`` is the one canonical rendering the model sees. The colour
+previews' palette quantisation and resampling, and inverting it, or, when no table fits, by reading
+a rainbow-on-amplitude rendering's hue as phase; colours that fit none of these give ``Unknown``
+with the reason. ``render`` is the one canonical rendering the model sees. The colour
 tables are data here; the synthetic interferograms draw with ``SYNTHETIC``.
 """
 
@@ -41,6 +42,23 @@ FILL_MIN_SHARE = 0.1
 # Grey-level phase: every coloured pixel neutral (R = G = B, a JPEG-ish spread of 2 allowed).
 GREY_SPREAD = 2
 GREY_MIN_SHARE = 0.99
+# Rainbow on amplitude (84 of the c1 tiles of ../shared/realdata): hue is phase, brightness the radar
+# amplitude. A pixel's hue reads as phase where its saturation is at least RAINBOW_SATURATION (phase is
+# drawn at 0.4-0.8 there, the grey of decorrelated ground and water below 0.3) and its chroma (max - min)
+# at least RAINBOW_CHROMA 8-bit steps (the hue of a dark pixel is rounding noise). An image is a rainbow
+# when the hue explains at most RAINBOW_MAX_TIED of the brightness variance (brightness is amplitude,
+# not a function of the colour as in every table: on ../shared/realdata pha tiles 0.30-0.88, the
+# decorrelated tiles no table fits 0.43, rainbow tiles 0.01-0.15), the brightness varies (deviation at
+# least RAINBOW_MIN_SPREAD; rainbow tiles 0.07-0.17) and the hue is spatially continuous (the median
+# length of the mean hue phasor over 5x5 pixels at least RAINBOW_MIN_CONTINUITY: rainbow tiles
+# 0.78-0.99, uniformly random colours 0.17). benchmarks/renderings.py measures these. Tables are tried
+# first: a rainbow is read only when no table fits.
+RAINBOW_SATURATION = 0.3
+RAINBOW_CHROMA = 16
+RAINBOW_MAX_TIED = 0.2
+RAINBOW_MIN_SPREAD = 0.03
+RAINBOW_MIN_CONTINUITY = 0.5
+RAINBOW_WINDOW = 5
 # The canonical rendering: channel c is 127.5 + 127.5 cos(phase - 2 pi c / 3).
 NEUTRAL = 128
 
@@ -49,7 +67,7 @@ NEUTRAL = 128
 class PhaseImage:
     """Wrapped phase in radians, [-pi, pi), shape (H, W); ``valid`` False where it carries nothing
     (no data, transparency, NaN, masked water, colours off the table); ``rendering`` names the source
-    table: ``diff_pha`` (GeoTIFF), ``pha``, ``phaold``, ``grey``, ``synthetic``."""
+    table: ``diff_pha`` (GeoTIFF), ``pha``, ``phaold``, ``grey``, ``synthetic``, ``rainbow``."""
 
     phase: np.ndarray
     valid: np.ndarray
@@ -300,7 +318,8 @@ class Fit:
 
 
 def detect(rgb: np.ndarray, nodata: np.ndarray | None = None) -> tuple[Fit, ...]:
-    """Every candidate table's fit to ``rgb``, best first: the evidence ``from_rgb`` decides on."""
+    """Every candidate table's fit to ``rgb``, best first, then the rainbow reading's when no table
+    fits (first when it reads the image): the evidence ``from_rgb`` decides on."""
     return _read(rgb, nodata)[0]
 
 
@@ -322,7 +341,14 @@ def _read(rgb: np.ndarray, nodata: np.ndarray | None) -> tuple[tuple[Fit, ...], 
         return (), Unknown("no pixel to read: all transparent or black")
     if (np.ptp(rgb[coloured], axis=1) <= GREY_SPREAD).mean() >= GREY_MIN_SHARE:
         return _invert(rgb, coloured, (GREY,))
-    return _invert(rgb, coloured & ~_white_fill(rgb), COLOUR_TABLES)
+    coloured &= ~_white_fill(rgb)
+    fits, read = _invert(rgb, coloured, COLOUR_TABLES)
+    if isinstance(read, PhaseImage):
+        return fits, read
+    evidence, reading = _rainbow(rgb, coloured)
+    if evidence.problem is not None:
+        return (*fits, Fit("rainbow", 0.0)), Unknown(f"{read.reason}; not a rainbow on amplitude: {evidence.problem}")
+    return (Fit("rainbow", evidence.share), *fits), reading
 
 
 def _white_fill(rgb: np.ndarray) -> np.ndarray:
@@ -366,6 +392,61 @@ def _invert(rgb: np.ndarray, coloured: np.ndarray,
     image_phase[coloured] = wrap(phases)[inverse]
     valid[coloured] = on[inverse]
     return fits, PhaseImage(image_phase, valid, best.table)
+
+
+@dataclass(frozen=True)
+class Rainbow:
+    """The evidence for a rainbow-on-amplitude rendering (the thresholds are ``RAINBOW_*``):
+    ``share`` of coloured pixels saturated enough to read, the brightness deviation ``spread``,
+    the share of the brightness variance the hue explains (``tied``) and the hue's ``continuity``."""
+
+    share: float
+    spread: float
+    tied: float
+    continuity: float
+
+    @property
+    def problem(self) -> str | None:
+        """Why this is not a rainbow on amplitude; None when it is."""
+        if self.share < MIN_FIT:
+            return f"{self.share:.0%} of the pixels saturated (need {MIN_FIT:.0%})"
+        if self.spread < RAINBOW_MIN_SPREAD:
+            return f"brightness deviation {self.spread:.3f}, not an amplitude (need {RAINBOW_MIN_SPREAD})"
+        if self.tied > RAINBOW_MAX_TIED:
+            return (f"the hue explains {self.tied:.0%} of the brightness, as in a colour table "
+                    f"(an amplitude: at most {RAINBOW_MAX_TIED:.0%})")
+        if self.continuity < RAINBOW_MIN_CONTINUITY:
+            return f"hue continuity {self.continuity:.2f}, not fringes (need {RAINBOW_MIN_CONTINUITY})"
+        return None
+
+
+def _rainbow(rgb: np.ndarray, coloured: np.ndarray) -> tuple[Rainbow, PhaseImage]:
+    """Read the hue angle as phase. Which hue is phase 0 and which way round the wheel runs are
+    unknown and change nothing physical: a constant offset and a sign flip of a wrapped
+    interferogram describe the same deformation pattern."""
+    hsv = np.asarray(Image.fromarray(rgb).convert("HSV"), dtype=np.float64) / 255
+    hue, saturation, brightness = hsv[..., 0] * TWO_PI, hsv[..., 1], hsv[..., 2]
+    valid = coloured & (saturation >= RAINBOW_SATURATION) & (saturation * brightness * 255 >= RAINBOW_CHROMA)
+    image = PhaseImage(np.where(valid, wrap(hue), np.float32(0)), valid, "rainbow")
+    share = float(valid.sum() / max(coloured.sum(), 1))
+    if valid.sum() < 2:
+        return Rainbow(share, 0.0, 1.0, 0.0), image
+    values, bins = brightness[valid], np.minimum((hue[valid] / TWO_PI * 36).astype(np.intp), 35)
+    means = np.bincount(bins, values, 36) / np.maximum(np.bincount(bins, minlength=36), 1)
+    spread = float(values.std())
+    tied = 1 - float(((values - means[bins]) ** 2).mean()) / max(spread**2, 1e-12)
+    phasor = np.where(valid, np.exp(1j * hue), 0)
+    counts = ndimage.uniform_filter(valid.astype(np.float64), RAINBOW_WINDOW, mode="constant")
+    local = np.abs(ndimage.uniform_filter(phasor.real, RAINBOW_WINDOW, mode="constant")
+                   + 1j * ndimage.uniform_filter(phasor.imag, RAINBOW_WINDOW, mode="constant"))
+    return Rainbow(share, spread, tied, float(np.median(local[valid] / counts[valid]))), image
+
+
+def rainbow_evidence(rgb: np.ndarray, nodata: np.ndarray | None = None) -> Rainbow:
+    """How much ``rgb`` looks like a rainbow on amplitude, whatever the tables say (benchmarks)."""
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    coloured = rgb.any(axis=-1) if nodata is None else rgb.any(axis=-1) & ~nodata
+    return _rainbow(rgb, coloured & ~_white_fill(rgb))[0]
 
 
 # --------------------------------------------------------------------------- the canonical rendering

@@ -192,12 +192,61 @@ def test_the_real_frame_keeps_its_transparent_corners_invalid() -> None:
 
 @pytest.mark.parametrize("relative", [
     "c1/1/etna_d_20191012_20191018.geo.diff0_2.png",  # rainbow on amplitude, flattened to RGB
+    "c1/1/Taal_d_20191204_20200115.geo.diff2_1.png",  # the same, decorrelated over half the tile
     "c1/0/20160920_20161002.geo.diff.png",  # the same as an RGBA crop
 ])
-def test_rainbow_on_amplitude_is_unknown_with_its_reason(relative: str) -> None:
+def test_real_rainbow_on_amplitude_is_read_as_rainbow(relative: str) -> None:
     read = read_png(shared_path(f"realdata/{relative}"))
+    assert isinstance(read, phase.PhaseImage), read
+    assert read.rendering == "rainbow" and 0.3 < read.valid.mean()
+
+
+def test_a_real_decorrelated_licsar_tile_is_neither_a_table_nor_a_rainbow() -> None:
+    read = read_png(shared_path("realdata/c1/0/20201223_20210104.geo.diff1_1.png"))
     assert isinstance(read, phase.Unknown)
-    assert read.reason.startswith("colours fit no known table") and "pha" in read.reason
+    assert read.reason.startswith("colours fit no known table") and "the hue explains" in read.reason
+
+
+def rainbow(truth: np.ndarray, brightness: np.ndarray, saturation: float = 0.6) -> np.ndarray:
+    """Hue = phase on a wheel of ``saturation``, brightness = amplitude: a rainbow-on-amplitude rendering."""
+    hsv = np.stack([np.mod(truth, 2 * math.pi) / (2 * math.pi) * 255, np.full(truth.shape, saturation * 255),
+                    brightness * 255], axis=-1)
+    return np.array(Image.fromarray(np.rint(hsv).astype(np.uint8), "HSV").convert("RGB"))
+
+
+FRINGES = np.hypot(*np.mgrid[:64, :64] - 32.0) / 3
+
+
+@settings(max_examples=20, deadline=None)
+@given(offset=st.floats(-math.pi, math.pi), seed=st.integers(0, 2**16))
+def test_a_rainbow_on_amplitude_round_trips_its_hue(offset: float, seed: int) -> None:
+    truth = FRINGES + offset
+    amplitude = np.random.default_rng(seed).uniform(0.35, 1.0, truth.shape)
+    read = phase.from_rgb(rainbow(truth, amplitude))
+    assert isinstance(read, phase.PhaseImage) and read.rendering == "rainbow" and read.valid.all()
+    # 8-bit hue (256 steps) then 8-bit RGB at a chroma of at least 0.35 * 0.6 * 255 = 53 steps.
+    assert error(read.phase, truth).max() <= 2 * math.pi / 256 + 60 / 53 * math.pi / 180
+
+
+def test_a_rainbow_reads_only_its_saturated_pixels() -> None:
+    amplitude = np.random.default_rng(2).uniform(0.35, 1.0, FRINGES.shape)
+    rgb = rainbow(FRINGES, amplitude)
+    grey = np.rint(amplitude[:, :20] * 255).astype(np.uint8)
+    rgb[:, :20] = grey[..., None]  # decorrelated ground: amplitude, no phase
+    read = phase.from_rgb(rgb)
+    assert isinstance(read, phase.PhaseImage) and read.rendering == "rainbow"
+    assert not read.valid[:, :20].any() and read.valid[:, 20:].all()
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda rng: rng.integers(0, 256, (64, 64, 3)).astype(np.uint8), "hue continuity"),  # random colours
+    (lambda rng: rainbow(FRINGES, np.full(FRINGES.shape, 0.8)), "brightness deviation"),  # an unknown hue table
+    (lambda rng: rainbow(FRINGES, 0.5 + 0.4 * np.cos(FRINGES)), "the hue explains"),  # brightness follows phase
+], ids=["random", "constant brightness", "brightness tied to hue"])
+def test_what_is_not_a_rainbow_on_amplitude_is_unknown_with_its_reason(make, reason: str) -> None:
+    read = phase.from_rgb(make(np.random.default_rng(3)))
+    assert isinstance(read, phase.Unknown)
+    assert read.reason.startswith("colours fit no known table") and reason in read.reason
 
 
 def test_neutral_greys_on_a_reduced_grid_are_unknown_rather_than_grey_phase() -> None:

@@ -1,13 +1,15 @@
 """Captioning PNG files on demand (``insarwatch caption``), outside the daemon and its store.
 
 It owns the caption command's result: ``read_tiles`` reads each file through the daemon's
-own steps (``pipeline.read_rgb``: decode, RGB conversion, the same refusals) and cuts it
-into ``imaging.tile_size`` tiles, keeping the files it refused; ``describe_tiles`` gives each
+own step (``reading.read_model_image``: the same refusals, and the input the model was trained
+on, the paper's RGB or the canonical rendering of the phase) and cuts it into
+``imaging.tile_size`` tiles, keeping the files it refused; a file is a PNG or a
+``.geo.diff_pha.tif`` read alone; ``describe_tiles`` gives each
 tile its caption, nearest indexed examples and decision (``alerts.decide_tile``, the
 daemon's rule) as ``CaptionedTile``, whose ``to_dict`` is the JSON line the command prints. No layout or pixel-quality check runs here: a Hephaestus
 patch has no coherence file, and a user asking for a caption wants one. A ``.geo.diff.png``
-with GeoTIFF siblings or frame metadata (``geo.read_siblings``) gives its tiles WGS84
-``bounds`` and their nearest ``volcano``.
+with GeoTIFF siblings or frame metadata (``geo.read_siblings``), or a ``.geo.diff_pha.tif``,
+gives its tiles WGS84 ``bounds`` and their nearest ``volcano``.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from .alerts import TileDecision, decide_tile
-from .config import AlertSettings, ImagingSettings
+from .config import AlertSettings, ImagingSettings, ModelInput
 from .describe import Bundle, Described
 from .errors import InputError
 from .findings import parse_caption
-from .geo import Grid, read_siblings
+from .geo import Grid
 from .imaging import Tile, tile
 from .licsar import DIFF_SUFFIX, frame_dir, sibling_paths
-from .pipeline import read_rgb
+from .reading import read_model_image
 from .volcanoes import Catalogue
 
 
@@ -73,24 +75,23 @@ class CaptionedTile:
         }
 
 
-def read_tiles(paths: Sequence[Path], imaging: ImagingSettings) -> FileTiles:
-    """Every readable file of ``paths`` cut into tiles, in order; the others refused."""
+def read_tiles(paths: Sequence[Path], imaging: ImagingSettings, model_input: ModelInput) -> FileTiles:
+    """Every readable file of ``paths`` cut into tiles, in order, as ``model_input`` shows it; the others refused."""
     tiles: list[tuple[Path, Tile]] = []
     refused: list[InputError] = []
     grids: dict[Path, Grid] = {}
     problems: list[str] = []
     for path in paths:
+        licsar = Path(path).name.endswith(DIFF_SUFFIX)
         try:
-            _, rgb = read_rgb(path, imaging)
+            read = read_model_image(path, imaging, model_input, *((sibling_paths(path), frame_dir(path)) if licsar else ()))
         except InputError as exc:
             refused.append(exc)
             continue
-        if Path(path).name.endswith(DIFF_SUFFIX):
-            siblings = read_siblings(sibling_paths(path), frame_dir(path), rgb.shape[1], rgb.shape[0])
-            problems += siblings.problems
-            if siblings.grid is not None:
-                grids[path] = siblings.grid
-        tiles += [(path, piece) for piece in tile(rgb, imaging.tile_size, imaging.tile_stride)]
+        problems += read.siblings.problems
+        if read.siblings.grid is not None:
+            grids[path] = read.siblings.grid
+        tiles += [(path, piece) for piece in tile(read.pixels, imaging.tile_size, imaging.tile_stride)]
     return FileTiles(tuple(tiles), tuple(refused), grids, tuple(problems))
 
 

@@ -445,7 +445,8 @@ def prepare(
 ])
 def caption(
     ctx: typer.Context,
-    images: Annotated[list[Path], typer.Argument(help="PNG interferograms (whole frames are tiled) or patches.")],
+    images: Annotated[list[Path], typer.Argument(
+        help="PNG interferograms (whole frames are tiled), patches, or .geo.diff_pha.tif phase GeoTIFFs.")],
     model: Annotated[str, typer.Option(
         "--model", "-m", help="Model version, 'current', or a model directory (a bare captioner: no neighbours).",
     )] = "current",
@@ -465,7 +466,7 @@ def caption(
 
     settings = settings_of(ctx)
     bundle = load_bundle(ModelStore(settings.models_dir).resolve(model), settings)
-    read = read_tiles(images, settings.imaging)
+    read = read_tiles(images, settings.imaging, bundle.model_input)
     for error in read.refused:
         console.stderr.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
     for problem in read.problems:

@@ -21,7 +21,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -43,6 +43,16 @@ RENAMED = {
 }
 
 log = logging.getLogger(__name__)
+# What a model is shown (``imaging.model_input``): the PNG's RGB as the captioning paper did, or
+# wrapped phase in phase.render's canonical rendering.
+ModelInput = Literal["paper", "phase"]
+
+
+def model_input_of(value: object, where: Path | str) -> ModelInput:
+    """``value`` as a ``ModelInput``, or an ``InputError`` naming the file that holds it."""
+    if value not in get_args(ModelInput):
+        raise InputError(where, f"model_input {value!r} is none of {', '.join(get_args(ModelInput))}")
+    return value  # type: ignore[return-value]
 
 
 class Section(BaseModel):
@@ -52,8 +62,15 @@ class Section(BaseModel):
 
 
 class ImagingSettings(Section):
+    model_input: ModelInput = Field(
+        "paper",
+        description="What the model is shown: 'paper', the PNG's RGB (the captioning paper's path), or 'phase', "
+                    "the wrapped phase (.geo.diff_pha.tif, else the PNG's colours inverted) in phase.render's "
+                    "canonical rendering. A model version's train_config.json overrides it; prepare follows it",
+    )
     rgba_policy: Literal["skip", "convert"] = Field(
-        "skip", description="RGBA frames: 'skip' with a reason (the paper's choice) or 'convert' to RGB"
+        "skip", description="RGBA frames: 'skip' with a reason (the paper's choice) or 'convert' to RGB; "
+                            "model_input 'phase' always reads them (transparency is no data)"
     )
     max_pixels: int = Field(
         89_478_485, gt=0, description="Largest image decoded; Pillow's decompression-bomb limit"

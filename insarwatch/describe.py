@@ -5,11 +5,13 @@ the single way the caption command, evaluation and the daemon turn a ``ModelVers
 a loaded ``Captioner`` and its ``RetrievalIndex`` (checked to have been built by that
 captioner), with the version's calibration data for the decision stage, and ``Bundle.describe``/``describe_batches`` is the one captioning path, with
 the optional triage rule (``confidently_quiet``) that copies the nearest example's caption
-instead of decoding. Torch and FAISS are imported only when a bundle is loaded.
+instead of decoding. A bundle carries the input its model was trained on (``model_input``):
+the version's, else the setting's. Torch and FAISS are imported only when a bundle is loaded.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,8 +22,10 @@ from .registry import ModelVersion
 
 if TYPE_CHECKING:
     from .captioner import Caption, Captioner, TileImage
-    from .config import Settings, TriageSettings
+    from .config import ModelInput, Settings, TriageSettings
     from .retrieval import Neighbour, RetrievalIndex
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Bundle:
     captioner: Captioner
     index: RetrievalIndex | None
     calibration: dict[str, Any] | None = None  # alerts.FrameCalibration.to_dict(), when the version has one
+    model_input: ModelInput = "paper"  # what the model was trained to see: reading.read_model_image shows it that
 
     def describe(self, images: Sequence[TileImage], k: int) -> list[Described]:
         """Caption ``images`` and find each one's ``k`` nearest indexed examples."""
@@ -82,13 +87,22 @@ class Bundle:
 
 def load_bundle(version: ModelVersion, settings: Settings, require_index: bool = False) -> Bundle:
     """Load a version's captioner and, when it has one, its index (checked to fit the captioner),
-    after checking its files against the checksums recorded when it was registered."""
+    after checking its files against the checksums recorded when it was registered.
+
+    The model is shown the input it was trained on: the version's ``model_input`` wins over
+    ``imaging.model_input`` (a warning says so when they differ), which decides only for a
+    directory that does not say (a bare captioner).
+    """
     from .captioner import Captioner
     from .retrieval import RetrievalIndex
 
     version.verify()
+    model_input = version.model_input or settings.imaging.model_input
     captioner = Captioner.load(version.captioner_dir, settings.captioning)
     index = None
     if require_index or RetrievalIndex.exists(version.path):
         index = RetrievalIndex.load(version.path, expected_dim=captioner.embedding_dim, settings=settings.retrieval)
-    return Bundle(version, captioner, index, version.calibration() or None)
+    if model_input != settings.imaging.model_input:
+        log.warning("model %s was trained on the %r input: showing it that, not imaging.model_input=%r",
+                    version.name, model_input, settings.imaging.model_input)
+    return Bundle(version, captioner, index, version.calibration() or None, model_input)

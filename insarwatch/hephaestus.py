@@ -3,8 +3,13 @@
 This module owns the annotation schema (one JSON per interferogram, Bountos et al. 2022),
 the curation rules of Yazbeck & Rundle (2026) as pure functions applied in the order
 the paper states them (README, "Training and evaluation"), the balancing and the train/val/test split, and ``prepare``, which
-turns a Hephaestus-style ROOT into ``DATASET/images/<id>.png`` (RGB) plus
-``DATASET/manifest.jsonl``. ROOT is either flat patches (``annotations/<id>.json`` +
+turns a Hephaestus-style ROOT into ``DATASET/images/<id>.png`` plus ``DATASET/manifest.jsonl``
+and ``DATASET/dataset.json``. The images are what the model will be shown, written through the
+service's own reading step (``reading.read_model_image``) for ``imaging.model_input``: ``paper``
+reproduces the paper exactly (P-mode PNGs only, as RGB); ``phase`` keeps every mode — the RGBA
+frames the paper dropped included — and writes the canonical rendering of each one's phase
+(from ``.geo.diff_pha.tif`` when a raw root has it), leaving out, with the reason, an image whose
+colours fit no known rendering. ROOT is either flat patches (``annotations/<id>.json`` +
 ``images/<id>.png``) or the raw LiCSAR layout (``<FRAME>/interferograms/<D1>_<D2>/...`` +
 ``annotations/*.json``, matched by frame id and dates). Files that cannot be used are
 listed with the reason and skipped; only an empty ROOT is an error. With ``dry_run`` it
@@ -30,9 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rich.table import Table
 
 from . import files, imaging, licsar
-from .config import CurationSettings, ImagingSettings
+from .config import CurationSettings, ImagingSettings, ModelInput
 from .errors import InputError, one_line
-from .manifest import MANIFEST, Sample, Split
+from .manifest import MANIFEST, Sample, Split, write_dataset_input
+from .reading import read_model_image
 
 SEED = 17
 TEST_FRACTION = 0.1
@@ -259,6 +265,7 @@ class PrepareReport:
     root: Path
     manifest: Path
     layout: str  # "flat" | "raw"
+    model_input: ModelInput  # what the images show (imaging.model_input)
     annotations: int
     malformed: tuple[Skipped, ...]
     rules: tuple[Rule, ...]  # the rules applied, in order
@@ -267,19 +274,21 @@ class PrepareReport:
     remaining: dict[str, dict[str, int]]  # "deforming"/"non_deforming" → mode group (MODE_GROUPS) → count
     selected: dict[str, int]  # class → count after balancing
     splits: dict[str, int]  # images written (a dry run: that would be written) per split
+    renderings: dict[str, int]  # images written per rendering (``reading.ModelImage.rendering``)
     dry_run: bool = False
     selected_unknown_mode: int = 0  # a dry run selects images of unknown mode as if they were P
 
     def to_dict(self) -> dict[str, object]:
         """``insarwatch prepare --json``: the numbers of the three tables."""
         return {
-            "root": str(self.root), "layout": self.layout, "dry_run": self.dry_run,
+            "root": str(self.root), "layout": self.layout, "model_input": self.model_input, "dry_run": self.dry_run,
             "annotations": self.annotations,
             "rules": {"malformed": len(self.malformed), **self.removed, "unusable": len(self.unusable)},
             "classes": self.remaining,
             "selected": self.selected,
             "selected_unknown_mode": self.selected_unknown_mode,
             "split": self.splits,
+            "renderings": self.renderings,
         }
 
     def tables(self) -> tuple[Table, Table, Table]:
@@ -306,7 +315,9 @@ class PrepareReport:
         remaining.add_column("selected", justify="right")
         for name, counts in self.remaining.items():
             remaining.add_row(name, *(str(counts[mode]) for mode in MODE_GROUPS), str(self.selected.get(name, 0)))
-        splits = Table(title=f"Dataset {'that would be ' if self.dry_run else ''}written to {self.manifest}")
+        shown = ", ".join(f"{name} {count}" for name, count in sorted(self.renderings.items()))
+        splits = Table(title=f"Dataset {'that would be ' if self.dry_run else ''}written to {self.manifest} "
+                             f"({self.model_input} input{': ' + shown if shown else ''})")
         for name in self.splits:
             splits.add_column(name, justify="right")
         splits.add_column("total", justify="right")
@@ -411,11 +422,13 @@ def prepare(
     curation: CurationSettings = CurationSettings(),
     dry_run: bool = False,
 ) -> PrepareReport:
-    """Curate ROOT into OUT: filter, keep P-mode, balance, split, write RGB PNGs and the manifest.
+    """Curate ROOT into OUT: filter, keep P-mode (``paper``) or every mode (``phase``), balance,
+    split, write the images as ``settings.model_input`` shows them, the manifest and ``dataset.json``.
 
     ``track`` wraps the conversion loop (the CLI passes a progress bar). A selected image
-    that turns out not to decode is listed in ``unusable`` and left out of the manifest;
-    the split of every other image is unchanged by it. With ``dry_run`` nothing is written:
+    that turns out not to decode, or on the phase input not to fit a known rendering, is
+    listed in ``unusable`` and left out of the manifest; the split of every other image is
+    unchanged by it. With ``dry_run`` nothing is written:
     images of unknown mode (missing or unreadable) are balanced and split as if they were
     P-mode, and ``selected_unknown_mode`` says how many of the selected they are.
     """
@@ -429,20 +442,23 @@ def prepare(
     remaining = {name: dict.fromkeys(MODE_GROUPS, 0) for name in ("deforming", "non_deforming")}
     for candidate in candidates:
         remaining[class_name(candidate.annotation.deformation)][mode_group(candidate.mode)] += 1
-    usable = ("P", UNKNOWN) if dry_run else ("P",)
-    palette = [c for c in candidates if c.mode in usable]
-    removed[NOT_PALETTE] = sum(c.mode not in ("P", UNKNOWN) for c in candidates)
-    chosen = set(balance([c.annotation.uniqueID for c in palette if c.annotation.deformation],
-                         [c.annotation.uniqueID for c in palette if not c.annotation.deformation]))
-    selected = sorted((c for c in palette if c.annotation.uniqueID in chosen), key=lambda c: c.annotation.uniqueID)
+    model_input = settings.model_input
+    palette_only = model_input == "paper"  # the phase input reads every mode, RGBA included
+    kept = [c for c in candidates if (c.mode == UNKNOWN and dry_run) or
+            (c.mode != UNKNOWN and (c.mode == "P" or not palette_only))]
+    removed[NOT_PALETTE] = sum(c.mode not in ("P", UNKNOWN) for c in candidates) if palette_only else 0
+    chosen = set(balance([c.annotation.uniqueID for c in kept if c.annotation.deformation],
+                         [c.annotation.uniqueID for c in kept if not c.annotation.deformation]))
+    selected = sorted((c for c in kept if c.annotation.uniqueID in chosen), key=lambda c: c.annotation.uniqueID)
     assignment = split([c.annotation.uniqueID for c in selected])
     manifest = out / MANIFEST
-    written, failed = (Counter(assignment.values()), ()) if dry_run else _write(
-        selected, assignment, out, settings, track)
+    written, renderings, failed = (Counter(assignment.values()), Counter(), ()) if dry_run else _write(
+        selected, assignment, out, settings, track, root, layout)
     return PrepareReport(
         root=root,
         manifest=manifest,
         layout=layout,
+        model_input=model_input,
         annotations=len(paths),
         malformed=malformed,
         rules=rules,
@@ -451,6 +467,7 @@ def prepare(
         remaining=remaining,
         selected={name: 0 for name in remaining} | dict(Counter(class_name(c.annotation.deformation) for c in selected)),
         splits={name: written[name] for name in ("train", "val", "test")},
+        renderings=dict(renderings),
         dry_run=dry_run,
         selected_unknown_mode=sum(c.mode == UNKNOWN for c in selected),
     )
@@ -462,25 +479,42 @@ def _write(
     out: Path,
     settings: ImagingSettings,
     track: Callable[[Sequence[Candidate]], Iterable[Candidate]],
-) -> tuple[Counter[str], tuple[Skipped, ...]]:
-    """Write the selected images as RGB PNGs and the manifest: images written per split, and
-    the images that did not decode (left out)."""
+    root: Path,
+    layout: str,
+) -> tuple[Counter[str], Counter[str], tuple[Skipped, ...]]:
+    """Write the selected images as the model will be shown them (``reading.read_model_image``),
+    the manifest and ``dataset.json``: images written per split and per rendering, and the images
+    left out (not decoded, or on the phase input in no known rendering)."""
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     failed: list[Skipped] = []
     lines: list[str] = []
     written: Counter[str] = Counter()
+    renderings: Counter[str] = Counter()
+    phase = settings.model_input == "phase"
     for candidate in track(selected):
         annotation = candidate.annotation
         relative = f"images/{annotation.uniqueID}.png"
         try:
-            rgb = imaging.to_rgb(imaging.decode_png(candidate.image, settings.max_pixels), "skip", candidate.image)
+            siblings = _siblings(candidate.image, root) if layout == "raw" and phase else ()
+            shown = read_model_image(candidate.image, settings, settings.model_input, *siblings)
         except InputError as exc:
             failed.append(Skipped(candidate.image, exc.reason))
             continue
-        Image.fromarray(rgb).save(out / relative, format="PNG")
+        if shown.unknown is not None:
+            failed.append(Skipped(candidate.image, f"left out of a phase dataset: {shown.unknown}"))
+            continue
+        Image.fromarray(shown.pixels).save(out / relative, format="PNG")
+        renderings[shown.rendering] += 1
         split_name = assignment[annotation.uniqueID]
         lines.append(manifest_record(annotation, relative, split_name).to_line())
         written[split_name] += 1
     files.write_text(out / MANIFEST, "".join(line + "\n" for line in lines))
-    return written, tuple(failed)
+    write_dataset_input(out, settings.model_input)
+    return written, renderings, tuple(failed)
+
+
+def _siblings(image: Path, root: Path) -> tuple[tuple[Path, ...], Path]:
+    """A raw root's ``.geo.diff.png``'s siblings inside ROOT (its ``.geo.diff_pha.tif``) and frame folder."""
+    interferogram = licsar.interferogram_from_path(image, root)
+    return interferogram.siblings, interferogram.frame_dir

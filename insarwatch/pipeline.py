@@ -1,7 +1,8 @@
 """Processing: claimed interferograms → tiles → model batches → decisions → stored results.
 
-``read_interferogram`` reads one interferogram from disk (layout check, ``read_rgb``'s decode
-and RGB conversion, pixel quality checks, tiling) and says either what to caption or why it
+``read_interferogram`` reads one interferogram from disk (layout check, ``reading.read_model_image``:
+what the model is shown of it, the paper's RGB or the canonical rendering of its phase, as the
+model in use was trained; pixel quality checks, tiling) and says either what to caption or why it
 was rejected;
 ``conclude`` turns one interferogram's described tiles into findings, tile decisions, the
 interferogram's decision and, when it flags something, an ``Alert``. ``Processor`` runs
@@ -28,20 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from . import notify
 from .alerts import Alert, Bounds, FrameCalibration, alert_key, decide_interferogram, decide_tile, strength
-from .config import ImagingSettings, Settings
+from .config import ImagingSettings, ModelInput, Settings
 from .describe import Bundle, Described
 from .errors import InputError
 from .findings import parse_caption
-from .geo import Siblings, read_siblings
-from .imaging import (
-    QualityCheck, Tile, check_quality, coherence_png, decode_png, nodata_mask, read_png_header, resample_nearest,
-    tile, to_rgb, usable_tiles,
-)
+from .geo import Siblings
+from .imaging import QualityCheck, Tile, check_quality, coherence_png, read_png_header, tile, usable_tiles
 from .licsar import Interferogram, interferogram_from_path
+from .reading import Unreadable, read_model_image
 from .store import AlertRecord, FileStamp, InterferogramRecord, StaleTransition, State, Store, TileResult
 from .volcanoes import Volcano, catalogue_for
 
@@ -59,14 +57,17 @@ class Tiled:
     tiles: tuple[Tile, ...]
     skipped: dict[str, int] = field(default_factory=dict)
     siblings: Siblings = Siblings()
+    model_input: ModelInput = "paper"
+    input_notes: dict[str, str] = field(default_factory=dict)  # ModelImage.notes
 
     @property
     def notes(self) -> dict[str, Any]:
-        """What the store keeps about the reading: tiles skipped and siblings refused."""
+        """What the store keeps about the reading: tiles skipped, siblings refused and, on the
+        phase input, the rendering read (and why it fell back to RGB)."""
         notes: dict[str, Any] = {"skipped_tiles": {k: n for k, n in self.skipped.items() if n}}
         if self.siblings.problems:
             notes["problems"] = list(self.siblings.problems)
-        return notes
+        return notes | self.input_notes
 
 
 @dataclass(frozen=True)
@@ -98,31 +99,6 @@ class Outcome:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-class Unreadable(InputError):
-    """A PNG the model cannot be shown; ``rejection`` is the short reason the store records."""
-
-    def __init__(self, error: InputError, rejection: str) -> None:
-        super().__init__(error.path, error.reason)
-        self.rejection = rejection
-
-
-def read_rgb(path: Path, imaging: ImagingSettings) -> tuple[Image.Image, np.ndarray]:
-    """Decode a PNG and convert it to the RGB the model sees, as the daemon and ``insarwatch
-    caption`` both do; raises ``Unreadable`` ("decode", "too_small", "rgba" or "mode")."""
-    try:
-        image = decode_png(path, imaging.max_pixels)
-    except InputError as exc:
-        raise Unreadable(exc, "decode") from None
-    if min(image.size) < imaging.min_side:
-        width, height = image.size
-        raise Unreadable(InputError(path, f"frame {width}x{height} px is smaller than imaging.min_side "
-                                          f"({imaging.min_side} px on each side)"), "too_small")
-    try:
-        return image, to_rgb(image, imaging.rgba_policy, path)
-    except InputError as exc:
-        raise Unreadable(exc, "rgba" if image.mode == "RGBA" else "mode") from None
-
-
 def frame_coherence(interferogram: Interferogram, siblings: Siblings,
                     imaging: ImagingSettings) -> np.ndarray | InputError | None:
     """Coherence 0–1 (NaN = no data) from ``.geo.cc.tif`` when it was read, else ``.geo.cc.png``;
@@ -137,9 +113,11 @@ def frame_coherence(interferogram: Interferogram, siblings: Siblings,
         return exc
 
 
-def read_interferogram(record: InterferogramRecord, settings: Settings) -> Tiled | Rejected:
+def read_interferogram(record: InterferogramRecord, settings: Settings,
+                       model_input: ModelInput = "paper") -> Tiled | Rejected:
     """Read ``record``'s PNG and siblings and decide what the model should see (runs in a worker thread).
 
+    ``model_input`` is what the model in use was trained on (``describe.Bundle.model_input``).
     Validity is per pixel (transparent swath corners, and NaN phase in ``.geo.diff_pha.tif``)
     and per tile: tiles with too much no-data or too little coherence are skipped and counted,
     and the interferogram is refused for that only when no tile is left.
@@ -152,38 +130,37 @@ def read_interferogram(record: InterferogramRecord, settings: Settings) -> Tiled
     # Stamped before reading: if the writer is still at it, the stamp is older than what was read.
     read = FileStamp.of(interferogram.diff_png)
     try:
-        image, rgb = read_rgb(interferogram.diff_png, imaging)
+        image = read_model_image(interferogram.diff_png, imaging, model_input, interferogram.siblings,
+                                 interferogram.frame_dir)
     except Unreadable as exc:
         return Rejected(record, exc.rejection, str(exc), read)
-    height, width = rgb.shape[:2]
-    siblings = read_siblings(interferogram.siblings, interferogram.frame_dir, width, height)
+    siblings = image.siblings
     for problem in siblings.problems:
         log.warning("%s: sibling refused, reading on without it: %s", interferogram.key, problem)
     coherence = frame_coherence(interferogram, siblings, imaging)
-    quality = check_quality(rgb, coherence, imaging)
+    assert image.preview is not None  # a .geo.diff.png always has one
+    quality = check_quality(image.preview, coherence, imaging)
     failed = [check for check in quality if not check.passed]
     if failed:
         first = failed[0]
         detail = first.detail or f"{first.name} {first.value:.3g} outside threshold {first.threshold:g}"
         return Rejected(record, first.name, f"{interferogram.diff_png}: {detail}", read)
-    valid = ~nodata_mask(image, rgb)
-    if siblings.phase is not None:
-        valid &= resample_nearest(siblings.phase.valid, (height, width))
-    laid = tile(rgb, imaging.tile_size, imaging.tile_stride, valid)
-    usable = usable_tiles(laid, (height, width), coherence if isinstance(coherence, np.ndarray) else None, imaging)
+    shape = image.valid.shape
+    laid = tile(image.pixels, imaging.tile_size, imaging.tile_stride, image.valid)
+    usable = usable_tiles(laid, shape, coherence if isinstance(coherence, np.ndarray) else None, imaging)
     if not usable.tiles:
         return Rejected(record, "usable_tiles", (
             f"{interferogram.diff_png}: no usable tile: of {len(laid)}, {usable.skipped['nodata']} have more than "
             f"{imaging.nodata_max_fraction:.0%} no-data and {usable.skipped['coherence']} a mean coherence "
             f"under {imaging.coherence_min:g}"), read)
-    return Tiled(record, interferogram, quality, usable.tiles, usable.skipped, siblings)
+    return Tiled(record, interferogram, quality, usable.tiles, usable.skipped, siblings, model_input, image.notes)
 
 
-def read_safely(record: InterferogramRecord, settings: Settings) -> Tiled | Rejected | Failed:
+def read_safely(record: InterferogramRecord, settings: Settings, model_input: ModelInput = "paper") -> Tiled | Rejected | Failed:
     """``read_interferogram`` that turns an unexpected exception into ``Failed`` so one frame
     cannot stop the others."""
     try:
-        return read_interferogram(record, settings)
+        return read_interferogram(record, settings, model_input)
     except Exception as exc:
         log.exception("reading %s failed", record.key)
         return Failed(record, f"{type(exc).__name__}: {exc}")
@@ -442,7 +419,8 @@ class Processor:
         return not self._reading and not self.store.in_state("queued", limit=1)
 
     def _claim(self) -> bool:
-        if self._closed or self._bundle() is None:
+        bundle = self._bundle()
+        if self._closed or bundle is None:
             return False  # no model yet: leave frames queued rather than holding them
         size = self.settings.batch.tiles
         room = self.settings.watch.queue_max - self.held
@@ -457,7 +435,7 @@ class Processor:
         for record in records:
             self._pixels[record.key] = _header_pixels(record.path)
         for record in records:
-            future = self._pool.submit(read_safely, record, self.settings)
+            future = self._pool.submit(read_safely, record, self.settings, bundle.model_input)
             future.add_done_callback(lambda _: self._wake.set())
             self._reading.append(future)
         return bool(records)
@@ -496,8 +474,25 @@ class Processor:
                 self._ready.extend((flight, piece) for piece in result.tiles)
         return worked
 
+    def _reread_stale(self, bundle: Bundle) -> None:
+        """Frames read for another input than this model's (a model swap changed it) go back to
+        the queue to be read again; a swap waits for whole interferograms, so none is half described."""
+        stale = [key for key, flight in self._in_flight.items() if flight.tiled.model_input != bundle.model_input]
+        for key in stale:
+            del self._in_flight[key]
+            try:
+                self.store.release([key], self._clock())
+            except StaleTransition as exc:
+                log.warning("%s", exc)
+                continue
+            log.info("%s: read again for model %s's input (%s)", key, bundle.version.name, bundle.model_input)
+        self._ready = deque(item for item in self._ready if item[0].tiled.record.key in self._in_flight)
+
     def _run_batch(self, bundle: Bundle) -> None:
+        self._reread_stale(bundle)
         batch = [self._ready.popleft() for _ in range(min(self.settings.batch.tiles, len(self._ready)))]
+        if not batch:
+            return
         try:
             described = bundle.describe([piece.pixels for _, piece in batch], self.settings.retrieval.k)
         except Exception as exc:  # the model failed on this batch: fail its frames, keep running

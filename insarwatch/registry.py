@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .config import ModelInput, model_input_of
 from .errors import InputError, InsarwatchError
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,16 @@ class ModelVersion:
     def calibration(self) -> dict[str, Any]:
         """The calibration saved with the version; empty when there is none (older versions)."""
         return _json_object(self.calibration_file, "calibration")
+
+    @property
+    def model_input(self) -> ModelInput | None:
+        """What the model was trained to see (``imaging.model_input``), from ``train_config.json``:
+        ``paper`` for a version trained before it was recorded (every one of them saw the paper's
+        RGB), None for a directory without the file (a bare captioner), which does not say."""
+        path = self.train_config_file
+        if not path.is_file():
+            return None
+        return model_input_of(_json_object(path, "train config").get("model_input", "paper"), path)
 
 
 def _json_object(path: Path, what: str) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def test_a_file_the_daemon_rejects_is_refused_by_caption_in_the_same_words(
         frames: dict[str, Path], tmp_path: Path, name: str, reason: str) -> None:
     settings = Settings(var_dir=tmp_path / "var", drop_dir=tmp_path / "drop")
     daemon = _daemon_reads(frames[name], settings)
-    read = read_tiles([frames[name], frames["good"]], settings.imaging)
+    read = read_tiles([frames[name], frames["good"]], settings.imaging, "paper")
 
     assert isinstance(daemon, Rejected) and daemon.reason == reason
     (refused,) = read.refused
@@ -73,7 +73,7 @@ def test_caption_cuts_the_tiles_the_daemon_would_caption(frames: dict[str, Path]
     imaging = ImagingSettings(tile_size=128, tile_stride=96)
     settings = Settings(var_dir=tmp_path / "var", drop_dir=tmp_path / "drop", imaging=imaging)
     daemon = _daemon_reads(frames["good"], settings)
-    read = read_tiles([frames["good"]], imaging)
+    read = read_tiles([frames["good"]], imaging, "paper")
 
     assert isinstance(daemon, Tiled) and read.refused == ()
     assert [piece.box for _, piece in read.tiles] == [piece.box for piece in daemon.tiles]

@@ -35,7 +35,7 @@ from insarwatch.config import CaptioningSettings, Settings
 from insarwatch.describe import Bundle, load_bundle
 from insarwatch.errors import InputError, InsarwatchError
 from insarwatch.findings import parse_caption
-from insarwatch.manifest import Sample
+from insarwatch.manifest import Sample, dataset_input
 from insarwatch.registry import ModelStore, ModelVersion
 from insarwatch.retrieval import IndexRecord, RetrievalIndex
 
@@ -185,6 +185,7 @@ def _train_config(
         "preset": preset.model_dump(),
         "base": str(base) if base else None,
         "dataset": str(dataset.root),
+        "model_input": dataset_input(dataset.root),  # what the service must show it: registry.ModelVersion.model_input
         "samples": {split: len(dataset.split(split)) for split in ("train", "val", "test")},
         "best_epoch": result.best_epoch,
         "interrupted": result.interrupted,

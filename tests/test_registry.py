@@ -149,3 +149,16 @@ def test_a_version_whose_weights_were_overwritten_is_refused_in_one_line(
     with caplog.at_level("WARNING", logger="insarwatch.registry"):
         load_bundle(version, settings)
     assert "loading it unverified" in caplog.text
+
+
+def test_a_version_says_which_input_it_was_trained_on(tmp_path) -> None:
+    version = ModelVersion("v", tmp_path)
+    assert version.model_input is None  # a bare directory does not say: the setting decides
+    version.train_config_file.write_text('{"preset": {}}', encoding="utf-8")
+    assert version.model_input == "paper"  # trained before the input was recorded: the paper's RGB
+    version.train_config_file.write_text('{"model_input": "phase"}', encoding="utf-8")
+    assert version.model_input == "phase"
+    version.train_config_file.write_text('{"model_input": "hsv"}', encoding="utf-8")
+    with pytest.raises(InputError) as error:
+        version.model_input
+    assert str(error.value) == f"{version.train_config_file}: model_input 'hsv' is none of paper, phase"

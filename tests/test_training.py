@@ -120,6 +120,7 @@ def test_train_registers_a_complete_version_and_makes_it_current(trained: tuple[
     assert metrics["n_test"] == 6
     config = json.loads(version.train_config_file.read_text())
     assert config["samples"] == {"train": 20, "val": 4, "test": 6}
+    assert config["model_input"] == version.model_input == "paper"  # prepare's dataset.json, default input
     assert [epoch["epoch"] for epoch in config["history"]] == [1, 2]
     records = version.records_file.read_text().splitlines()
     assert len(records) == 20

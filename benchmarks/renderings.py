@@ -4,11 +4,12 @@ Every PNG of the real development folders is decoded as the daemon decodes it (R
 transparency kept as no data) and read by ``insarwatch.phase.from_rgb``: it detects which table drew
 the image (LiCSAR's ``pha.cpt`` or ``phaold.cpt``, grey levels, the synthetic palette) and inverts
 it, or, when no table fits, reads a rainbow-on-amplitude rendering's hue as phase, or answers
-``Unknown`` with the reason (fully decorrelated tiles). A second table gives the rainbow evidence
-(``phase.rainbow_evidence``) of every image by the rendering detected: the margins of that test. Per folder the table counts the detected renderings, the share of coloured pixels on the
-detected table's curve and on the runner-up's (the detection margin), the share of valid pixels, the
-milliseconds per image, and the paper's baseline: how many images its P-mode-only path would keep.
-It ends with ``ratio=<share of the c1 and s1 images read as a known table>``.
+``Unknown`` with the reason (fully decorrelated tiles). Per folder the table counts the detected
+renderings, the share of coloured pixels on the detected table's curve and on the runner-up's (the
+detection margin), the share of valid pixels, the milliseconds per image, and the paper's baseline:
+how many images its P-mode-only path would keep. A second table gives the rainbow evidence
+(``phase.rainbow_evidence``) of every image by the rendering detected: the margins of that test.
+It ends with ``ratio=<share of the c1 and s1 images read as a known rendering>``.
 
     python benchmarks/renderings.py
     python benchmarks/renderings.py --realdata ../shared/realdata
@@ -33,7 +34,8 @@ RENDERINGS = ("pha", "phaold", "grey", "synthetic", "rainbow", "unknown")
 MAX_PIXELS = 10**8
 
 
-def read_folder(folder: Path, evidence: dict[str, list[phase.Rainbow]]) -> list[tuple[str, str, float, float, float, float]]:
+def read_folder(folder: Path,
+                evidence: dict[str, list[phase.Rainbow]]) -> list[tuple[str, str, float, float, float, float]]:
     """Per image: (mode, rendering, share on its table, runner-up share, valid share, seconds); the
     rainbow evidence of every image is added to ``evidence`` under the rendering detected."""
     rows = []

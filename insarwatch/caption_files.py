@@ -84,7 +84,8 @@ def read_tiles(paths: Sequence[Path], imaging: ImagingSettings, model_input: Mod
     for path in paths:
         licsar = Path(path).name.endswith(DIFF_SUFFIX)
         try:
-            read = read_model_image(path, imaging, model_input, *((sibling_paths(path), frame_dir(path)) if licsar else ()))
+            read = read_model_image(path, imaging, model_input,
+                                    *((sibling_paths(path), frame_dir(path)) if licsar else ()))
         except InputError as exc:
             refused.append(exc)
             continue

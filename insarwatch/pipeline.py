@@ -156,7 +156,8 @@ def read_interferogram(record: InterferogramRecord, settings: Settings,
     return Tiled(record, interferogram, quality, usable.tiles, usable.skipped, siblings, model_input, image.notes)
 
 
-def read_safely(record: InterferogramRecord, settings: Settings, model_input: ModelInput = "paper") -> Tiled | Rejected | Failed:
+def read_safely(record: InterferogramRecord, settings: Settings,
+                model_input: ModelInput = "paper") -> Tiled | Rejected | Failed:
     """``read_interferogram`` that turns an unexpected exception into ``Failed`` so one frame
     cannot stop the others."""
     try:

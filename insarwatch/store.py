@@ -226,7 +226,9 @@ class InterferogramRecord:
     error: str | None = None
     level: Level | None = None
     model_version: str | None = None
-    notes: dict[str, Any] | None = None  # {"skipped_tiles": {reason: n}, "problems": [line, ...]}
+    # {"skipped_tiles": {reason: n}, "problems": [line, ...]}, and on the phase input "rendering" (and
+    # "unknown_rendering": why it was shown as RGB): pipeline.Tiled.notes
+    notes: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

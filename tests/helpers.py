@@ -10,8 +10,9 @@
   PNG with concentric (Mogi-like) fringes written into a LiCSAR layout.
 - A running daemon (daemon and fault tests): its configuration, frames dropped the ways a
   real drop receives them, the store's states, systemd's notify socket, a full disk.
-- ``wait_for`` (daemon and intake tests), the micro training presets (training and demo
-  tests) and ``systemd-analyze verify`` (systemd and deploy tests).
+- ``process`` (a Processor run in the test's thread), ``wait_for`` (daemon and intake tests),
+  the micro training presets (training and demo tests) and ``systemd-analyze verify`` (systemd
+  and deploy tests).
 - ``shared_path``: a file or folder of the project's real data in ``../shared`` (real LiCSAR
   tiles and frames, the real Hephaestus annotations), or a skip naming what is missing.
   ``.ci/run`` fails when ``../shared`` is absent, so CI never skips these tests.
@@ -369,6 +370,18 @@ class Webhook:
 
 
 # --------------------------------------------------------------------------- waiting, training, systemd
+
+
+def process(settings, store, bundle: Callable[[], Any], now: datetime, steps: int = 10) -> None:
+    """Run a ``pipeline.Processor`` (in this thread) for ``steps`` flushing steps: enough for a few frames."""
+    from insarwatch.pipeline import Processor
+
+    processor = Processor(settings, store, bundle, lambda: now)
+    try:
+        for _ in range(steps):
+            processor.step(flush=True, monotonic=0.0)
+    finally:
+        processor.close()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

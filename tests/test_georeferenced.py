@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from helpers import ALERT_CAPTION, QUIET_CAPTION, neighbours, shared_path
+from helpers import ALERT_CAPTION, QUIET_CAPTION, neighbours, process, shared_path
 
 from insarwatch.captioner import Caption
 from insarwatch.config import BatchSettings, CaptioningSettings, Settings
 from insarwatch.describe import Described, load_bundle
 from insarwatch.intake import Intake
-from insarwatch.pipeline import Processor, Tiled, conclude, read_interferogram
+from insarwatch.pipeline import Tiled, conclude, read_interferogram
 from insarwatch.registry import ModelStore
 from insarwatch.reports import build_alert_report, write_report
 from insarwatch.store import Store
@@ -74,12 +74,7 @@ def test_the_real_mexico_city_frame_is_processed_with_its_corner_tiles_skipped(t
         assert all(piece.valid_fraction >= 0.5 for piece in tiled.tiles)
         store.release([tiled.record.key], NOW)
         bundle = load_bundle(ModelStore(settings.models_dir).current(), settings, require_index=True)
-        processor = Processor(settings, store, lambda: bundle, lambda: NOW)
-        try:
-            for _ in range(10):
-                processor.step(flush=True, monotonic=0.0)
-        finally:
-            processor.close()
+        process(settings, store, lambda: bundle, NOW)
         record = store.get(f"{FRAME}/{PAIR}")
         assert record is not None and record.state == "done", record
         assert record.notes == {"skipped_tiles": {"nodata": tiled.skipped["nodata"]}}

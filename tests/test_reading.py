@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import FRAME, annotation, fringes, palette, save_p, write_annotation
+from helpers import FRAME, annotation, fringes, palette, process, save_p, write_annotation
 from PIL import Image
 
 from insarwatch import hephaestus, phase
@@ -31,7 +31,7 @@ from insarwatch.geo import read_phase
 from insarwatch.imaging import decode_png, nodata_mask, to_rgb
 from insarwatch.intake import Intake
 from insarwatch.manifest import dataset_input
-from insarwatch.pipeline import Processor, Tiled, read_interferogram
+from insarwatch.pipeline import Tiled, read_interferogram
 from insarwatch.reading import PREVIEW_SCALE, read_model_image
 from insarwatch.registry import ModelStore
 from insarwatch.store import Store
@@ -82,12 +82,7 @@ def test_the_daemon_shows_a_phase_model_each_frame_as_phase_and_records_the_rend
     assert bundle.model_input == "phase"
     with Store(settings.state_db) as store:
         assert Intake(settings.drop_dir, store, settle_seconds=0).reconcile(NOW) == 3
-        processor = Processor(settings, store, lambda: bundle, lambda: NOW)
-        try:
-            for _ in range(10):
-                processor.step(flush=True, monotonic=0.0)
-        finally:
-            processor.close()
+        process(settings, store, lambda: bundle, NOW)
         records = {name: store.get(key(path)) for name, path in drop.items()}
     assert all(record.state == "done" for record in records.values()), records
     assert records["geotiff"].notes["rendering"] == "diff_pha"
@@ -131,12 +126,7 @@ def test_a_model_swap_to_another_input_reads_frames_again(drop: dict[str, Path],
     bundles = iter([paper])  # the frames are claimed for the paper model, the batch runs with the phase one
     with Store(settings.state_db) as store:
         Intake(settings.drop_dir, store, settle_seconds=0).reconcile(NOW)
-        processor = Processor(settings, store, lambda: next(bundles, swapped), lambda: NOW)
-        try:
-            for _ in range(10):
-                processor.step(flush=True, monotonic=0.0)
-        finally:
-            processor.close()
+        process(settings, store, lambda: next(bundles, swapped), NOW)
         record = store.get(key(drop["geotiff"]))
     assert record.state == "done" and record.notes["rendering"] == "diff_pha"
     assert record.attempts == 1  # released unread, not failed

@@ -12,7 +12,8 @@ from PIL import Image
 
 from insarwatch.caption_files import read_tiles
 from insarwatch.config import ImagingSettings, Settings
-from insarwatch.pipeline import Rejected, Tiled, Unreadable, read_interferogram
+from insarwatch.pipeline import Rejected, Tiled, read_interferogram
+from insarwatch.reading import Unreadable
 from insarwatch.store import InterferogramRecord
 
 NOW = datetime(2026, 11, 24, tzinfo=timezone.utc)
@@ -83,7 +84,7 @@ def test_caption_cuts_the_tiles_the_daemon_would_caption(frames: dict[str, Path]
 
 
 def test_a_frame_smaller_than_the_minimum_says_its_size(frames: dict[str, Path]) -> None:
-    read = read_tiles([frames["a_strip"]], ImagingSettings(min_side=3))
+    read = read_tiles([frames["a_strip"]], ImagingSettings(min_side=3), "paper")
     assert read.refused == () and len(read.tiles) == 2
-    (refused,) = read_tiles([frames["a_strip"]], ImagingSettings()).refused
+    (refused,) = read_tiles([frames["a_strip"]], ImagingSettings(), "paper").refused
     assert refused.reason == "frame 300x3 px is smaller than imaging.min_side (56 px on each side)"

@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis): whatever arrives, only the project's one-line errors come out.
 
-Four doors let outside data in: PNG bytes (``imaging`` through ``pipeline.read_rgb``), names
+Four doors let outside data in: PNG bytes (``imaging`` through ``reading.read_rgb``), names
 in the drop (``licsar``), caption text (``findings``) and settings (``config``, from TOML
 and the environment). Each property feeds one door arbitrary input and allows exactly the
 documented outcomes: a record, or ``InputError`` (for a name, ``Unrecognised``). Examples
@@ -27,7 +27,8 @@ from insarwatch.config import RENAMED, Settings, load_settings
 from insarwatch.errors import InputError
 from insarwatch.findings import Finding, parse_caption
 from insarwatch.imaging import PNG_SIGNATURE
-from insarwatch.pipeline import Rejected, Tiled, read_interferogram, read_rgb
+from insarwatch.pipeline import Rejected, Tiled, read_interferogram
+from insarwatch.reading import read_rgb
 from insarwatch.store import InterferogramRecord
 
 settings.register_profile("ci", max_examples=60, deadline=None,

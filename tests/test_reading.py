@@ -243,7 +243,7 @@ def test_prepare_on_paper_is_the_papers_curation_byte_for_byte(mixed_root: Path,
 
 
 def test_the_phase_input_reads_rgba_whatever_the_rgba_policy(tmp_path: Path) -> None:
-    y, x = np.mgrid[:48, :96]
+    y, x = np.mgrid[:64, :96]
     rgb = phase.PHA.draw(np.hypot(x - 40, y - 20) / 5 - math.pi)
     as_rgba = tmp_path / "a.png"
     Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), "RGBA").save(as_rgba)

@@ -26,6 +26,7 @@ from typer.testing import CliRunner, Result
 from insarwatch.cli import app
 from insarwatch.config import load_settings
 from insarwatch.findings import parse_caption
+from insarwatch.manifest import write_dataset_input
 from insarwatch.registry import ModelVersion
 from training import TrainingInterrupted, list_presets, load_preset, train
 from training.dataset import CaptionCollator, load_dataset
@@ -165,6 +166,17 @@ def test_evaluate_reproduces_the_registered_metrics(trained: tuple[Path, dict], 
     again = json.loads(result.stdout)["metrics"]
     saved = ModelVersion.at(var / "models" / outcome["version"]).metrics()
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in saved.items() if k != "seconds"}
+
+
+def test_evaluate_refuses_a_dataset_of_another_input(trained: tuple[Path, dict], dataset: Path,
+                                                     tmp_path: Path) -> None:
+    var, outcome = trained
+    phase = tmp_path / "phase"
+    shutil.copytree(dataset, phase)
+    write_dataset_input(phase, "phase")
+    result = run(["evaluate", "--model", outcome["version"], "--data", str(phase)], var)
+    assert result.exit_code == 2
+    assert f"manifest.jsonl: holds 'phase' images; model {outcome['version']} was trained on 'paper'" in result.output
 
 
 def test_failed_evaluation_keeps_the_version_but_not_as_current(

@@ -170,6 +170,11 @@ def evaluate(model: str, data: Path, settings: Settings, progress: Progress) -> 
     _test_split(dataset)
     version = ModelStore(settings.models_dir).resolve(model)
     bundle = load_bundle(version, evaluation_settings(settings), require_index=True)
+    shown = dataset_input(dataset.root)
+    if shown != bundle.model_input:  # its images would be shown as the model never saw anything
+        raise InputError(dataset.manifest, f"holds {shown!r} images; model {version.name} was trained on "
+                                           f"{bundle.model_input!r} input (prepare it with imaging.model_input = "
+                                           f"{bundle.model_input!r})")
     return version, evaluate_on(bundle, dataset, progress)
 
 

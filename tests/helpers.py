@@ -84,6 +84,14 @@ def save_rgb(path: Path, indices: np.ndarray, alpha: np.ndarray | None = None) -
     return path
 
 
+def rainbow(truth: np.ndarray, brightness: np.ndarray, saturation: float = 0.6) -> np.ndarray:
+    """HxWx3 uint8: hue = phase on a wheel of ``saturation``, brightness = amplitude (0-1), as the
+    rainbow-on-amplitude previews among the real c1 tiles are drawn."""
+    hsv = np.stack([np.mod(truth, 2 * np.pi) / (2 * np.pi) * 255, np.full(truth.shape, saturation * 255),
+                    brightness * 255], axis=-1)
+    return np.array(Image.fromarray(np.rint(hsv).astype(np.uint8), "HSV").convert("RGB"))
+
+
 def annotation(unique_id: int, *, deformation: bool = False, **fields: Any) -> dict[str, Any]:
     """A clean annotation (passes every rule); ``fields`` override any key."""
     record: dict[str, Any] = {

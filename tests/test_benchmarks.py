@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import MICRO_PRESET
+from helpers import MICRO_PRESET, rainbow
 from PIL import Image
 
 from insarwatch.phase import GREY
@@ -90,17 +90,22 @@ def test_renderings_counts_each_detected_table_per_folder_and_the_known_share(ca
     for index in range(2):
         write_phase_png(tmp_path / "c1" / "1" / f"{index}.png", make_patch(7, index).indices)
     write_phase_png(tmp_path / "c1" / "0" / "rgba.png", make_patch(7, 2).indices, rgba=True)  # a hue wheel
+    fringes = np.hypot(*np.mgrid[:64, :64] - 32.0) / 3
+    amplitude = np.random.default_rng(0).uniform(0.35, 1.0, fringes.shape)
+    Image.fromarray(rainbow(fringes, amplitude)).save(tmp_path / "c1" / "0" / "rainbow.png")
     (tmp_path / "s1" / "0").mkdir(parents=True)
     ramp = np.tile(np.linspace(-3, 3, 64), (64, 1))
     Image.fromarray(GREY.draw(ramp)[..., 0], "L").save(tmp_path / "s1" / "0" / "grey.png")
     lines = run_script("renderings.py", ["--realdata", str(tmp_path)], capsys)
-    assert lines[-1] == "ratio=0.7500", lines[-1]
+    assert lines[-1] == "ratio=0.8000", lines[-1]
     rows = {cells[0]: cells[1:8] for cells in
             ([cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│"))}
-    # images, pha, phaold, grey, synthetic, unknown
-    assert rows["c1/1"][:6] == ["2", "0", "0", "0", "2", "0"]
-    assert rows["c1/0"][:6] == ["1", "0", "0", "0", "0", "1"]
-    assert rows["s1/0"][:6] == ["1", "0", "0", "1", "0", "0"]
+    # images, pha, phaold, grey, synthetic, rainbow, unknown
+    assert rows["c1/1"][:7] == ["2", "0", "0", "0", "2", "0", "0"]
+    assert rows["c1/0"][:7] == ["2", "0", "0", "0", "0", "1", "1"]
+    assert rows["s1/0"][:7] == ["1", "0", "0", "1", "0", "0", "0"]
+    # The rainbow evidence table: the rainbow's brightness is its amplitude, the hue wheel's is constant.
+    assert rows["rainbow"][0] == "1" and rows["unknown"][0] == "1"
 
 
 def test_backfill_scale_smallest_archive_matches_the_daemon_and_reports_a_ratio(capsys, tmp_path) -> None:

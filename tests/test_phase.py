@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import shared_path
+from helpers import rainbow, shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -205,13 +205,6 @@ def test_a_real_decorrelated_licsar_tile_is_neither_a_table_nor_a_rainbow() -> N
     read = read_png(shared_path("realdata/c1/0/20201223_20210104.geo.diff1_1.png"))
     assert isinstance(read, phase.Unknown)
     assert read.reason.startswith("colours fit no known table") and "the hue explains" in read.reason
-
-
-def rainbow(truth: np.ndarray, brightness: np.ndarray, saturation: float = 0.6) -> np.ndarray:
-    """Hue = phase on a wheel of ``saturation``, brightness = amplitude: a rainbow-on-amplitude rendering."""
-    hsv = np.stack([np.mod(truth, 2 * math.pi) / (2 * math.pi) * 255, np.full(truth.shape, saturation * 255),
-                    brightness * 255], axis=-1)
-    return np.array(Image.fromarray(np.rint(hsv).astype(np.uint8), "HSV").convert("RGB"))
 
 
 FRINGES = np.hypot(*np.mgrid[:64, :64] - 32.0) / 3

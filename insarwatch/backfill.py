@@ -5,8 +5,8 @@ daemon's layout and validity rules), records misfits as the daemon's scan does, 
 in the same ``state.db`` every interferogram of the selection the store does not already
 hold for the model version (``Store.requeue_for_backfill``). The driver is the one writer:
 it claims its own keys a few hundred at a time (``Store.claim(keys=...)``, so two
-overlapping backfills never take the same one), reads them with ``pipeline.read_safely`` in
-Ray tasks, sends their tiles in batches to a pool of Ray actors that each load the model
+overlapping backfills never take the same one), reads them with ``pipeline.read_safely`` (for
+the input the version was trained on, ``describe.input_for``) in Ray tasks, sends their tiles in batches to a pool of Ray actors that each load the model
 version once (``describe.load_bundle``) and call ``Bundle.describe``, and finishes each
 interferogram with ``pipeline.complete`` and ``pipeline.store_completed``, the daemon's own
 transaction, so a backfilled interferogram is indistinguishable from a watched one. Actors
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from . import notify
 from .config import Settings
 from .console import Meter
-from .describe import Described, load_bundle
+from .describe import Described, input_for, load_bundle
 from .errors import InsarwatchError
 from .imaging import Tile
 from .licsar import Interferogram, Unrecognised, discover
@@ -262,6 +262,7 @@ class _Driver:
         self.archive = {item.key: item for item in waiting}
         self.pending: deque[str] = deque(item.key for item in waiting)
         self.reader = ray.remote(read_safely).options(num_cpus=1, max_retries=READ_RETRIES)
+        self.model_input = input_for(version, settings)  # what the workers' model was trained on
         self.settings_ref = ray.put(settings)
         self.workers = workers
         self.load: dict[int, int] = {index: 0 for index in range(len(workers))}
@@ -303,7 +304,7 @@ class _Driver:
                 continue
             # Read the file this run found: the row may name where the daemon saw it.
             record = replace(record, path=str(self.archive[key].diff_png))
-            self.reading[self.reader.remote(record, self.settings_ref)] = record
+            self.reading[self.reader.remote(record, self.settings_ref, self.model_input)] = record
 
     def _collect_read(self, ref: ObjectRef) -> None:
         record = self.reading.pop(ref)

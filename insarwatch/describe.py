@@ -85,6 +85,12 @@ class Bundle:
             ]
 
 
+def input_for(version: ModelVersion, settings: Settings) -> ModelInput:
+    """What ``version`` must be shown: the input it was trained on, else ``imaging.model_input``
+    (a bare captioner directory does not say)."""
+    return version.model_input or settings.imaging.model_input
+
+
 def load_bundle(version: ModelVersion, settings: Settings, require_index: bool = False) -> Bundle:
     """Load a version's captioner and, when it has one, its index (checked to fit the captioner),
     after checking its files against the checksums recorded when it was registered.
@@ -97,7 +103,7 @@ def load_bundle(version: ModelVersion, settings: Settings, require_index: bool =
     from .retrieval import RetrievalIndex
 
     version.verify()
-    model_input = version.model_input or settings.imaging.model_input
+    model_input = input_for(version, settings)
     captioner = Captioner.load(version.captioner_dir, settings.captioning)
     index = None
     if require_index or RetrievalIndex.exists(version.path):

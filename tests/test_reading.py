@@ -206,7 +206,7 @@ def test_prepare_on_phase_keeps_the_rgba_frames_the_paper_dropped(mixed_root: Pa
     out = tmp_path / "phase"
     report = hephaestus.prepare(mixed_root, out, ImagingSettings(model_input="phase"))
     assert report.model_input == "phase" and report.removed["not_palette"] == 0
-    assert report.remaining["deforming"] == {"P": 6, "RGBA": 4, "other": 0}
+    assert report.remaining["deforming"] == {"P": 6, "RGBA": 4, "other": 0, "unknown": 0}
     assert report.selected == {"deforming": 10, "non_deforming": 10}
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert sorted(record["id"] for record in records) == list(range(1, 20))  # RGBA frames included

@@ -29,11 +29,11 @@ from rich.table import Table
 from insarwatch import files
 from insarwatch.alerts import decide_tile
 from insarwatch.caption_files import read_tiles
-from insarwatch.config import Settings
+from insarwatch.config import ModelInput, Settings
 from insarwatch.describe import Bundle, Described, load_bundle
 from insarwatch.errors import InputError, InsarwatchError
 from insarwatch.findings import parse_caption
-from insarwatch.manifest import Sample
+from insarwatch.manifest import Sample, dataset_input
 from insarwatch.registry import ModelStore, ModelVersion
 
 from .dataset import Dataset, load_dataset, load_images
@@ -221,13 +221,14 @@ def _hybrid(bundle: Bundle, test: Sequence[Sample], settings: Settings) -> tuple
             {**common, **deformation_scores([level != "quiet" for level in levels], truth)})
 
 
-def read_real_tiles(directory: Path, settings: Settings) -> RealTiles:
-    """PNG tiles under ``DIR/1`` (deformation) and ``DIR/0`` (none), cut as the service cuts frames."""
+def read_real_tiles(directory: Path, settings: Settings, model_input: ModelInput) -> RealTiles:
+    """PNG tiles under ``DIR/1`` (deformation) and ``DIR/0`` (none), cut as the service cuts frames
+    and shown as it shows them to a model trained on ``model_input``."""
     directory = Path(directory)
     paths = {label: sorted((directory / folder).glob("*.png")) for folder, label in (("1", True), ("0", False))}
     if not paths[True] and not paths[False]:
         raise InputError(directory, "no labelled tiles (expected DIR/1/*.png and DIR/0/*.png)")
-    read = read_tiles([*paths[True], *paths[False]], settings.imaging)
+    read = read_tiles([*paths[True], *paths[False]], settings.imaging, model_input)
     kept = {path for path, _ in read.tiles}
     labels = {path: label for label, found in paths.items() for path in found if path in kept}
     return RealTiles(directory, tuple(piece.pixels for _, piece in read.tiles),
@@ -298,7 +299,8 @@ def compare(
     test = dataset.split("test")
     if not test:
         raise InputError(dataset.manifest, "no images in the 'test' split to compare on")
-    real = read_real_tiles(tiles, settings) if tiles is not None else None
+    # Every system compared is trained on this dataset, so all are shown its input.
+    real = read_real_tiles(tiles, settings, dataset_input(dataset.root)) if tiles is not None else None
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     # The comparison's versions live in their own store: the service's `current` never moves.

@@ -2,7 +2,8 @@
 
 Owns the measure of a model on interferograms nobody made for it: ``DIR/1/*`` show
 deformation, ``DIR/0/*`` do not, in any rendering the reading step accepts. Each image is
-read exactly as the daemon reads a frame (``pipeline.read_rgb``) and shown to the model
+read exactly as the daemon reads a frame (``reading.read_model_image``, for the input the model
+was trained on) and shown to the model
 whole, as one tile, as a labelled training patch is (the processor resizes it); it is then
 captioned, searched in the index and decided by the daemon's own rule
 (``caption_files.describe_tiles`` → ``alerts.decide_tile``). Four calls are scored against
@@ -28,7 +29,7 @@ from insarwatch.config import AlertSettings, Settings
 from insarwatch.describe import Bundle, load_bundle
 from insarwatch.errors import InputError
 from insarwatch.imaging import Tile
-from insarwatch.pipeline import read_rgb
+from insarwatch.reading import read_model_image
 from insarwatch.registry import ModelStore
 
 from .metrics import Confusion
@@ -127,12 +128,12 @@ def evaluate_tiles(bundle: Bundle, root: Path, settings: Settings,
     refused: list[InputError] = []
     for path, label in labelled_files(root):
         try:
-            _, rgb = read_rgb(path, settings.imaging)
+            pixels = read_model_image(path, settings.imaging, bundle.model_input).pixels
         except InputError as exc:
             refused.append(exc)
             continue
-        height, width = rgb.shape[:2]
-        pieces.append((path, Tile(0, (0, 0, width, height), rgb)))
+        height, width = pixels.shape[:2]
+        pieces.append((path, Tile(0, (0, 0, width, height), pixels)))
         labels.append(label)
     alerts: AlertSettings = settings.alerts
     captioned = describe_tiles(pieces, bundle, settings.retrieval.k, alerts, advance)

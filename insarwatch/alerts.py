@@ -71,18 +71,22 @@ class TileDecision:
         vote = self.reasons["vote"]
         return float(vote) if self.reasons["caption_deformation"] and vote is not None else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        """The one JSON shape of a tile's decision: the alert report's tiles and the store's results;
-        ``bounds`` and ``volcano`` (``{"name", "distance_km"}``) only when the tile is georeferenced."""
+    def place(self) -> dict[str, Any]:
+        """Where the tile lies, as JSON: ``bounds`` and ``volcano`` when georeferenced, else nothing."""
         place: dict[str, Any] = {}
         if self.bounds is not None:
             place["bounds"] = [round(side, 6) for side in self.bounds]
         if self.volcano is not None:
             place["volcano"] = {"name": self.volcano[0], "distance_km": round(self.volcano[1], 2)}
+        return place
+
+    def to_dict(self) -> dict[str, Any]:
+        """The one JSON shape of a tile's decision: the alert report's tiles and the store's results;
+        ``bounds`` and ``volcano`` (``{"name", "distance_km"}``) only when the tile is georeferenced."""
         return {
             "tile_index": self.tile_index,
             "box": list(self.box),
-            **place,
+            **self.place(),
             "level": self.level,
             "score": round(self.score, 4),
             "severity": self.severity,

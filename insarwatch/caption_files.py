@@ -48,21 +48,14 @@ class CaptionedTile:
     image: Path
     tile: Tile
     described: Described
-    decision: TileDecision
-    bounds: tuple[float, float, float, float] | None = None
-    volcano: tuple[str, float] | None = None
+    decision: TileDecision  # its level, and its bounds and nearest volcano when georeferenced
 
     def to_dict(self) -> dict[str, Any]:
-        place: dict[str, Any] = {}
-        if self.bounds is not None:
-            place["bounds"] = [round(side, 6) for side in self.bounds]
-        if self.volcano is not None:
-            place["volcano"] = {"name": self.volcano[0], "distance_km": round(self.volcano[1], 2)}
         return {
             "image": str(self.image),
             "tile": self.tile.index,
             "box": list(self.tile.box),
-            **place,
+            **self.decision.place(),
             "caption": self.described.caption.text,
             "level": self.decision.level,
             "vote": self.decision.reasons["vote"],
@@ -116,6 +109,6 @@ def describe_tiles(tiles: Sequence[tuple[Path, Tile]], bundle: Bundle, k: int, a
             nearest, distance = catalogue.nearest((south + north) / 2, (west + east) / 2)
             volcano = (nearest.name, distance)
         decision = decide_tile(piece.index, piece.box, item.caption.text, parse_caption(item.caption.text),
-                               item.neighbours, alerts)
-        captioned.append(CaptionedTile(path, piece, item, decision, bounds, volcano))
+                               item.neighbours, alerts, bounds=bounds, volcano=volcano)
+        captioned.append(CaptionedTile(path, piece, item, decision))
     return captioned

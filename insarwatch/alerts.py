@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .config import AlertSettings
 from .findings import INTENSITIES, Finding, strongest
+from .volcanoes import Bounds
 
 if TYPE_CHECKING:
     from .imaging import QualityCheck
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 Level = Literal["alert", "review", "quiet"]
 LEVELS: tuple[Level, ...] = ("quiet", "review", "alert")
 Box = tuple[int, int, int, int]
-Bounds = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)

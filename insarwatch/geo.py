@@ -34,8 +34,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import transform_bounds
 
 from .errors import InputError
+from .volcanoes import Bounds
 
-Bounds = tuple[float, float, float, float]  # west, south, east, north (WGS84 degrees)
 Box = tuple[int, int, int, int]  # left, top, right, bottom pixel edges; right/bottom exclusive
 WGS84 = "EPSG:4326"
 METADATA_TEXT = "metadata.txt"

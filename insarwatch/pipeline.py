@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import notify
-from .alerts import Alert, Bounds, FrameCalibration, alert_key, decide_interferogram, decide_tile, strength
+from .alerts import Alert, FrameCalibration, alert_key, decide_interferogram, decide_tile, strength
 from .config import ImagingSettings, ModelInput, Settings
 from .describe import Bundle, Described
 from .errors import InputError
@@ -41,7 +41,7 @@ from .imaging import QualityCheck, Tile, check_quality, coherence_png, read_png_
 from .licsar import Interferogram, interferogram_from_path
 from .reading import Unreadable, read_model_image
 from .store import AlertRecord, FileStamp, InterferogramRecord, StaleTransition, State, Store, TileResult
-from .volcanoes import Volcano, catalogue_for
+from .volcanoes import Bounds, Volcano, catalogue_for
 
 log = logging.getLogger(__name__)
 

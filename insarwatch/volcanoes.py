@@ -25,6 +25,9 @@ import numpy as np
 
 from .errors import InputError
 
+# A place on the ground: west, south, east, north in WGS84 degrees (a tile, a frame's extent).
+Bounds = tuple[float, float, float, float]
+
 if TYPE_CHECKING:
     from .config import Volcano as VolcanoSetting
 
@@ -82,7 +85,7 @@ class Catalogue:
     def named(self, name: str) -> list[Volcano]:
         return named(self.volcanoes, name)
 
-    def inside(self, bounds: tuple[float, float, float, float]) -> list[Volcano]:
+    def inside(self, bounds: Bounds) -> list[Volcano]:
         """The volcanoes within ``[west, south, east, north]`` (WGS84 degrees), west to east."""
         west, south, east, north = bounds
         return sorted((v for v in self.volcanoes if west <= v.longitude <= east and south <= v.latitude <= north),

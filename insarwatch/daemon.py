@@ -1,7 +1,7 @@
 """The service's lifecycle: ``insarwatch watch`` under systemd, or ``--once`` from cron.
 
 Owns the side effects that make the pieces a service: the watchdog observer and the
-start-up scan (``intake``), the processing loop (``pipeline.Processor``) in a worker
+start-up scan (``intake``), the processing loop (``processor.Processor``) in a worker
 thread, delivery in a thread of its own (so a slow channel never holds up frames; the loop
 wakes it when a commit adds a message, and it retries what is due every
 ``DELIVERY_INTERVAL_SECONDS``), the APScheduler jobs (batch flush, rescan, the daily digest, the
@@ -35,7 +35,7 @@ from .describe import Bundle, load_bundle
 from .errors import InsarwatchError
 from .intake import Intake, make_observer, utcnow
 from .lock import VarDirLock
-from .pipeline import Processor
+from .processor import Processor
 from .registry import ModelStore
 from .store import Store
 

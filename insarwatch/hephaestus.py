@@ -15,6 +15,10 @@ colours fit no known rendering. ROOT is either flat patches (``annotations/<id>.
 listed with the reason and skipped; only an empty ROOT is an error. With ``dry_run`` it
 counts what the annotations alone decide and writes nothing, so it runs on the annotations
 without their images (``PrepareReport.to_dict`` is ``prepare --json``).
+
+It stays one module at ~500 lines on purpose: it is the paper's recipe read top to bottom
+(schema, rules in the paper's order, balancing, split, the report of what each step removed);
+split, a reader checking it against the paper would have to follow it across files.
 """
 
 from __future__ import annotations

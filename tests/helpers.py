@@ -381,8 +381,8 @@ class Webhook:
 
 
 def process(settings, store, bundle: Callable[[], Any], now: datetime, steps: int = 10) -> None:
-    """Run a ``pipeline.Processor`` (in this thread) for ``steps`` flushing steps: enough for a few frames."""
-    from insarwatch.pipeline import Processor
+    """Run a ``processor.Processor`` (in this thread) for ``steps`` flushing steps: enough for a few frames."""
+    from insarwatch.processor import Processor
 
     processor = Processor(settings, store, bundle, lambda: now)
     try:

@@ -282,7 +282,7 @@ def test_decoded_pixels_in_flight_stay_within_their_budget(
     reader threads would take, only as many pixels as ``watch.pixels_in_flight`` are held."""
     from insarwatch.describe import load_bundle
     from insarwatch.licsar import interferogram_from_path
-    from insarwatch.pipeline import Processor
+    from insarwatch.processor import Processor
 
     drop = tmp_path / "drop"
     drop.mkdir()

@@ -17,7 +17,7 @@ import pytest
 from insarwatch.config import BatchSettings, CaptioningSettings, Settings
 from insarwatch.describe import load_bundle
 from insarwatch.intake import Intake
-from insarwatch.pipeline import InlineExecutor, Processor, reader_threads
+from insarwatch.processor import InlineExecutor, Processor, reader_threads
 from insarwatch.registry import ModelStore
 from insarwatch.store import Store
 from insarwatch.synthetic.drop import write_drop

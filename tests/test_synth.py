@@ -361,7 +361,7 @@ def test_preview_shrinks_colours_so_decorrelated_ground_is_off_the_table() -> No
     rgb, nodata = render.preview(grid, np.ones((90, 90), dtype=bool), phase.PHA)
     assert rgb.shape == (30, 30, 3) and not nodata.any()
     read = phase.from_rgb(render.png8(rgb, nodata))
-    assert read.valid[:, 16:].all() and np.allclose(read.phase[:, 16:], 0.3, atol=0.06)
+    assert read.valid[:, 16:].all() and np.allclose(read.phase[:, 16:], 0.3, atol=0.15)  # 3-bit cells: about 0.1 rad
     assert read.valid[:, :15].mean() < 0.3  # random colours average to grey-pink, no phase
 
 

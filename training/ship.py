@@ -44,8 +44,9 @@ def ship(workdir: Path, patches: int = PATCHES, seed: int = SEED, target: Path =
         outcome = train(dataset, load_preset(PRESET), settings, progress)
     version = outcome.version
     # What a version needs to caption and cross-check; predictions.jsonl stays behind (evidence, not model).
-    shipped = (version.captioner_dir, version.index_file, version.records_file, version.metrics_file,
-               version.train_config_file, version.checksums_file)
+    shipped = tuple(path for path in (version.captioner_dir, version.index_file, version.records_file,
+                                      version.metrics_file, version.train_config_file, version.checksums_file)
+                    if path.exists())
     size = sum(path.stat().st_size for source in shipped for path in _files(source))
     if size > MAX_BYTES:
         raise InsarwatchError(f"{version.path}: {size / 2**20:.1f} MiB, more than the {MAX_BYTES / 2**20:.0f} MiB "

@@ -1,8 +1,8 @@
 """The model the package ships: made by one command, from synthetic data only.
 
 ``python -m training.ship`` writes LiCSAR-looking synthetic patches (``insarwatch.synthetic``),
-curates them with ``prepare`` (which writes what the model sees, the canonical rendering, when
-``imaging.model_input`` is ``phase``), trains the ``offline`` preset, and copies the resulting
+curates them with ``prepare`` with ``imaging.model_input = "phase"`` (it writes what the model
+sees, the canonical rendering), trains the ``offline`` preset, and copies the resulting
 version (``captioner/`` safetensors, ``index.faiss``, ``index.jsonl``, ``metrics.json``,
 ``train_config.json``) into ``insarwatch/models/offline``, which ``ModelStore.in_use`` falls back
 to while no model is registered. Real interferograms are never used to train it; measure it on
@@ -35,7 +35,9 @@ def ship(workdir: Path, patches: int = PATCHES, seed: int = SEED, target: Path =
     from insarwatch.synthetic.patches import write_dataset
 
     workdir = Path(workdir).resolve()
-    settings = Settings(var_dir=workdir / "var", drop_dir=workdir / "drop")
+    base = Settings(var_dir=workdir / "var", drop_dir=workdir / "drop")
+    # The shipped model sees wrapped phase, whatever the rendering (its train_config.json says so).
+    settings = base.model_copy(update={"imaging": base.imaging.model_copy(update={"model_input": "phase"})})
     hephaestus, dataset = workdir / "hephaestus", workdir / "dataset"
     with console.progress() as progress:
         task = progress.add_task("synthetic patches", total=patches)

@@ -1,7 +1,7 @@
 """Draw docs/synth-samples.png: five synthetic patches per class, as `synth-dataset` renders them.
 
-Rows are the deformation types and the non-deforming class; columns vary the intensity
-and the atmosphere. Run from the repository root: ``python docs/make_synth_samples.py``.
+Rows are the deformation types and the non-deforming class; columns vary the intensity,
+the atmosphere and the rendering (LiCSAR's ``pha``/``phaold`` previews, grey-level phase). Run from the repository root: ``python docs/make_synth_samples.py``.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from insarwatch.synthetic import patches, physics, render
+from insarwatch.synthetic import patches, physics
 
-COLUMNS = (("Low", 0), ("Medium", 2), ("High", 1), ("Low", 2), ("High", 0))
+COLUMNS = (("Low", 0, "pha"), ("Medium", 2, "grey"), ("High", 1, "pha"), ("Low", 2, "phaold"), ("High", 0, "grey"))
 ATMOSPHERE = ("no atmosphere", "stratification", "turbulence")
 ROWS = (*physics.ACTIVITY_TYPES, None)
 MARGIN, HEADER, GAP, TILE = 110, 24, 4, 168  # tiles shown at 3/4 size to keep the PNG small
@@ -21,12 +21,12 @@ COLOURS = 127
 
 def sample(row: int, column: int) -> Image.Image:
     activity_type = ROWS[row]
-    intensity, atmosphere = COLUMNS[column]
+    intensity, atmosphere, rendering = COLUMNS[column]
     deforming = activity_type is not None
     spec = patches.PatchSpec(deforming, (activity_type,) if deforming else (), (intensity,) if deforming else (),
-                           atmosphere, "none", False, "AD"[column % 2])
-    indices = patches.render_patch(0, spec, patches.child_rng(2026, row * len(COLUMNS) + column)).indices
-    return Image.fromarray(render.PALETTE[indices]).resize((TILE, TILE), Image.LANCZOS)
+                           atmosphere, "none", rendering, "AD"[column % 2])
+    patch = patches.render_patch(0, spec, patches.child_rng(2026, row * len(COLUMNS) + column))
+    return Image.fromarray(patch.rgb).resize((TILE, TILE), Image.LANCZOS)
 
 
 def main(out: Path = Path(__file__).with_name("synth-samples.png")) -> None:
@@ -40,8 +40,9 @@ def main(out: Path = Path(__file__).with_name("synth-samples.png")) -> None:
     image.putpalette(image.getpalette()[: 3 * COLOURS] + [0, 0, 0])
     draw = ImageDraw.Draw(image)
     ink = COLOURS  # the entry just added: black
-    for column, (intensity, atmosphere) in enumerate(COLUMNS):
-        draw.text((MARGIN + column * (TILE + GAP) + 2, 6), f"{intensity} / {ATMOSPHERE[atmosphere]}", fill=ink)
+    for column, (intensity, atmosphere, rendering) in enumerate(COLUMNS):
+        draw.text((MARGIN + column * (TILE + GAP) + 2, 6), f"{intensity} / {ATMOSPHERE[atmosphere]} / {rendering}",
+                  fill=ink)
     for row, activity_type in enumerate(ROWS):
         draw.text((6, HEADER + row * (TILE + GAP) + TILE // 2), activity_type or "No deformation", fill=ink)
     image.save(out, optimize=True)

@@ -158,7 +158,7 @@ def status(
 
     settings = settings_of(ctx)
     try:  # a broken model must not hide the counts: it is reported beside them
-        current, model_problem = ModelStore(settings.models_dir).current(), None
+        current, model_problem = ModelStore(settings.models_dir).in_use(), None
     except InsarwatchError as exc:
         current, model_problem = None, str(exc)
     with Store.open_readonly(settings.state_db) as store:

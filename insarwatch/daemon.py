@@ -79,12 +79,12 @@ class Daemon:
     # -- model ---------------------------------------------------------------------------
 
     def check_model(self) -> None:
-        """Load ``models/current`` if it is not the model in use; the loop swaps it in. A
-        version that cannot be used (a dangling link, a failed load or checksum) is refused
+        """Load ``models/current`` (the shipped model while none is registered) if it is not the
+        model in use; the loop swaps it in. A version that cannot be used (a dangling link, a failed load or checksum) is refused
         with its reason logged once, not at every check, and the model in use stays."""
         in_use = self._bundle.version.name if self._bundle else None
         try:
-            current = self.models.current()
+            current = self.models.in_use()
             if current is None or current.name == in_use:
                 self._refused = None
                 return

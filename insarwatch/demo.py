@@ -67,16 +67,16 @@ def _describe_truth(row: dict) -> str:
 
 def ensure_model(workdir: Path, progress: Progress, *, patches: int = 1200, seed: int = 7,
                  preset: str = "tiny") -> tuple[ModelVersion, bool]:
-    """The demo's current model, trained on a synthetic training set if there is none yet;
-    returns it and whether it was trained now."""
+    """The demo's current model: the package's shipped model when it has one, else trained on a
+    synthetic training set if there is none yet; returns it and whether it was trained now."""
     from .synthetic.patches import write_dataset
     from .hephaestus import prepare
 
     workdir = Path(workdir).resolve()
     settings = demo_settings(workdir)
     models = ModelStore(settings.models_dir)
-    if models.current() is not None:
-        return models.current(), False
+    if models.in_use() is not None:
+        return models.in_use(), False
     import training
 
     hephaestus, dataset = workdir / "hephaestus", workdir / "dataset"

@@ -286,6 +286,12 @@ def _levels(depth: int) -> np.ndarray:
     return np.rint(np.arange(2**depth) * 255 / (2**depth - 1))
 
 
+def reduce_bits(rgb: np.ndarray, bits: tuple[int, int, int] = (3, 3, 3)) -> np.ndarray:
+    """``rgb`` (any shape ending in 3, uint8) as LiCSAR's PNG8 step leaves it (``_reduce``)."""
+    flat = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
+    return _reduce(flat, bits).astype(np.uint8).reshape(np.shape(rgb))
+
+
 def _reduce(colours: np.ndarray, bits: tuple[int, int, int]) -> np.ndarray:
     """ImageMagick's PNG8 low-bit reduction: keep each channel's top bits, replicate them downwards."""
     return np.stack([_levels(depth)[colours[:, channel].astype(int) >> (8 - depth)]

@@ -9,7 +9,9 @@ names the files a version holds, once, for the runtime, training and the tests, 
 records at registration the SHA-256 of every file loading reads (``checksums.json``), so a
 version whose weights were overwritten later is refused instead of captioning nonsense. Loading a
 version into a captioner and its index is ``describe.load_bundle``'s job, so reading the
-store imports neither torch nor FAISS.
+store imports neither torch nor FAISS. The package may carry one version of its own,
+``insarwatch/models/offline`` (``python -m training.ship`` makes it): ``in_use`` falls back to it
+while nothing is registered, so a new installation runs before it has trained anything.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 CURRENT = "current"
 STAGING_PREFIX = ".staging-"
 VERSION_FORMAT = "%Y%m%dT%H%M%SZ"
+# The model the package ships (present only when its weights met the real-data targets).
+SHIPPED = Path(__file__).parent / "models" / "offline"
 
 
 @dataclass(frozen=True)
@@ -188,9 +192,11 @@ def _fsync_dir(directory: Path) -> None:
 class ModelStore:
     """Versions under ``models_dir`` and the ``current`` pointer."""
 
-    def __init__(self, models_dir: str | Path, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, models_dir: str | Path, clock: Callable[[], datetime] | None = None,
+                 shipped: Path = SHIPPED) -> None:
         self.models_dir = Path(models_dir)
         self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self.shipped = shipped
 
     @property
     def current_link(self) -> Path:
@@ -216,11 +222,19 @@ class ModelStore:
             raise InputError(link, f"points at {os.readlink(link)}, which is not a model directory")
         return ModelVersion(target.name, target)
 
+    def in_use(self) -> ModelVersion | None:
+        """``current``, or while none is registered the package's shipped model (when it has one)."""
+        current = self.current()
+        if current is not None:
+            return current
+        shipped = ModelVersion(self.shipped.name, self.shipped)
+        return shipped if shipped.captioner_dir.is_dir() and shipped.index_file.is_file() else None
+
     def resolve(self, version_or_dir: str | Path) -> ModelVersion:
         """A version name, ``current``, or a path to a model directory."""
         text = str(version_or_dir)
         if text == CURRENT:
-            version = self.current()
+            version = self.in_use()
             if version is None:
                 raise InputError(self.current_link, "no current model yet; run `insarwatch train` first")
             return version

@@ -16,7 +16,16 @@ import numpy as np
 import pytest
 
 from tests.helpers import shared_path
-from training.augment import IDENTITY, TRANSFORMS, WORDS, Transform, rewrite_caption, sides_named
+from training.augment import (
+    IDENTITY,
+    TRANSFORMS,
+    WORDS,
+    Augmenter,
+    Transform,
+    phase_remap,
+    rewrite_caption,
+    sides_named,
+)
 
 # Where a mark at a side goes, read off the pixels: the ground truth for Transform.side.
 SIDE_PIXEL = {"top": (0, 2), "right": (2, 4), "bottom": (4, 2), "left": (2, 0)}
@@ -86,3 +95,62 @@ def test_real_captions_name_places_with_known_words_only(real_captions: list[str
         if re.fullmatch(r"(top|bot|bottom|left|lef|right|rig|rih|up|down|north|south|east|west)\w*", word)
         and word not in WORDS)
     assert unknown == {}
+
+
+# --------------------------------------------------------------------------- phase offset and sign
+
+
+def _canonical(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    from insarwatch import phase
+
+    valid = np.ones(values.shape, dtype=bool) if valid is None else valid
+    return phase.render(phase.PhaseImage(phase.wrap(values), valid, "synthetic")).astype(np.float64)
+
+
+def _remapped(rgb: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    return (matrix @ ((rgb - 127.5) / 127.5).reshape(-1, 3).T).T.reshape(rgb.shape) * 127.5 + 127.5
+
+
+def test_a_sign_flip_swaps_two_channels_and_thirds_of_a_turn_rotate_them() -> None:
+    # Centred canonical channels always sum to 0 (three cosines a third of a turn apart): on that
+    # plane, the only one renderings reach, the remap is exactly a channel permutation.
+    plane = np.eye(3) - 1 / 3
+    assert np.allclose(phase_remap(0.0, True) @ plane, np.eye(3)[[0, 2, 1]] @ plane)
+    assert np.allclose(phase_remap(2 * np.pi / 3, False) @ plane, np.eye(3)[[2, 0, 1]] @ plane)
+    assert np.allclose(phase_remap(0.0, False) @ plane, plane)
+
+
+@pytest.mark.parametrize("offset, flip", [(0.7, False), (2.0, True), (-2.9, True), (np.pi, False)])
+def test_phase_remap_of_the_canonical_rendering_is_the_rendering_of_the_moved_phase(offset: float,
+                                                                                     flip: bool) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.uniform(-np.pi, np.pi, (32, 32))
+    valid = rng.random((32, 32)) > 0.2
+    moved = _remapped(_canonical(values, valid), phase_remap(offset, flip))
+    expected = _canonical((-values if flip else values) + offset, valid)
+    assert np.abs(moved - expected).max() <= 1.5  # the renderings' 8-bit rounding, twice
+    assert np.allclose(moved[~valid], 128, atol=1)  # no data stays neutral grey
+
+
+def test_augmenter_moves_normalised_pixels_and_captions_together() -> None:
+    import torch
+
+    mean, std = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
+    augment = Augmenter(mean, std)
+    rng = np.random.default_rng(3)
+    values = rng.uniform(-np.pi, np.pi, (2, 16, 16))
+    values[:, :4, :4] = 0.0  # a mark in the top-left corner, to follow
+    rgb = np.stack([_canonical(v) for v in values])
+    pixels = (torch.tensor(rgb / 255, dtype=torch.float32).permute(0, 3, 1, 2)
+              - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    caption = "A mogi-type deformation pattern of high intensity can be detected on the top-left side of the image."
+    out, captions = augment(pixels, [caption, caption], np.random.default_rng(1))
+    draws = np.random.default_rng(1)
+    for image, values_i, written in zip(out, values, captions):
+        transform = TRANSFORMS[int(draws.integers(len(TRANSFORMS)))]
+        offset, flip = float(draws.uniform(0, 2 * np.pi)), bool(draws.integers(2))
+        expected = transform.apply(_canonical((-values_i if flip else values_i) + offset))
+        back = (image * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)).permute(1, 2, 0) * 255
+        assert np.abs(back.numpy() - expected).max() <= 2
+        assert written == rewrite_caption(caption, transform)
+        assert sorted(sides_named(written)) == sorted(transform.side(side) for side in sides_named(caption))

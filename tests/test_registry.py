@@ -25,7 +25,8 @@ class Clock:
 
 @pytest.fixture
 def store(tmp_path: Path) -> ModelStore:
-    return ModelStore(tmp_path / "var" / "models", clock=Clock(T0))
+    # No shipped model: what the store does must not depend on whether the package carries one.
+    return ModelStore(tmp_path / "var" / "models", clock=Clock(T0), shipped=tmp_path / "no-shipped-model")
 
 
 def test_stage_gives_a_private_directory_inside_the_store(store) -> None:
@@ -162,3 +163,23 @@ def test_a_version_says_which_input_it_was_trained_on(tmp_path) -> None:
     with pytest.raises(InputError) as error:
         version.model_input
     assert str(error.value) == f"{version.train_config_file}: model_input 'hsv' is none of paper, phase"
+
+
+def test_the_shipped_model_is_in_use_until_one_is_registered(tmp_path, tiny_blip_dir, tiny_version_stager) -> None:
+    package = ModelStore(tmp_path / "package")
+    shipped = package.register(tiny_version_stager(package, tiny_blip_dir), make_current=False).path
+    store = ModelStore(tmp_path / "var" / "models", clock=Clock(T0), shipped=shipped)
+    assert store.current() is None
+    assert store.in_use().path == shipped and store.resolve("current").path == shipped
+    trained = store.register(tiny_version_stager(store, tiny_blip_dir), make_current=True)
+    assert store.in_use() == trained == store.resolve("current")
+
+
+def test_a_shipped_model_without_its_index_is_not_used(tmp_path, tiny_blip_dir, tiny_version_stager) -> None:
+    package = ModelStore(tmp_path / "package")
+    shipped = package.register(tiny_version_stager(package, tiny_blip_dir), make_current=False)
+    shipped.index_file.unlink()
+    store = ModelStore(tmp_path / "var" / "models", shipped=shipped.path)
+    assert store.in_use() is None
+    with pytest.raises(InputError, match="no current model yet"):
+        store.resolve("current")

@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from typer.testing import CliRunner
 
-from insarwatch import imaging
+from insarwatch import imaging, phase
+from insarwatch.findings import parse_caption
 from insarwatch.synthetic import captions, drop, patches, physics, render
 from insarwatch.cli import app
 from insarwatch.licsar import Interferogram, Unrecognised, discover
@@ -30,7 +31,7 @@ ANNOTATION_TYPES = {
 BINARY_FLAGS = patches.BINARY_FLAGS
 DEFORMATION_SENTENCE = re.compile(
     r"An? (mogi|sill|dyke|spheroid|earthquake|unidentified)-type deformation pattern of (low|medium|high) "
-    r"intensity can be detected (on the central side|on the top side of the image|at the bottom of the image|"
+    r"intensity (?:can be|is) detected (on the central side|on the top side of the image|at the bottom of the image|"
     r"on the (?:left|right|top-left|top-right|bottom-left|bottom-right) side of the image)\.")
 TURBULENT_SIDES = re.compile(r"Turbulent mixing effect can be detected on the (top|right|bottom|left)"
                              r"((, (top|right|bottom|left))* and (top|right|bottom|left))? side\.")
@@ -63,17 +64,27 @@ def _mask(annotation: dict, size: int = patches.PATCH) -> np.ndarray:
     return np.asarray(canvas).astype(bool)
 
 
-def _fringe_energy(indices: np.ndarray) -> np.ndarray:
-    """Per-pixel phase-gradient magnitude of the decoded PNG, speckle averaged out."""
-    phasor = np.exp(1j * np.nan_to_num(render.index_to_phase(indices)))
+def _read(path: Path) -> phase.PhaseImage:
+    """The patch as the service reads it."""
+    image = imaging.decode_png(path, 10**6)
+    read = imaging.phase_image(image, imaging.to_rgb(image, "convert", path))
+    assert isinstance(read, phase.PhaseImage), (path, read)
+    return read
+
+
+def _fringe_energy(read: phase.PhaseImage) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel phase-gradient magnitude of the read phase, speckle averaged out, and where the
+    averaged phasor is coherent enough (random phase averages to almost nothing) to say."""
+    phasor = np.where(read.valid, np.exp(1j * read.phase), 0)
     smooth = ndimage.uniform_filter(phasor.real, 5) + 1j * ndimage.uniform_filter(phasor.imag, 5)
     down = np.angle(smooth[1:, :-1] * np.conj(smooth[:-1, :-1]))
     across = np.angle(smooth[:-1, 1:] * np.conj(smooth[:-1, :-1]))
-    return np.pad(np.hypot(down, across), ((0, 1), (0, 1)), mode="edge")
+    energy = np.pad(np.hypot(down, across), ((0, 1), (0, 1)), mode="edge")
+    return energy, np.abs(smooth) > 0.7
 
 
 def _spec(**changes: object) -> patches.PatchSpec:
-    base = patches.PatchSpec(True, ("Mogi",), ("Medium",), 0, "none", False, "A")
+    base = patches.PatchSpec(True, ("Mogi",), ("Medium",), 0, "none", "pha", "A")
     return replace(base, **changes)
 
 
@@ -82,8 +93,8 @@ def _spec(**changes: object) -> patches.PatchSpec:
 
 def test_patch_i_depends_only_on_seed_and_i(tmp_path: Path) -> None:
     first, again = patches.make_patch(SEED, 5), patches.make_patch(SEED, 5)
-    assert np.array_equal(first.indices, again.indices) and first.annotation == again.annotation
-    assert not np.array_equal(first.indices, patches.make_patch(SEED + 1, 5).indices)
+    assert np.array_equal(first.rgb, again.rgb) and first.annotation == again.annotation
+    assert not np.array_equal(first.rgb, patches.make_patch(SEED + 1, 5).rgb)
     for n, root in ((3, tmp_path / "few"), (6, tmp_path / "more")):
         assert runner.invoke(app, ["synth-dataset", str(root), "--n", str(n), "--seed", "4"]).exit_code == 0
     for index in range(3):
@@ -216,8 +227,8 @@ def test_deformation_is_where_the_mask_says(dataset: Path, annotations: list[dic
         if annotation["label"] == ["Non_Deformation"]:
             assert not mask.any()
             continue
-        energy = _fringe_energy(np.asarray(image))
-        ratios.append(energy[mask].mean() / energy[~mask].mean())
+        energy, coherent = _fringe_energy(_read(dataset / "images" / f"{annotation['uniqueID']}.png"))
+        ratios.append(energy[mask & coherent].mean() / energy[~mask & coherent].mean())
     assert len(ratios) >= 10
     assert min(ratios) > 1.25 and np.median(ratios) > 2, ratios
 
@@ -233,12 +244,19 @@ def test_captions_follow_the_labels(annotations: list[dict]) -> None:
             mask = _mask(annotation)
             assert patterns[0][2] == captions.location_phrase(mask)
         code = annotation["atmospheric_fringes"]
-        stratified = captions.STRATIFICATION in caption
-        turbulent = captions.TURBULENT_AROUND in caption or bool(TURBULENT_SIDES.search(caption))
+        both = captions.STRATIFIED_AND_TURBULENT in caption
+        stratified = captions.STRATIFICATION in caption or both
+        turbulent = captions.TURBULENT_AROUND in caption or bool(TURBULENT_SIDES.search(caption)) or both
         impact = bool(re.search(r"The atmospheric impact is (very )?low\.", caption))
-        assert (impact, stratified, turbulent) == (code == 0, code in (1, 3), code in (2, 3)), caption
+        deforming = annotation["label"] == ["Deformation"]
+        assert (impact, stratified, turbulent) == (code == 0 and deforming, code in (1, 3), code in (2, 3)), caption
         for flag, sentence in captions.FLAG_SENTENCES.items():
-            assert (sentence in caption) == bool(annotation[flag])
+            written = captions.LOW_COHERENCE_NOISE if flag == "low_coherence" else sentence
+            assert (written in caption) == bool(annotation[flag])
+        # What the service reads in the caption is what the label says.
+        finding = parse_caption(caption)
+        assert finding.recognized and finding.deformation == deforming, caption
+        assert [p.type for p in finding.patterns] == [t.lower() for t in annotation["activity_type"]], caption
 
 
 def test_location_phrase_uses_a_3x3_grid() -> None:
@@ -288,9 +306,12 @@ def test_flagged_samples_carry_their_defect(tmp_path: Path, defect: str, flags: 
     image = imaging.decode_png(path, 10**6)
     rgb = imaging.to_rgb(image, "skip", path)
     assert (imaging.colour_bar_score(rgb) > 0.5) == (defect == "colour_bar")
-    assert (imaging.nodata_fraction(image, rgb) > 0.25) == (defect in ("no_info", "corrupted"))
-    noise = np.median(_fringe_energy(np.asarray(image)))
-    assert (noise > 0.5) == (defect == "low_coherence"), noise
+    # Water and swath corners are no data in any patch; the no-data defects add a third or more.
+    assert imaging.nodata_fraction(image, rgb) == pytest.approx(patch.nodata.mean())
+    if defect in ("no_info", "corrupted"):
+        assert patch.nodata.mean() > 0.25
+    # Decorrelated everywhere: LiCSAR's shrunk speckle is off every table (grey-pink), nothing to read.
+    assert isinstance(imaging.phase_image(image, rgb), phase.Unknown) == (defect == "low_coherence")
     if defect == "crowd":
         assert len(patch.annotation["segmentation_mask"]) == 2 and patch.annotation["activity_type"] == list(types)
 
@@ -301,31 +322,60 @@ def test_unidentified_and_both_atmospheres_are_labelled() -> None:
     assert "An unidentified-type deformation pattern" in patch.annotation["caption"]
     patch = patches.render_patch(0, _spec(atmosphere=3), np.random.default_rng(2))
     assert patch.annotation["atmospheric_fringes"] == 3
-    assert captions.STRATIFICATION in patch.annotation["caption"] and "Turbulent" in patch.annotation["caption"]
+    assert captions.STRATIFIED_AND_TURBULENT in patch.annotation["caption"]
 
 
 def test_rgba_samples_use_alpha_and_another_scheme(tmp_path: Path) -> None:
-    path = patches.write_patch(tmp_path, patches.render_patch(3, _spec(rgba=True), np.random.default_rng(3)))
+    path = patches.write_patch(tmp_path, patches.render_patch(3, _spec(rendering="rgba"), np.random.default_rng(3)))
     image = Image.open(path)
     assert image.mode == "RGBA"
     pixels = np.asarray(image)
     assert (pixels[..., 3] == 255).all()
     colours = {tuple(c) for c in pixels[..., :3].reshape(-1, 3)}
-    assert not colours & {tuple(c) for c in render.PALETTE[1:render.PHASE_LEVELS + 1]}
+    assert not colours & {tuple(c) for c in np.rint(phase.PHA.colours).astype(np.uint8)}
 
 
 # --------------------------------------------------------------------------- rendering and geometry
 
 
-def test_palette_conventions(tmp_path: Path) -> None:
-    phases = render.PALETTE[1:render.PHASE_LEVELS + 1]
-    assert tuple(render.PALETTE[render.NODATA]) == (0, 0, 0)
-    assert not np.all(phases == 0, axis=1).any()
-    assert len({tuple(c) for c in phases}) == render.PHASE_LEVELS
-    phase = np.linspace(-np.pi + 1e-9, np.pi, 1000)
-    decoded = render.index_to_phase(render.phase_to_index(phase))
-    assert np.abs(np.angle(np.exp(1j * (decoded - phase)))).max() <= np.pi / render.PHASE_LEVELS + 1e-9
-    assert np.isnan(render.index_to_phase(np.array([render.NODATA, render.WHITE]))).all()
+@pytest.mark.parametrize("rendering", ["pha", "phaold", "grey"])
+def test_patches_are_written_as_their_rendering_and_read_back(tmp_path: Path, rendering: str) -> None:
+    spec = _spec(rendering=rendering, intensities=("High",))
+    patch = patches.render_patch(0, spec, np.random.default_rng(4))
+    path = patches.write_patch(tmp_path, patch)
+    image = Image.open(path)
+    assert image.mode == "P" and image.info["transparency"] == render.NODATA
+    read = _read(path)
+    assert read.rendering == rendering
+    assert read.valid[~patch.nodata].mean() > 0.3
+    assert not read.valid[patch.nodata].any()
+    if rendering != "grey":
+        # LiCSAR's PNG8 step: every channel keeps its top 3 bits (levels 0, 36, 73 ... 255).
+        levels = np.unique(np.asarray(image.convert("RGB")))
+        assert np.isin(levels, np.rint(np.arange(8) * 255 / 7)).all(), levels
+
+
+def test_preview_shrinks_colours_so_decorrelated_ground_is_off_the_table() -> None:
+    rng = np.random.default_rng(5)
+    grid = np.where(np.arange(90)[None, :] < 45, rng.uniform(-np.pi, np.pi, (90, 90)), 0.3)
+    rgb, nodata = render.preview(grid, np.ones((90, 90), dtype=bool), phase.PHA)
+    assert rgb.shape == (30, 30, 3) and not nodata.any()
+    read = phase.from_rgb(render.png8(rgb, nodata))
+    assert read.valid[:, 16:].all() and np.allclose(read.phase[:, 16:], 0.3, atol=0.15)  # 3-bit cells: about 0.1 rad
+    assert read.valid[:, :15].mean() < 0.3  # random colours average to grey-pink, no phase
+
+
+def test_quiet_patches_carry_hard_negatives_and_real_phrasing() -> None:
+    quiet = [patches.render_patch(i, _spec(deformation=False, activity_types=(), intensities=(), atmosphere=1),
+                                  np.random.default_rng(i)) for i in range(3)]
+    for patch in quiet:
+        caption = patch.annotation["caption"]
+        assert caption == f"{captions.STRATIFICATION} {captions.NO_DEFORMATION}"
+        assert not parse_caption(caption).deformation
+        # Stratified delay on the edifice spans 1.5-4 fringes: concentric fringes that are not deformation.
+        assert not patch.annotation["segmentation_mask"]
+
+
     wrapped = physics.wrap(np.array([np.pi, -np.pi, 3 * np.pi, 0.5]))
     assert np.allclose(wrapped, [np.pi, np.pi, np.pi, 0.5])
 

@@ -11,14 +11,23 @@ change is kept letter for letter, typos included), and puts a two-direction comp
 in the experts' vertical-first order ("right-top" → "top-right"). "lower" before
 "intensity" is an intensity, not a place. ``Transform.apply`` moves the pixels the same way
 (numpy views, so the caption and the image cannot disagree).
+
+A constant phase offset and a sign flip change nothing an expert would write: the canonical
+rendering (``phase.render``: channel c is 127.5 + 127.5 cos(phase - 2 pi c / 3)) is linear in
+the phasor, so both are one 3x3 matrix on the centred channels (``phase_remap``), exact for
+averaged (resized) pixels too and leaving no-data grey grey. ``Augmenter`` draws one of each per
+training sample and applies them to a batch of model inputs, caption rewritten.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 SIDES = ("top", "right", "bottom", "left")  # clockwise, so a quarter turn is one step
 VERTICAL = {"top", "bottom"}
@@ -117,3 +126,46 @@ def sides_named(caption: str) -> list[str]:
     return [WORDS[m.group(0).lower()] for m in _WORD.finditer(caption)
             if m.group(0).lower() in WORDS
             and not (m.group(0).lower() == "lower" and _is_intensity(caption, m.end()))]
+
+
+# --------------------------------------------------------------------------- phase offset and sign
+
+# Rows (cos, sin) of the canonical rendering's channel angles 2 pi c / 3: centred channels u = A (cos, sin).
+_CHANNELS = np.array([[math.cos(2 * math.pi * c / 3), math.sin(2 * math.pi * c / 3)] for c in range(3)])
+
+
+def phase_remap(offset: float, flip: bool) -> np.ndarray:
+    """The 3x3 matrix taking a canonical rendering's centred channels (u = (x - 127.5) / 127.5) of
+    phase p to those of ``(-p if flip else p) + offset``. A^T A = 3/2 I, so (cos p, sin p) = 2/3 A^T u;
+    a flip alone swaps channels 1 and 2 (cos(-p - 2 pi c / 3) = cos(p + 2 pi c / 3))."""
+    rotate = np.array([[math.cos(offset), -math.sin(offset)], [math.sin(offset), math.cos(offset)]])
+    mirror = np.diag([1.0, -1.0 if flip else 1.0])
+    return 2 / 3 * _CHANNELS @ rotate @ mirror @ _CHANNELS.T
+
+
+@dataclass(frozen=True)
+class Augmenter:
+    """Random flips/rotations (captions rewritten), phase offsets and sign flips for model inputs
+    normalised as ``(x / 255 - mean) / std`` per channel (the image processor's ``mean``/``std``)."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, pixels: torch.Tensor, captions: Sequence[str],
+                 rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
+        """``pixels`` (B, 3, H, W) and their captions, each sample moved by its own draw."""
+        mean = torch.tensor(self.mean, dtype=pixels.dtype).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=pixels.dtype).view(3, 1, 1)
+        out, rewritten = [], []
+        for image, caption in zip(pixels, captions, strict=True):
+            transform = TRANSFORMS[int(rng.integers(len(TRANSFORMS)))]
+            remap = torch.tensor(phase_remap(float(rng.uniform(0, 2 * math.pi)), bool(rng.integers(2))),
+                                 dtype=pixels.dtype)
+            centred = 2 * (image * std + mean) - 1
+            moved = torch.einsum("ij,jhw->ihw", remap, centred)
+            if transform.mirror:
+                moved = moved.flip(-1)
+            moved = torch.rot90(moved, k=-transform.quarter_turns, dims=(1, 2))
+            out.append(((moved + 1) / 2 - mean) / std)
+            rewritten.append(rewrite_caption(caption, transform))
+        return torch.stack(out), rewritten

@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from insarwatch.errors import InputError
 from insarwatch.manifest import MANIFEST, Sample, Split
+
+from .augment import Augmenter
 
 
 @dataclass(frozen=True)
@@ -111,15 +114,23 @@ class CaptionCollator:
     by default the tokenizer's BOS token); padding never counts in the loss.
     """
 
-    def __init__(self, processor, max_length: int, cache_bytes: int = 0, start_token_id: int | None = None) -> None:
+    def __init__(self, processor, max_length: int, cache_bytes: int = 0, start_token_id: int | None = None,
+                 augment_seed: int | None = None) -> None:
         self.tokenizer = processor.tokenizer
         self.start_token_id = self.tokenizer.bos_token_id if start_token_id is None else start_token_id
         self.max_length = max_length
         self.pixels = PixelCache(processor.image_processor, cache_bytes)
+        # Augmentation (preset ``augment``) moves each sample anew every epoch, after the cache.
+        self.augment = None if augment_seed is None else Augmenter(
+            tuple(processor.image_processor.image_mean), tuple(processor.image_processor.image_std))
+        self.rng = np.random.default_rng(augment_seed)
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        pixels, captions = self.pixels(samples), [sample.caption for sample in samples]
+        if self.augment is not None:
+            pixels, captions = self.augment(pixels, captions, self.rng)
         text = self.tokenizer(
-            [sample.caption for sample in samples],
+            captions,
             padding="longest",
             truncation=True,
             max_length=self.max_length,
@@ -129,7 +140,7 @@ class CaptionCollator:
         input_ids[:, 0] = self.start_token_id
         labels = input_ids.masked_fill(text["attention_mask"] == 0, -100)
         return {
-            "pixel_values": self.pixels(samples),
+            "pixel_values": pixels,
             "input_ids": input_ids,
             "attention_mask": text["attention_mask"],
             "labels": labels,

@@ -70,6 +70,8 @@ class TrainingSpec(_Spec):
     val_num_beams: int = Field(1, ge=1, description="Beam width for validation captions (1 = greedy, fast)")
     val_max_new_tokens: int = Field(64, ge=1, description="Longest validation caption, tokens")
     seed: int = 17
+    augment: bool = Field(False, description="Random flips/rotations (captions rewritten), phase offsets and "
+                          "sign flips of each training image, every epoch (training/augment.py)")
     image_cache_mb: int = Field(1024, ge=0, description="Preprocessed training images kept in memory across epochs")
 
 

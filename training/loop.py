@@ -125,7 +125,8 @@ def fit(
         batch_size=recipe.batch_size,
         shuffle=True,
         collate_fn=CaptionCollator(processor, max_caption_tokens, cache_bytes=recipe.image_cache_mb * 2**20,
-                                   start_token_id=architecture_of(model).start_token_id),
+                                   start_token_id=architecture_of(model).start_token_id,
+                                   augment_seed=recipe.seed if recipe.augment else None),
         generator=torch.Generator().manual_seed(recipe.seed),
     )
     steps_per_epoch = math.ceil(len(loader) / recipe.grad_accum_steps)

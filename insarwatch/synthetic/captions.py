@@ -24,6 +24,8 @@ SIDES = ("top", "right", "bottom", "left")
 TURBULENT_AROUND = ("Turbulent mixing effect or wave-like patterns caused by liquid and solid particles "
                     "of the atmosphere can be detected around the area.")
 STRATIFICATION = "Vertical stratification caused by atmospheric delays can be detected in high altitude areas."
+STRATIFIED_AND_TURBULENT = "Vertical stratification and turbulent mixing effects can be detected around the area."
+LOW_COHERENCE_NOISE = "Also, noisy areas can be detected due to low coherence."
 NO_DEFORMATION = "No deformation activity can be detected."
 FLAG_SENTENCES = {
     "image_artifacts": "Image artifacts are detected on image.",
@@ -49,7 +51,13 @@ def sides_phrase(sides: tuple[str, ...]) -> str:
     return f"on the {listed} side"
 
 
-def deformation_sentence(activity_type: str, intensity: str, location: str) -> str:
+# The experts' two verbs for a pattern, at their rates in the real captions (about 2:1).
+DETECTED = ("can be detected", "can be detected", "is detected")
+
+
+def deformation_sentence(activity_type: str, intensity: str, location: str,
+                         rng: np.random.Generator | None = None) -> str:
     name = activity_type.lower()
     article = "An" if name[0] in "aeiou" else "A"
-    return f"{article} {name}-type deformation pattern of {intensity.lower()} intensity can be detected {location}."
+    verb = DETECTED[0] if rng is None else str(rng.choice(DETECTED))
+    return f"{article} {name}-type deformation pattern of {intensity.lower()} intensity {verb} {location}."

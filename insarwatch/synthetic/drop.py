@@ -1,6 +1,6 @@
 """A synthetic LiCSAR drop: whole frames laid out as LiCSAR publishes them, with their truth.
 
-``write_drop`` writes whole frames (``.geo.diff.png`` with ``.geo.cc.png``, and the GeoTIFF
+``write_drop`` writes whole frames (``.geo.diff.png`` drawn with LiCSAR's ``pha.cpt``, with ``.geo.cc.png``, and the GeoTIFF
 siblings ``.geo.diff_pha.tif`` and ``.geo.cc.tif``; paths from ``licsar.product_path``) with
 deformation near a volcano in every other frame, plus ``synth-truth.jsonl`` saying which
 interferograms deform, in which tiles, and near which volcano. Each frame is georeferenced
@@ -25,7 +25,8 @@ from ..licsar import COHERENCE_PNG, DIFF_SUFFIX, pair_name, product_path
 from ..volcanoes import default_catalogue
 from .patches import INTENSITY_FRINGES, PATCH, REPEATS, output_dir, pixel_source, child_rng, deformation_mask
 from .physics import ACTIVITY_TYPES, FRINGE, WAVELENGTH, fractal_field, los_field, phase_noise_sigma, scaled, topography
-from .render import NODATA, phase_to_index, write_coherence_png, write_phase_png
+from ..phase import PHA
+from .render import png8, preview, write_coherence_png, write_palette_png
 
 FRAME_SIZE = (1200, 1000)  # width, height in pixels
 PREVIEW_STEP = 0.001 / 0.3  # degrees per preview pixel: LiCSAR's 0.001° grid shown at 30%
@@ -125,8 +126,8 @@ def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volc
         low_coherence = number % 4 == 3 and pair == pairs - 1
         phase, coherence, nodata, mask = _frame_phase(rng, direction, size[::-1], volcano, activity_type, intensity,
                                                       low_coherence)
-        indices = phase_to_index(phase)
-        indices[nodata] = NODATA
+        # Frames are already at the preview's size: drawn as LiCSAR draws, without the shrink.
+        rgb, _ = preview(phase, ~nodata, PHA, factor=1)
         diff_png = product_path(drop, name, pair_name(day, secondary), DIFF_SUFFIX)
         coherence_png = product_path(drop, name, pair_name(day, secondary), COHERENCE_PNG)
         # The siblings land first so a watcher that sees the diff PNG also finds them.
@@ -136,7 +137,7 @@ def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volc
         write_raster(product_path(drop, name, pair_name(day, secondary), PHASE_TIF), wrapped, grid)
         write_raster(product_path(drop, name, pair_name(day, secondary), COHERENCE_TIF),
                      np.where(nodata, 0, np.clip(np.round(coherence * 255), 1, 255)).astype(np.uint8), grid)
-        write_phase_png(diff_png, indices)
+        write_palette_png(diff_png, png8(rgb, nodata), nodata)
         tiles = deforming_tiles(mask & ~nodata, ~nodata, *tiling) if deforming else ()
         interferograms.append(SynthInterferogram(f"{name}/{pair_name(day, secondary)}", name, day, secondary, diff_png, coherence_png,
                                                  deforming, activity_type, intensity, volcano, tiles, low_coherence,

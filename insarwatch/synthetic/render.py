@@ -1,11 +1,15 @@
-"""How synthetic phase is drawn to files: the palette, the PNG conventions, the writers.
+"""How synthetic phase is drawn to files: as LiCSAR draws its previews, and the PNG writers.
 
-The phase colours are ``phase.SYNTHETIC``, the runtime's table, so the service reads them back. P-mode PNG with palette index 0 = no-data (0, 0, 0) and the PNG's transparency, indices
-1..254 the cyclic phase palette (never pure black), 255 white for legend frames; RGBA
-products in another colour scheme with alpha 0 = no-data; ``.geo.cc.png`` coherence as
-8-bit grayscale round(coherence*255) with 0 = no data. Patches and drops are written by
-the same functions, each file under a hidden name and then renamed, so a watcher never
-sees half of one.
+``preview`` draws wrapped phase the way LiCSAR makes a ``.geo.diff.png``: every grid pixel in
+its colour-table slice (GMT ``grdimage -C pha.cpt``), then shrunk in RGB (ImageMagick
+``-resize 30%``: decorrelated speckle averages into off-table grey-pink), no data transparent,
+then the PNG8 low-bit reduction (``phase.reduce_bits``). ``grey_levels`` draws phase as the
+Sentinel-1 grey patches do (complex phase averaged to the tile, then -pi..pi → 0..255). Both
+are written as P-mode PNGs with palette index 0 the transparent no-data black, so they go
+through the same reading path as real previews (``phase.from_rgb``). RGBA products (a hue
+wheel, alpha 0 = no data) stand for renderings no table explains. ``.geo.cc.png`` coherence
+is 8-bit grayscale round(coherence*255) with 0 = no data. Each file is written under a
+hidden name and then renamed, so a watcher never sees half of one.
 """
 
 from __future__ import annotations
@@ -16,47 +20,94 @@ import numpy as np
 from PIL import Image
 
 from ..files import replacing
-from ..phase import SYNTHETIC, cyclic_colours
+from ..phase import GREY, SYNTHETIC, ColourTable, cyclic_colours, reduce_bits
 
 NODATA = 0
-WHITE = 255
-PHASE_LEVELS = len(SYNTHETIC.colours)  # palette indices 1..254
-
-PALETTE = np.zeros((256, 3), dtype=np.uint8)
-PALETTE[1:1 + PHASE_LEVELS] = np.rint(SYNTHETIC.colours)
-PALETTE[WHITE] = (255, 255, 255)
+# LiCSAR shows its 0.001 deg grid at 30 %: about three grid pixels per preview pixel.
+PREVIEW_SCALE = 3
+# The PNG8 step keeps 3 bits a channel; when that still leaves more than a palette holds, blue keeps 2.
+LICSAR_BITS = ((3, 3, 3), (3, 3, 2))
+# A preview pixel is transparent when most of the grid pixels it covers are no data.
+NODATA_SHARE = 0.5
 # RGBA products in Hephaestus use another colour scheme; a hue wheel stands in for it.
 RGBA_PALETTE = cyclic_colours(np.array([(230, 40, 40), (230, 230, 40), (40, 230, 40), (40, 230, 230),
-                                        (40, 40, 230), (230, 40, 230), (230, 40, 40)]), PHASE_LEVELS)
+                                        (40, 40, 230), (230, 40, 230), (230, 40, 40)]), len(SYNTHETIC.colours))
 
 
 # --------------------------------------------------------------------------- rendering
 
 
-def phase_to_index(phase: np.ndarray) -> np.ndarray:
-    """Wrapped phase → palette index 1..254 (index 0 stays free for no-data)."""
-    return (1 + SYNTHETIC.index(phase)).astype(np.uint8)
+def _codes(colours: np.ndarray) -> np.ndarray:
+    """One integer per RGB colour (N x 3 uint8): np.unique on these is far faster than on rows."""
+    wide = colours.reshape(-1, 3).astype(np.uint32)
+    return wide[:, 0] << 16 | wide[:, 1] << 8 | wide[:, 2]
 
 
-def index_to_phase(indices: np.ndarray) -> np.ndarray:
-    """Palette index → phase at the level's centre; NaN for no-data and legend white."""
-    phase = SYNTHETIC.centres[np.clip(indices.astype(int) - 1, 0, PHASE_LEVELS - 1)]
-    return np.where((indices >= 1) & (indices <= PHASE_LEVELS), phase, np.nan)
+def _blocks(values: np.ndarray, factor: int) -> np.ndarray:
+    height, width = values.shape[0] // factor, values.shape[1] // factor
+    cut = values[:height * factor, :width * factor]
+    return cut.reshape(height, factor, width, factor, *values.shape[2:])
 
 
-def add_colour_bar(indices: np.ndarray, rng: np.random.Generator) -> None:
-    """Paint a legend band (10-14 px, sweeping the palette, framed in white) along one edge."""
+def preview(phase: np.ndarray, valid: np.ndarray, table: ColourTable,
+            factor: int = PREVIEW_SCALE) -> tuple[np.ndarray, np.ndarray]:
+    """LiCSAR's preview of grid ``phase`` before ``png8``: (HxWx3 uint8, HxW no-data) at 1/``factor`` size."""
+    colours = table.draw(phase, valid).astype(np.float64)
+    weight = _blocks(valid.astype(np.float64), factor)
+    total = weight.sum(axis=(1, 3))
+    # ImageMagick averages only the opaque pixels (no data was made transparent before the resize).
+    mean = (_blocks(colours, factor) * weight[..., None]).sum(axis=(1, 3)) / np.maximum(total, 1)[..., None]
+    nodata = total < NODATA_SHARE * factor * factor
+    rgb = np.rint(mean).astype(np.uint8)
+    rgb[nodata] = 0
+    return rgb, nodata
+
+
+def png8(rgb: np.ndarray, nodata: np.ndarray) -> np.ndarray:
+    """LiCSAR's last step, ``convert ... PNG8:``: the low-bit reduction, to fit a 256-colour palette."""
+    for bits in LICSAR_BITS:
+        reduced = reduce_bits(rgb, bits)
+        reduced[nodata] = 0
+        if len(np.unique(_codes(reduced[~nodata]))) < 256:
+            break
+    return reduced
+
+
+def shrink_phase(phase: np.ndarray, valid: np.ndarray, factor: int = PREVIEW_SCALE) -> tuple[np.ndarray, np.ndarray]:
+    """Grid phase averaged as complex numbers over ``factor`` x ``factor`` blocks (multilooking)."""
+    phasor = np.where(valid, np.exp(1j * phase), 0)
+    total = _blocks(valid.astype(np.float64), factor).sum(axis=(1, 3))
+    return np.angle(_blocks(phasor, factor).sum(axis=(1, 3))), total < NODATA_SHARE * factor * factor
+
+
+def grey_levels(phase: np.ndarray, nodata: np.ndarray) -> np.ndarray:
+    """Phase as grey levels (the Sentinel-1 patches): HxWx3, no data black."""
+    return GREY.draw(phase, ~nodata)
+
+
+def hue_wheel(phase: np.ndarray, nodata: np.ndarray) -> np.ndarray:
+    """The RGBA products' colour scheme: HxWx3 (no data black)."""
+    rgb = RGBA_PALETTE[SYNTHETIC.index(phase)]
+    rgb[nodata] = 0
+    return rgb
+
+
+def colour_bar(rgb: np.ndarray, table: ColourTable, rng: np.random.Generator) -> None:
+    """Paint a legend band (10-14 px, sweeping ``table``, framed in white) along one edge."""
     edge = str(rng.choice(["top", "bottom", "left", "right"]))
-    view = indices if edge in ("top", "bottom") else indices.T
+    view = rgb if edge in ("top", "bottom") else rgb.transpose(1, 0, 2)
     if edge in ("bottom", "right"):
         view = view[::-1]
     along = view.shape[1]
     length = int(along * rng.uniform(0.6, 0.9))
     start = int(rng.integers(0, along - length + 1))
     thickness = int(rng.integers(10, 15))
-    view[: thickness + 4, start:start + length] = WHITE
-    sweep = np.linspace(1, PHASE_LEVELS, length - 4).astype(np.uint8)
-    view[2:thickness + 2, start + 2:start + length - 2] = sweep[None, :]
+    view[: thickness + 4, start:start + length] = 255
+    sweep = table.draw(np.linspace(-np.pi, np.pi, length - 4, endpoint=False)[None, :])
+    view[2:thickness + 2, start + 2:start + length - 2] = sweep
+
+
+# --------------------------------------------------------------------------- writers
 
 
 def _save(image: Image.Image, path: Path, **options: object) -> None:
@@ -66,18 +117,28 @@ def _save(image: Image.Image, path: Path, **options: object) -> None:
         image.save(partial, format="PNG", **options)
 
 
-def write_phase_png(path: Path, indices: np.ndarray, rgba: bool = False) -> None:
-    """P mode with ``PALETTE`` and transparency 0, or RGBA in the other scheme (alpha 0 = no-data)."""
-    if rgba:
-        pixels = np.zeros(indices.shape + (4,), dtype=np.uint8)
-        valid = (indices >= 1) & (indices <= PHASE_LEVELS)
-        pixels[valid, :3] = RGBA_PALETTE[indices[valid] - 1]
-        pixels[valid, 3] = 255
-        _save(Image.fromarray(pixels, "RGBA"), path)
-        return
+def write_palette_png(path: Path, rgb: np.ndarray, nodata: np.ndarray) -> None:
+    """P mode, as LiCSAR's PNG8: palette index 0 is the transparent no-data black, the others
+    the image's colours (at most 255; black pixels are no data)."""
+    nodata = nodata | ~rgb.any(axis=-1)
+    codes, inverse = np.unique(_codes(rgb[~nodata]), return_inverse=True)
+    colours = np.stack([codes >> 16, codes >> 8 & 255, codes & 255], axis=1)
+    if len(colours) > 255:
+        raise ValueError(f"{len(colours)} colours do not fit a PNG8 palette")
+    indices = np.zeros(nodata.shape, dtype=np.uint8)
+    indices[~nodata] = 1 + inverse.ravel()
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[1:1 + len(colours)] = colours
     image = Image.fromarray(indices, "L").convert("P")
-    image.putpalette(PALETTE.ravel().tolist())
+    image.putpalette(palette.ravel().tolist())
     _save(image, path, transparency=NODATA)
+
+
+def write_rgba_png(path: Path, rgb: np.ndarray, nodata: np.ndarray) -> None:
+    """RGBA with alpha 0 = no data."""
+    pixels = np.concatenate([rgb, np.where(nodata, 0, 255).astype(np.uint8)[..., None]], axis=-1)
+    pixels[nodata, :3] = 0
+    _save(Image.fromarray(pixels, "RGBA"), path)
 
 
 def write_coherence_png(path: Path, coherence: np.ndarray, nodata: np.ndarray) -> None:

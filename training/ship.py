@@ -18,7 +18,7 @@ from pathlib import Path
 from insarwatch import console
 from insarwatch.config import Settings
 from insarwatch.errors import InsarwatchError
-from insarwatch.registry import SHIPPED, ModelVersion
+from insarwatch.registry import SHIPPED
 
 from .factory import load_preset
 from .pipeline import train

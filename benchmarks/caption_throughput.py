@@ -36,7 +36,6 @@ from rich.table import Table
 
 from insarwatch.captioner import Captioner, read_architecture
 from insarwatch.config import CaptioningSettings
-from insarwatch.synthetic.render import PALETTE
 from insarwatch.synthetic.patches import make_patch
 
 # The real checkpoint's tokenizer is bert-base-uncased (30,522) plus [DEC] and [ENC].
@@ -57,7 +56,7 @@ GIT_BASE = {"vision": {"image_size": 224, "hidden_act": "quick_gelu"}, "text": {
 
 def tiles(count: int, seed: int = 17) -> list[np.ndarray]:
     """``count`` synthetic 224 px interferogram patches as RGB arrays (the daemon's tile size)."""
-    return [PALETTE[make_patch(seed, index).indices] for index in range(count)]
+    return [make_patch(seed, index).rgb for index in range(count)]
 
 
 def caption_corpus(count: int = 300, seed: int = 17) -> list[str]:

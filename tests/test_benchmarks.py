@@ -20,9 +20,8 @@ import torch
 from helpers import MICRO_PRESET, rainbow
 from PIL import Image
 
-from insarwatch.phase import GREY
-from insarwatch.synthetic.patches import make_patch
-from insarwatch.synthetic.render import write_phase_png
+from insarwatch.phase import GREY, SYNTHETIC
+from insarwatch.synthetic.render import hue_wheel, write_rgba_png
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 RATIO = re.compile(r"^ratio=(\d+(\.\d+)?|inf)$")
@@ -87,9 +86,12 @@ def test_triage_with_a_micro_model_reports_each_threshold_and_a_ratio(capsys, tm
 
 
 def test_renderings_counts_each_detected_table_per_folder_and_the_known_share(capsys, tmp_path) -> None:
-    for index in range(2):
-        write_phase_png(tmp_path / "c1" / "1" / f"{index}.png", make_patch(7, index).indices)
-    write_phase_png(tmp_path / "c1" / "0" / "rgba.png", make_patch(7, 2).indices, rgba=True)  # a hue wheel
+    (tmp_path / "c1" / "1").mkdir(parents=True)
+    rings = np.hypot(*np.mgrid[:64, :64] - 32.0) / 4
+    for index in range(2):  # insarwatch's former synthetic palette, still read
+        Image.fromarray(SYNTHETIC.draw(rings + index).astype(np.uint8)).save(tmp_path / "c1" / "1" / f"{index}.png")
+    everywhere = np.zeros(rings.shape, dtype=bool)
+    write_rgba_png(tmp_path / "c1" / "0" / "rgba.png", hue_wheel(rings, everywhere), everywhere)  # a hue wheel
     fringes = np.hypot(*np.mgrid[:64, :64] - 32.0) / 3
     amplitude = np.random.default_rng(0).uniform(0.35, 1.0, fringes.shape)
     Image.fromarray(rainbow(fringes, amplitude)).save(tmp_path / "c1" / "0" / "rainbow.png")

@@ -86,7 +86,7 @@ def test_the_daemon_shows_a_phase_model_each_frame_as_phase_and_records_the_rend
         records = {name: store.get(key(path)) for name, path in drop.items()}
     assert all(record.state == "done" for record in records.values()), records
     assert records["geotiff"].notes["rendering"] == "diff_pha"
-    assert records["png"].notes["rendering"] == "synthetic"
+    assert records["png"].notes["rendering"] == "pha"  # synthetic drops are drawn with LiCSAR's pha.cpt
     unknown = records["unknown"].notes
     assert unknown["rendering"] == "rgb"
     assert unknown["unknown_rendering"].startswith("colours fit no known table")

@@ -1,8 +1,11 @@
 """A synthetic LiCSAR drop: whole frames laid out as LiCSAR publishes them, with their truth.
 
-``write_drop`` writes whole frames (``.geo.diff.png`` drawn with LiCSAR's ``pha.cpt``, with ``.geo.cc.png``, and the GeoTIFF
-siblings ``.geo.diff_pha.tif`` and ``.geo.cc.tif``; paths from ``licsar.product_path``) with
-deformation near a volcano in every other frame, plus ``synth-truth.jsonl`` saying which
+``write_drop`` writes whole frames (``.geo.diff.png`` drawn as LiCSAR draws it: the phase on a
+grid three times finer, ``pha.cpt``, shrunk to the preview and bit-reduced to a palette PNG with
+transparent no data; a slanted swath's empty corners and, in some frames, masked water; with
+``.geo.cc.png`` and the GeoTIFF siblings ``.geo.diff_pha.tif`` and ``.geo.cc.tif``; paths from
+``licsar.product_path``) with deformation near a volcano in every other frame, plus
+``synth-truth.jsonl`` saying which
 interferograms deform, in which tiles, and near which volcano. Each frame is georeferenced
 around a real volcano of the GVP catalogue (WGS84, LiCSAR's 0.001° pixels scaled as its 30%
 preview), so its tiles get real bounds and a real nearest volcano; the GeoTIFFs are written
@@ -26,7 +29,7 @@ from ..volcanoes import default_catalogue
 from .patches import INTENSITY_FRINGES, PATCH, REPEATS, output_dir, pixel_source, child_rng, deformation_mask
 from .physics import ACTIVITY_TYPES, FRINGE, WAVELENGTH, fractal_field, los_field, phase_noise_sigma, scaled, topography
 from ..phase import PHA
-from .render import png8, preview, write_coherence_png, write_palette_png
+from .render import PREVIEW_SCALE, png8, preview, write_coherence_png, write_palette_png
 
 FRAME_SIZE = (1200, 1000)  # width, height in pixels
 PREVIEW_STEP = 0.001 / 0.3  # degrees per preview pixel: LiCSAR's 0.001° grid shown at 30%
@@ -80,10 +83,14 @@ def deforming_tiles(mask: np.ndarray, valid: np.ndarray, tile_size: int, tile_st
     return tuple(t.index for t in tiles if mask[t.box[1]:t.box[3], t.box[0]:t.box[2]].sum() >= min_pixels)
 
 
+WATER_RATE = 0.3  # frames with a masked sea or lake
+WATER_CLEARANCE = 0.3  # water stays this share of the frame's shorter side away from the volcano
+
+
 def _frame_phase(rng: np.random.Generator, direction: str, shape: tuple[int, int], volcano: tuple[int, int],
                  activity_type: str | None, intensity: str | None, low_coherence: bool
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Wrapped phase, coherence, no-data and deformation mask of one whole frame."""
+    """Unwrapped phase without noise, coherence, no-data and deformation mask of one whole frame."""
     height, width = shape
     deformation = np.zeros(shape)
     if activity_type is not None:
@@ -99,12 +106,30 @@ def _frame_phase(rng: np.random.Generator, direction: str, shape: tuple[int, int
     coherence = np.clip(rng.uniform(0.55, 0.85) - 0.3 * fractal_field(rng, shape, 3.0), 0.3, 1.0)
     if low_coherence:
         coherence = rng.uniform(0.05, 0.15) + 0.05 * fractal_field(rng, shape, 3.0)
-    phase = 4 * np.pi / WAVELENGTH * (deformation + delay) + rng.standard_normal(shape) * phase_noise_sigma(coherence)
+    phase = 4 * np.pi / WAVELENGTH * (deformation + delay)
     # A geocoded swath is slanted: its corners outside the footprint carry no data.
     yy, xx = np.mgrid[0:height, 0:width]
     nodata = (xx + 0.2 * width) < (0.25 * yy) + 0.05 * width
     nodata |= (width - xx + 0.2 * width) < (0.25 * (height - yy)) + 0.05 * width
+    # LiCSAR masks water: in some frames a smooth coastline-shaped sea or lake, kept off the volcano.
+    if rng.random() < WATER_RATE:
+        coast = fractal_field(rng, shape, rng.uniform(4.0, 5.0)) + np.linspace(-1, 1, width)[None, :] * rng.choice([-1, 1])
+        water = coast > np.quantile(coast, 1 - rng.uniform(0.08, 0.25))
+        nodata |= water & (np.hypot(xx - volcano[0], yy - volcano[1]) > WATER_CLEARANCE * min(shape))
     return phase, coherence, nodata, deformation_mask(deformation)
+
+
+def _preview_pixels(rng: np.random.Generator, phase: np.ndarray, coherence: np.ndarray,
+                    nodata: np.ndarray) -> np.ndarray:
+    """The ``.geo.diff.png`` pixels as LiCSAR makes them: the phase (with its decorrelation noise)
+    on a grid ``PREVIEW_SCALE`` times finer, drawn with pha.cpt, shrunk to the preview (where
+    decorrelated ground averages to the grey-pink that is on no colour table) and bit-reduced."""
+    fine = np.repeat(np.repeat(phase, PREVIEW_SCALE, axis=0), PREVIEW_SCALE, axis=1)
+    sigma = np.repeat(np.repeat(phase_noise_sigma(coherence), PREVIEW_SCALE, axis=0), PREVIEW_SCALE, axis=1)
+    fine = fine + rng.standard_normal(fine.shape) * sigma
+    valid = ~np.repeat(np.repeat(nodata, PREVIEW_SCALE, axis=0), PREVIEW_SCALE, axis=1)
+    rgb, _ = preview(fine, valid, PHA, factor=PREVIEW_SCALE)
+    return png8(rgb, nodata)
 
 
 def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volcano: tuple[int, int], pairs: int,
@@ -126,8 +151,9 @@ def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volc
         low_coherence = number % 4 == 3 and pair == pairs - 1
         phase, coherence, nodata, mask = _frame_phase(rng, direction, size[::-1], volcano, activity_type, intensity,
                                                       low_coherence)
-        # Frames are already at the preview's size: drawn as LiCSAR draws, without the shrink.
-        rgb, _ = preview(phase, ~nodata, PHA, factor=1)
+        pixels = _preview_pixels(rng, phase, coherence, nodata)
+        # The GeoTIFF phase carries decorrelation noise at its own (here: the preview's) grid.
+        phase = phase + rng.standard_normal(phase.shape) * phase_noise_sigma(coherence)
         diff_png = product_path(drop, name, pair_name(day, secondary), DIFF_SUFFIX)
         coherence_png = product_path(drop, name, pair_name(day, secondary), COHERENCE_PNG)
         # The siblings land first so a watcher that sees the diff PNG also finds them.
@@ -137,7 +163,7 @@ def _write_frame(drop: Path, number: int, seed: int, size: tuple[int, int], volc
         write_raster(product_path(drop, name, pair_name(day, secondary), PHASE_TIF), wrapped, grid)
         write_raster(product_path(drop, name, pair_name(day, secondary), COHERENCE_TIF),
                      np.where(nodata, 0, np.clip(np.round(coherence * 255), 1, 255)).astype(np.uint8), grid)
-        write_palette_png(diff_png, png8(rgb, nodata), nodata)
+        write_palette_png(diff_png, pixels, nodata)
         tiles = deforming_tiles(mask & ~nodata, ~nodata, *tiling) if deforming else ()
         interferograms.append(SynthInterferogram(f"{name}/{pair_name(day, secondary)}", name, day, secondary, diff_png, coherence_png,
                                                  deforming, activity_type, intensity, volcano, tiles, low_coherence,

@@ -136,14 +136,17 @@ def test_the_running_daemon_keeps_its_model_and_says_once_why_a_new_one_is_refus
     try:
         daemon.check_model()
         dangle_current(tiny_var_dir)
+        caplog.clear()  # only what the three checks below say
         with caplog.at_level(logging.ERROR, logger="insarwatch.daemon"):
             for _ in range(3):  # three scheduled model checks
                 daemon.check_model()
     finally:
         daemon.store.close()
     # Only this thread's records: a daemon thread another test left winding down may log too.
-    (refusal,) = [record for record in caplog.records
-                  if record.name == "insarwatch.daemon" and record.thread == threading.get_ident()]
+    said = [record for record in caplog.records
+            if record.name == "insarwatch.daemon" and record.thread == threading.get_ident()]
+    assert len(said) == 1, [record.getMessage() for record in said]
+    (refusal,) = said
     assert "20991231T000000Z" in refusal.getMessage() and "keeping" in refusal.getMessage()
 
 

@@ -151,7 +151,13 @@ class Daemon:
         try:
             self.intake.reconcile(self.clock())
         except (sqlite3.Error, OSError) as exc:
-            log.error("rescan of %s failed (%s); the next one will catch up", self.settings.drop_dir, exc)
+            # Soon, not at the next scheduled rescan: a refused start-up scan (a full disk)
+            # would otherwise leave the drop unread for rescan_interval_seconds.
+            log.error("rescan of %s failed (%s); trying again in %.0f s", self.settings.drop_dir, exc,
+                      STORAGE_RETRY_SECONDS)
+            retry = threading.Timer(STORAGE_RETRY_SECONDS, self.intake.events_lost)  # a scan is due
+            retry.daemon = True
+            retry.start()
         self.intake.wake.set()
 
     def _scheduler(self) -> BackgroundScheduler:

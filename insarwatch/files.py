@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import stops
+
 # What a plain open() gives under the usual umask 022: the daemon, a web server or another
 # user may have to read what was written, and mkstemp alone would leave it owner-only.
 READABLE = 0o644
@@ -23,6 +25,7 @@ READABLE = 0o644
 def replacing(path: str | Path, mode: int = READABLE) -> Iterator[Path]:
     """A temporary path to write in full; moved onto ``path`` if the block succeeds, removed if not."""
     path = Path(path)
+    stops.point("before write", path.parent.name)
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
     os.close(handle)
     temporary = Path(name)

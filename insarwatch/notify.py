@@ -341,6 +341,10 @@ def deliver_due(store: Store, settings: Settings, now: datetime,
     # Every outcome moves a delivery out of "due at now" (a retry is always later than now),
     # and one another sender holds is not due either, so this ends once the backlog has been tried.
     sender = _sender()
+    # This sender is here, not mid-send: a claim it still holds is from a run whose outcome
+    # was refused (a full disk), and would otherwise hold that delivery for the whole lease.
+    if sender in store.claimants():
+        store.release_claims([sender])
     while batch := store.due_deliveries(now):
         for delivery in batch:
             if not store.claim_delivery(delivery.id, sender, now, now + CLAIM_LEASE):

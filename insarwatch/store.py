@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
+from . import stops
 from .alerts import Level
 from .errors import InsarwatchError
 
@@ -461,7 +462,9 @@ class Store:
                     raise corrupt(self.path, exc) from None
                 raise
             else:
+                stops.point("before commit")
                 self._db.execute("COMMIT")
+                stops.point("after commit")
             finally:
                 self._depth = 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import signal
 import subprocess
@@ -311,3 +312,164 @@ def test_decoded_pixels_in_flight_stay_within_their_budget(
         finally:
             processor.close()
     assert len(states(tiny_var_dir)) == total and most == 1
+
+
+# --------------------------------------------------------------------------- commit boundaries and write sites
+#
+# The daemon is stopped at a named point (insarwatch.stops: INSARWATCH_STOP_AT) the first
+# time it reaches it, then either SIGKILLed there (a crash at that exact boundary) or let go
+# on after the disk under it is filled to the brim. Each case drops one interferogram (one
+# alert, so one delivery per channel: the reports directory and a loopback webhook).
+
+
+def drop_one(frames: tuple[list[Path], Path], drop: Path, truncated: bool = False) -> None:
+    """The first interferogram of ``frames`` with its siblings; ``truncated``, its PNG cut short
+    (a frame the daemon rejects)."""
+    relatives, source = frames
+    pair = next(path for path in relatives if path.name.endswith(".geo.diff.png")).parent
+    for relative in (path for path in relatives if path.parent == pair):
+        target = drop / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = (source / relative).read_bytes()
+        cut = truncated and relative.name.endswith(".geo.diff.png")
+        target.write_bytes(data[:len(data) // 2] if cut else data)
+
+
+def stopped(process: subprocess.Popen[bytes]) -> bool:
+    """Whether ``process`` stopped itself (state T in /proc); fails if it exited instead."""
+    assert process.poll() is None, f"the daemon exited ({process.returncode}) without reaching its stop point"
+    return Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def run_until(config: Path, point: str, *args: str) -> subprocess.Popen[bytes]:
+    """``insarwatch watch ARGS`` stopped at ``point``, its log in daemon.log beside ``config``."""
+    env = {**os.environ, "INSARWATCH_CONFIG": str(config), "INSARWATCH_STOP_AT": point}
+    with (config.parent / "daemon.log").open("ab") as log:
+        process = subprocess.Popen([INSARWATCH, "watch", *args], env=env, stderr=log)
+    try:
+        wait_for(lambda: stopped(process), 180, f"the daemon stopped at {point!r}")
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
+
+
+def reports_keys(var_dir: Path) -> list[str]:
+    """The alert keys of the JSON reports in the reports directory (the directory channel's receiving side)."""
+    return sorted(json.loads(path.read_text())["key"] for path in (var_dir / "reports" / "alerts").glob("*.json"))
+
+
+def check_invariant(var_dir: Path, webhook: Webhook, frames_dropped: int, alerts_expected: int) -> None:
+    found = states(var_dir)
+    assert len(found) == frames_dropped and set(found.values()) <= TERMINAL, found
+    alerts = sorted(alert_keys(var_dir))
+    assert len(alerts) == alerts_expected
+    assert sorted(webhook.keys()) == alerts  # each alert posted once: no loss, no duplicate
+    assert reports_keys(var_dir) == alerts
+    with Store(var_dir / "state.db", readonly=True) as store:
+        assert store.pending_deliveries() == 0
+        assert all(delivery.status == "delivered" for key in alerts for delivery in store.deliveries_for(key))
+
+
+# (stop point, whether the frame is one the daemon rejects). Admission, claim, the complete
+# commit (results + alert + outbox), a rejection, a delivery's claim and its outcome, and
+# the start-up requeue of what a killed run left processing.
+COMMIT_BOUNDARIES = [
+    ("after commit Intake.reconcile", False),
+    ("after commit Store.claim", False),
+    ("before commit Processor._run_batch", False),
+    ("after commit Processor._run_batch", False),
+    ("after commit Store.reject", True),
+    ("after commit Store.claim_delivery", False),
+    ("before commit Store.mark_delivered", False),
+    ("after commit Store.mark_delivered", False),
+]
+
+
+@pytest.mark.parametrize(("point", "bad"), COMMIT_BOUNDARIES, ids=[point for point, _ in COMMIT_BOUNDARIES])
+def test_a_daemon_killed_at_a_commit_boundary_loses_and_repeats_nothing(
+    point: str, bad: bool, tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path], webhook: Webhook,
+) -> None:
+    drop = tmp_path / "drop"
+    drop_one(frames, drop, truncated=bad)
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop, settle_seconds=0,
+                          extra=f'[notify.webhook]\nurl = "{webhook.url}"\ntimeout_seconds = 60\n')
+    killed = run_until(config, point, "--once")
+    killed.kill()
+    killed.wait()
+    again = subprocess.run([INSARWATCH, "--config", str(config), "watch", "--once"], capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    check_invariant(tiny_var_dir, webhook, 1, 0 if bad else 1)
+
+
+def test_a_daemon_killed_while_publishing_a_digest_sends_it_once(
+    tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path], webhook: Webhook,
+) -> None:
+    drop = tmp_path / "drop"
+    drop_one(frames, drop)
+    config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop, settle_seconds=0,
+                          extra=f'[notify.webhook]\nurl = "{webhook.url}"\ntimeout_seconds = 60\n')
+    assert subprocess.run([INSARWATCH, "--config", str(config), "watch", "--once"], capture_output=True,
+                          timeout=300).returncode == 0
+    env = {**os.environ, "INSARWATCH_STOP_AT": "after commit Store.enqueue_message"}
+    today = datetime.now(timezone.utc).date().isoformat()
+    digest = [INSARWATCH, "--config", str(config), "report", "--since", today, "--send"]
+    killed = subprocess.Popen(digest, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    wait_for(lambda: stopped(killed), 120, "the report command stopped after publishing")
+    killed.kill()
+    killed.wait()
+    assert subprocess.run(digest, capture_output=True, timeout=120).returncode == 0
+    assert subprocess.run([INSARWATCH, "--config", str(config), "watch", "--once"], capture_output=True,
+                          timeout=300).returncode == 0
+    digests = [body for body in webhook.bodies if body["kind"] == "digest"]
+    assert len(digests) == 1
+    with Store(tiny_var_dir / "state.db", readonly=True) as store:
+        assert store.pending_deliveries() == 0
+
+
+# Where the disk is found full: the state database's commits (admission, the complete
+# commit that holds the alert report, a delivery's outcome) and the files the delivery
+# writes (the alert report in the reports directory, the sent record).
+WRITE_SITES = [
+    "before commit Intake.reconcile",
+    "before commit Processor._run_batch",
+    "before write alerts",
+    "before write sent",
+    "before commit Store.mark_delivered",
+]
+
+
+@pytest.mark.parametrize("point", WRITE_SITES)
+def test_a_full_disk_at_a_write_site_loses_and_repeats_nothing_once_space_returns(
+    point: str, tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path], small_disk: Path,
+    webhook: Webhook,
+) -> None:
+    var_dir = small_disk / "var"
+    var_dir.mkdir()
+    (var_dir / "models").symlink_to(tiny_var_dir / "models")
+    drop = tmp_path / "drop"
+    drop_one(frames, drop)
+    config = write_config(tmp_path / "insarwatch.toml", var_dir, drop, settle_seconds=0,
+                          extra=f'[notify]\nretry_base_seconds = 1\n[notify.webhook]\nurl = "{webhook.url}"\n'
+                                'timeout_seconds = 60\n')
+    daemon = run_until(config, point)
+    log = tmp_path / "daemon.log"
+    try:
+        ballast = fill(small_disk)
+        written = log.stat().st_size
+        daemon.send_signal(signal.SIGCONT)
+        wait_for(lambda: b"No space left on device" in log.read_bytes()[written:]
+                 or b"database or disk is full" in log.read_bytes()[written:], 120, "a write refused")
+        ballast.unlink()
+        wait_for(lambda: len(states(var_dir)) == 1 and set(states(var_dir).values()) <= TERMINAL
+                 and len(webhook.bodies) >= 1 and not Store(var_dir / "state.db", readonly=True).pending_deliveries(),
+                 120, "the frame finished and its alert delivered once space returned")
+        daemon.terminate()
+        assert daemon.wait(60) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    check_invariant(var_dir, webhook, 1, 1)

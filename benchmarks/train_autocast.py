@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from insarwatch.captioner import autocast_dtype
+from insarwatch.captioners import architecture_of
 from insarwatch.config import ImagingSettings
 from insarwatch.hephaestus import prepare
 from insarwatch.synthetic.patches import write_dataset
@@ -41,10 +42,11 @@ def timed_steps(model, batches: list[dict[str, torch.Tensor]], dtype: torch.dtyp
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     model.train()
+    architecture = architecture_of(model)
 
     def step(batch: dict[str, torch.Tensor]) -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = model(**batch).loss
+            loss = architecture.training_loss({name: batch[name] for name in batch if name != "deformation"})[0]
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

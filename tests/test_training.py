@@ -23,6 +23,7 @@ from rich.progress import Progress
 from rouge_score import rouge_scorer
 from typer.testing import CliRunner, Result
 
+from insarwatch.captioners import architecture_of
 from insarwatch.cli import app
 from insarwatch.config import load_settings
 from insarwatch.findings import parse_caption
@@ -360,7 +361,19 @@ def test_collator_starts_captions_with_dec_and_ignores_padding(dataset: Path) ->
     padded = batch["attention_mask"] == 0
     assert padded.any() and (batch["labels"][padded] == -100).all()
     assert (batch["labels"][~padded] == batch["input_ids"][~padded]).all()
+    assert batch.pop("deformation").tolist() == [float(s.deformation) for s in train_split[:3]]
+    assert_training_loss_is_the_models(model, batch)
     assert model(**batch).loss.item() == pytest.approx(math.log(len(processor.tokenizer)), rel=0.2)
+
+
+def assert_training_loss_is_the_models(model, batch: dict) -> None:
+    """The loop's one pass gives the transformers model's own loss and the retrieval embedding."""
+    architecture = architecture_of(model)
+    model.eval()
+    with torch.no_grad():
+        loss, embedding = architecture.training_loss(batch)
+        assert loss.item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)
+        assert torch.allclose(embedding, architecture.vision(batch["pixel_values"])[1], atol=1e-5)
 
 
 def test_presets_are_data_and_tiny_has_a_few_million_parameters() -> None:
@@ -483,4 +496,6 @@ def test_git_presets_are_data_and_git_tiny_has_a_few_million_parameters(dataset:
         load_dataset(dataset).split("train")[:3])
     assert (batch["input_ids"][:, 0] == processor.tokenizer.cls_token_id).all()
     assert batch["pixel_values"].shape == (3, 3, tiny.model.image_size, tiny.model.image_size)
+    batch.pop("deformation")
+    assert_training_loss_is_the_models(model, batch)
     assert model(**batch).loss.item() == pytest.approx(math.log(len(processor.tokenizer)), rel=0.2)

@@ -107,7 +107,8 @@ class PixelCache:
 
 
 class CaptionCollator:
-    """Batch of samples → ``pixel_values``, ``input_ids``, ``attention_mask`` and ``labels``.
+    """Batch of samples → ``pixel_values``, ``input_ids``, ``attention_mask``, ``labels`` (caption
+    tokens) and ``deformation`` (each sample's label, 1.0 or 0.0, for the loop's probe).
 
     Every caption starts with the token decoding starts from (``start_token_id``: BLIP's
     ``[DEC]``, which its ``generate`` puts in place of ``[CLS]``; GIT's ``[CLS]`` itself;
@@ -144,4 +145,5 @@ class CaptionCollator:
             "input_ids": input_ids,
             "attention_mask": text["attention_mask"],
             "labels": labels,
+            "deformation": torch.tensor([float(sample.deformation) for sample in samples]),
         }

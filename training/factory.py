@@ -19,7 +19,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from transformers import (
     BlipConfig,
-    BlipForConditionalGeneration,
     BlipImageProcessor,
     BlipProcessor,
     BertTokenizerFast,
@@ -30,6 +29,7 @@ from transformers import (
 )
 
 from insarwatch.captioner import Captioner, read_architecture
+from insarwatch.captioners.blip import BlipWithStem
 from insarwatch.config import CaptioningSettings
 from insarwatch.errors import InputError, one_line
 
@@ -72,6 +72,8 @@ class TrainingSpec(_Spec):
     seed: int = 17
     augment: bool = Field(False, description="Random flips/rotations (captions rewritten), phase offsets and "
                           "sign flips of each training image, every epoch (training/augment.py)")
+    deformation_weight: float = Field(0.0, ge=0, description="Weight of a linear probe's deformation loss on the "
+                                      "retrieval embedding, beside the captioning loss (0: none; training/loop.py)")
     image_cache_mb: int = Field(1024, ge=0, description="Preprocessed training images kept in memory across epochs")
 
 
@@ -111,7 +113,7 @@ def load_preset(name_or_path: str) -> Preset:
         raise InputError(path, one_line(exc, "key")) from None
 
 
-def _blip(spec: ModelSpec, tokenizer: BertTokenizerFast) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
+def _blip(spec: ModelSpec, tokenizer: BertTokenizerFast) -> tuple[BlipWithStem, BlipProcessor]:
     image_processor = BlipImageProcessor(size={"height": spec.image_size, "width": spec.image_size})
     processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
     text = {
@@ -123,7 +125,7 @@ def _blip(spec: ModelSpec, tokenizer: BertTokenizerFast) -> tuple[BlipForConditi
         "pad_token_id": tokenizer.pad_token_id,
     }
     config = BlipConfig(vision_config={**spec.vision, "image_size": spec.image_size}, text_config=text)
-    return BlipForConditionalGeneration(config), processor
+    return BlipWithStem(config), processor
 
 
 def _git(spec: ModelSpec, tokenizer: BertTokenizerFast) -> tuple[GitForCausalLM, GitProcessor]:

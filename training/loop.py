@@ -2,9 +2,14 @@
 
 ``fit`` trains with AdamW, linear warm-up then linear decay, gradient accumulation and
 clipping, and mixed precision (bf16, or fp16 with loss scaling) on CUDA. After every epoch
-it captions the validation split (greedy by default: cheap) and scores it with ROUGE and
-BLEU; an epoch that beats the best validation ROUGE-L so far is written to the checkpoint
-directory with ``save_pretrained``. A Ctrl-C stops training between two batches and leaves
+it captions the validation split (greedy by default: cheap) and scores it with ROUGE, BLEU
+and the F1 of the deformation its captions report; an epoch that beats the best validation
+ROUGE-L + deformation F1 so far is written to the checkpoint directory with
+``save_pretrained`` (ROUGE-L alone picked epochs that phrase captions well and never say
+"deformation"). A recipe's ``deformation_weight`` adds a linear probe on the retrieval
+embedding, trained to predict each sample's deformation label beside the captioning loss:
+it makes the vision encoder see deformation and neighbours in the index agree on it; the
+probe itself is discarded after training. A Ctrl-C stops training between two batches and leaves
 that checkpoint as it was: the best model so far is never lost or half-written.
 """
 
@@ -32,7 +37,9 @@ from insarwatch.manifest import Sample
 
 from .dataset import CaptionCollator, load_images
 from .factory import TrainingSpec
-from .metrics import caption_scores
+from insarwatch.findings import parse_caption
+
+from .metrics import caption_scores, deformation_scores
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +125,8 @@ def fit(
     })
     seed_everything(recipe.seed)
     model.to(device)
+    architecture = architecture_of(model)
+    probe = torch.nn.Linear(architecture.embedding_dim, 1).to(device) if recipe.deformation_weight else None
     dtype = autocast_dtype(device, "auto")
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     loader = DataLoader(
@@ -125,13 +134,13 @@ def fit(
         batch_size=recipe.batch_size,
         shuffle=True,
         collate_fn=CaptionCollator(processor, max_caption_tokens, cache_bytes=recipe.image_cache_mb * 2**20,
-                                   start_token_id=architecture_of(model).start_token_id,
+                                   start_token_id=architecture.start_token_id,
                                    augment_seed=recipe.seed if recipe.augment else None),
         generator=torch.Generator().manual_seed(recipe.seed),
     )
     steps_per_epoch = math.ceil(len(loader) / recipe.grad_accum_steps)
     total_steps = steps_per_epoch * recipe.epochs
-    optimizer = _optimizer(model, recipe)
+    optimizer = _optimizer(model if probe is None else torch.nn.ModuleList([model, probe]), recipe)
     schedule = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total_steps), total_steps)
     history: list[EpochStats] = []
     best_epoch: int | None = None
@@ -145,12 +154,18 @@ def fit(
             loss_sum, batches = 0.0, 0
             for index, batch in enumerate(loader, start=1):
                 batch = {name: tensor.to(device) for name, tensor in batch.items()}
+                deforming = batch.pop("deformation")
                 with _autocast(device, dtype):
-                    loss = model(**batch).loss
+                    loss, embedding = architecture.training_loss(batch)
+                    if probe is not None:
+                        logits = probe(embedding.float()).squeeze(1)
+                        loss = loss + recipe.deformation_weight * \
+                            torch.nn.functional.binary_cross_entropy_with_logits(logits, deforming)
                 scaler.scale(loss / recipe.grad_accum_steps).backward()
                 if index % recipe.grad_accum_steps == 0 or index == len(loader):
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
+                                                   recipe.max_grad_norm)
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
@@ -165,13 +180,15 @@ def fit(
                 progress.update(task, description=f"epoch {epoch}/{recipe.epochs} validating")
                 generated = validation_captions(model, processor, val, validation)
                 scores = caption_scores(generated, [sample.caption for sample in val])
+                scores["deformation_f1"] = deformation_scores([parse_caption(text).deformation for text in generated],
+                                                              [sample.deformation for sample in val])["deformation_f1"]
             stats = EpochStats(epoch, loss_sum / max(batches, 1), scores, time.monotonic() - started)
             history.append(stats)
-            improved = scores is None or scores["rougeL"] > best_score
+            improved = scores is None or _selection(scores) > best_score
             if improved:
                 save_checkpoint(model, processor, checkpoint_dir)
                 best_epoch = epoch
-                best_score = scores["rougeL"] if scores else best_score
+                best_score = _selection(scores) if scores else best_score
             log.info("%s%s", _describe(stats), " (best so far, saved)" if improved else "")
     except KeyboardInterrupt:
         log.warning("interrupted during epoch %d; keeping the best epoch so far (%s)",
@@ -180,6 +197,10 @@ def fit(
     finally:
         progress.remove_task(task)
     return FitResult(tuple(history), best_epoch, interrupted=False)
+
+
+def _selection(scores: dict[str, float]) -> float:
+    return scores["rougeL"] + scores["deformation_f1"]
 
 
 def _describe(stats: EpochStats) -> str:

@@ -47,6 +47,10 @@ class Architecture(ABC):
         """The single vision pass: (decoder input per image, unnormalised retrieval embedding)."""
 
     @abstractmethod
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The captioning loss of a training batch and the batch's retrieval embeddings, from one pass."""
+
+    @abstractmethod
     def generate(self, hidden: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
         """Caption token ids for images whose vision pass gave ``hidden``, decoded with ``options``."""
 

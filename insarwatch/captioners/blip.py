@@ -3,7 +3,11 @@
 The vision encoder's last hidden state is the text decoder's cross-attention input (as
 ``BlipForConditionalGeneration.generate`` does internally) and its pooled output is the
 retrieval embedding. The image tokens' cross-attention keys and values are projected once
-per image, not once per beam (``decoder_cache``).
+per image, not once per beam (``decoder_cache``). A vision config with ``conv_stem`` (channel
+widths) replaces ViT's one-layer patch embedding by a stack of stride-2 convolutions
+(``ConvStem``, ``BlipWithStem``): a ViT trained from scratch on a few thousand synthetic
+patches with the plain embedding never learnt to tell fringes from noise, with the stem it does
+(benchmarks/README.md, "real_tiles.py").
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from transformers import BlipForConditionalGeneration
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from .base import Architecture, check_image_size, check_vocabulary
@@ -48,15 +54,49 @@ def decoder_cache(decoder: Any, hidden: torch.Tensor, beams: int) -> EncoderDeco
     return cache
 
 
+class ConvStem(nn.Sequential):
+    """Early convolutions (Xiao et al., "Early convolutions help transformers see better", 2021):
+    3x3 stride-2 convolutions with batch norm and ReLU, one per halving of ``patch_size``, widening
+    through ``widths``, then a 1x1 projection to the transformer's width. Stands where
+    ``BlipVisionEmbeddings.patch_embedding`` was, so it maps an image to the same token grid."""
+
+    def __init__(self, widths: list[int], hidden_size: int, patch_size: int) -> None:
+        halvings = patch_size.bit_length() - 1
+        if 2 ** halvings != patch_size or len(widths) != halvings:
+            raise ValueError(f"conv_stem needs one width per halving of patch_size {patch_size} "
+                             f"({halvings}), got {len(widths)}")
+        layers: list[nn.Module] = []
+        channels = 3
+        for width in widths:
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+            channels = width
+        super().__init__(*layers, nn.Conv2d(channels, hidden_size, 1))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        # BlipVisionEmbeddings.forward casts its input to patch_embedding.weight's dtype.
+        return self[-1].weight
+
+
+class BlipWithStem(BlipForConditionalGeneration):
+    """``BlipForConditionalGeneration`` whose patch embedding is a ``ConvStem`` when the vision
+    config names one (``conv_stem``: widths); without it, exactly the transformers model."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        widths = getattr(config.vision_config, "conv_stem", None)
+        if widths:
+            vision = config.vision_config
+            self.vision_model.embeddings.patch_embedding = ConvStem(list(widths), vision.hidden_size, vision.patch_size)
+
+
 class Blip(Architecture):
     model_type = "blip"
     label = "BLIP"
 
     @staticmethod
     def model_class() -> type:
-        from transformers import BlipForConditionalGeneration
-
-        return BlipForConditionalGeneration
+        return BlipWithStem
 
     @staticmethod
     def processor_class() -> type:
@@ -74,6 +114,13 @@ class Blip(Architecture):
     def vision(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         output = self.model.vision_model(pixel_values=pixel_values)
         return output.last_hidden_state, output.pooler_output
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``BlipForConditionalGeneration.forward``'s loss, keeping the pooled output it drops."""
+        hidden, pooled = self.vision(batch["pixel_values"])
+        output = self.model.text_decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                         encoder_hidden_states=hidden, labels=batch["labels"], reduction="mean")
+        return output.loss, pooled
 
     def generate(self, hidden: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
         """Mirrors ``BlipForConditionalGeneration.generate``: the decoder starts from the BOS

@@ -94,6 +94,18 @@ class Git(Architecture):
         hidden = self.model.git.image_encoder(pixel_values=pixel_values).last_hidden_state
         return hidden, hidden.mean(dim=1)
 
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``GitForCausalLM.forward``'s loss; its image encoder's output is caught on the way, since
+        the forward takes pixels only and a second vision pass would double the encoder's cost."""
+        caught: list[torch.Tensor] = []
+        hook = self.model.git.image_encoder.register_forward_hook(
+            lambda module, inputs, output: caught.append(output.last_hidden_state))
+        try:
+            loss = self.model(**batch).loss
+        finally:
+            hook.remove()
+        return loss, caught[0].mean(dim=1)
+
     def generate(self, hidden: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
         """``GitForCausalLM.generate(pixel_values=...)``'s captions, from the batch's one vision pass.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -23,9 +24,12 @@ from rich.progress import Progress
 from rouge_score import rouge_scorer
 from typer.testing import CliRunner, Result
 
+from insarwatch.captioner import Captioner
 from insarwatch.captioners import architecture_of
+from insarwatch.captioners.blip import ConvStem
 from insarwatch.cli import app
-from insarwatch.config import load_settings
+from insarwatch.config import CaptioningSettings, load_settings
+from insarwatch.errors import InputError
 from insarwatch.findings import parse_caption
 from insarwatch.manifest import write_dataset_input
 from insarwatch.registry import ModelVersion
@@ -133,6 +137,43 @@ def test_train_registers_a_complete_version_and_makes_it_current(trained: tuple[
     assert len(calibration["quiet_scores"]) == quiet_val > 0
     assert all(0.0 <= score <= 1.0 for score in calibration["quiet_scores"])
     assert version.index_transform_file.is_file()
+
+
+STEMMED_PRESET = {
+    **MICRO_PRESET, "name": "micro-stem",
+    "model": {**MICRO_PRESET["model"], "vision": {**MICRO_PRESET["model"]["vision"], "conv_stem": [4, 8, 16, 16]}},
+    "training": {**MICRO_PRESET["training"], "epochs": 1, "deformation_weight": 1.0},
+}
+
+
+def test_a_convolutional_stem_with_a_deformation_probe_trains_and_loads_as_the_service_loads_it(
+        tmp_path: Path, dataset: Path) -> None:
+    preset = tmp_path / "micro-stem.json"
+    preset.write_text(json.dumps(STEMMED_PRESET), encoding="utf-8")
+    result = run(["train", "--data", str(dataset), "--preset", str(preset), "--json"], tmp_path / "var")
+    assert result.exit_code == 0, result.output
+    version = ModelVersion.at(tmp_path / "var" / "models" / json.loads(result.stdout)["version"])
+    config = json.loads(version.train_config_file.read_text())
+    assert "deformation_f1" in config["history"][0]["val"]
+    captioner = Captioner.load(version.captioner_dir, CaptioningSettings())
+    stem = captioner.model.vision_model.embeddings.patch_embedding
+    assert isinstance(stem, ConvStem) and [layer.out_channels for layer in stem if hasattr(layer, "out_channels")] \
+        == [4, 8, 16, 16, 32]
+    # The probe trains the encoder but is not part of the model the service loads.
+    assert not [name for name in captioner.model.state_dict() if "probe" in name]
+
+
+@pytest.mark.parametrize(("vision", "reason"), [
+    ({"conv_stem": [4, 8, 16]}, "needs one width per halving of patch_size 16 (4 for a power of two), got 3"),
+    ({"conv_stem": [4, 8], "patch_size": 12}, "needs one width per halving of patch_size 12"),
+])
+def test_a_stem_that_does_not_fit_the_patch_size_is_refused_in_one_line(tmp_path: Path, vision: dict,
+                                                                         reason: str) -> None:
+    preset = {**MICRO_PRESET, "model": {**MICRO_PRESET["model"], "vision": {**MICRO_PRESET["model"]["vision"],
+                                                                             **vision}}}
+    (tmp_path / "bad.json").write_text(json.dumps(preset), encoding="utf-8")
+    with pytest.raises(InputError, match=re.escape(reason)):
+        load_preset(str(tmp_path / "bad.json"))
 
 
 def test_metrics_json_is_recomputable_from_predictions(trained: tuple[Path, dict]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from transformers import (
     BlipConfig,
     BlipImageProcessor,
@@ -57,6 +57,18 @@ class ModelSpec(_Spec):
         if value not in BUILDERS:
             raise ValueError(f"unknown architecture {value!r}; known: {', '.join(BUILDERS)}")
         return value
+
+    @model_validator(mode="after")
+    def _stem_fits(self) -> ModelSpec:
+        widths = self.vision.get("conv_stem")
+        if widths is not None:
+            if self.architecture != "blip":
+                raise ValueError("vision.conv_stem is a BLIP option")
+            patch = int(self.vision.get("patch_size", 16))
+            if patch & (patch - 1) or len(widths) != patch.bit_length() - 1:
+                raise ValueError(f"vision.conv_stem needs one width per halving of patch_size {patch} "
+                                 f"({patch.bit_length() - 1} for a power of two), got {len(widths)}")
+        return self
 
 
 class TrainingSpec(_Spec):

@@ -3,8 +3,9 @@
 ``python -m training.ship`` writes LiCSAR-looking synthetic patches (``insarwatch.synthetic``),
 curates them with ``prepare`` with ``imaging.model_input = "phase"`` (it writes what the model
 sees, the canonical rendering), trains the ``offline`` preset, and copies the resulting
-version (``captioner/`` safetensors, ``index.faiss``, ``index.jsonl``, ``metrics.json``,
-``train_config.json``) into ``insarwatch/models/offline``, which ``ModelStore.in_use`` falls back
+version (``captioner/`` safetensors, ``index.faiss``, ``index.jsonl``, the index's whitening
+transform, ``calibration.json``, ``metrics.json``, ``train_config.json``, ``checksums.json``)
+into ``insarwatch/models/offline``, which ``ModelStore.in_use`` falls back
 to while no model is registered. Real interferograms are never used to train it; measure it on
 them with ``insarwatch evaluate --tiles`` before committing the weights (issue 11's targets).
 """
@@ -45,10 +46,9 @@ def ship(workdir: Path, patches: int = PATCHES, seed: int = SEED, target: Path =
         prepare(hephaestus, dataset, settings.imaging)
         outcome = train(dataset, load_preset(PRESET), settings, progress)
     version = outcome.version
-    # What a version needs to caption and cross-check; predictions.jsonl stays behind (evidence, not model).
-    shipped = tuple(path for path in (version.captioner_dir, version.index_file, version.records_file,
-                                      version.metrics_file, version.train_config_file, version.checksums_file)
-                    if path.exists())
+    # Everything the version holds (captioner, index and its whitening transform, calibration, metrics,
+    # train_config, checksums) but predictions.jsonl, which is evidence, not model.
+    shipped = tuple(path for path in sorted(version.path.iterdir()) if path != version.predictions_file)
     size = sum(path.stat().st_size for source in shipped for path in _files(source))
     if size > MAX_BYTES:
         raise InsarwatchError(f"{version.path}: {size / 2**20:.1f} MiB, more than the {MAX_BYTES / 2**20:.0f} MiB "

@@ -36,6 +36,7 @@ from insarwatch.registry import ModelVersion
 from training import TrainingInterrupted, list_presets, load_preset, train
 from training.dataset import CaptionCollator, load_dataset
 from training.factory import create_from_scratch
+from training.ship import quiet_patches, recalibrate
 from training.metrics import caption_scores, deformation_scores
 from training.vocab import train_tokenizer
 
@@ -174,6 +175,21 @@ def test_a_stem_that_does_not_fit_the_patch_size_is_refused_in_one_line(tmp_path
     (tmp_path / "bad.json").write_text(json.dumps(preset), encoding="utf-8")
     with pytest.raises(InputError, match=re.escape(reason)):
         load_preset(str(tmp_path / "bad.json"))
+
+
+def test_recalibrating_on_quiet_synthetic_patches_scores_each_of_them(trained: tuple[Path, dict],
+                                                                      tmp_path: Path) -> None:
+    var, outcome = trained
+    version = ModelVersion.at(shutil.copytree(var / "models" / outcome["version"], tmp_path / "version"))
+    settings = load_settings(None, {"INSARWATCH_VAR_DIR": str(tmp_path / "var")})
+    quiet = quiet_patches(24, 5, settings)
+    assert 0 < len(quiet) < 24  # deforming and flagged patches are left out
+    recalibrate(version, settings, patches=24, seed=5)
+    calibration = json.loads(version.calibration_file.read_text())
+    assert calibration["source"] == f"{len(quiet)} quiet synthetic patches of seed 5 (python -m training.ship)"
+    assert len(calibration["quiet_scores"]) == len(quiet)
+    assert all(0.0 <= score <= 1.0 for score in calibration["quiet_scores"])
+    version.verify()  # the calibration is not a checksummed file: rewriting it keeps the version loadable
 
 
 def test_metrics_json_is_recomputable_from_predictions(trained: tuple[Path, dict]) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
+from PIL import Image
 from rich.progress import Progress
 from transformers.utils import logging as hf_logging
 
@@ -124,21 +125,21 @@ def predict(bundle: Bundle, samples: Sequence[Sample], progress: Progress) -> li
     ]
 
 
-def calibrate(bundle: Bundle, dataset: Dataset, settings: Settings, progress: Progress) -> FrameCalibration | None:
-    """The scores the service gives the quiet tiles of the validation split (None without any):
+def calibrate(bundle: Bundle, quiet: Sequence[Image.Image], source: str, settings: Settings,
+              progress: Progress) -> FrameCalibration | None:
+    """The scores the service gives ``quiet`` tiles the model never trained on (None without any):
     what an isolated tile of a quiet frame scores, for ``alerts.decide_interferogram``."""
-    quiet = [sample for sample in dataset.split("val") if not sample.deformation]
     if not quiet:
-        log.warning("no quiet validation tiles: the frame decision stays uncalibrated")
+        log.warning("no quiet tiles to calibrate on: the frame decision stays uncalibrated")
         return None
     task = progress.add_task("calibrating", total=len(quiet))
     scores = []
-    for batch in bundle.describe_batches(load_images(quiet), settings.retrieval.k):
+    for batch in bundle.describe_batches(list(quiet), settings.retrieval.k):
         scores += [decide_tile(0, (0, 0, 1, 1), item.caption.text, parse_caption(item.caption.text), item.neighbours,
                                settings.alerts).score for item in batch]
         progress.advance(task, len(batch))
     progress.remove_task(task)
-    return FrameCalibration(tuple(scores), f"{len(quiet)} quiet tiles of the validation split of {dataset.root}")
+    return FrameCalibration(tuple(scores), source)
 
 
 def evaluation_settings(settings: Settings) -> Settings:
@@ -293,7 +294,9 @@ def _finish(
         index.save(staged)
         bundle = Bundle(layout, captioner, index)
         evaluation = evaluate_on(bundle, dataset, progress)
-        calibration = calibrate(bundle, dataset, settings, progress)
+        quiet = [sample for sample in dataset.split("val") if not sample.deformation]
+        calibration = calibrate(bundle, load_images(quiet), f"{len(quiet)} quiet tiles of the validation split of "
+                                f"{dataset.root}", settings, progress)
     except InsarwatchError as exc:
         raise EvaluationFailed(exc, store.register(staged, make_current=False)) from exc
     if calibration is not None:

@@ -2,7 +2,11 @@
 
 ``python -m training.ship`` writes LiCSAR-looking synthetic patches (``insarwatch.synthetic``),
 curates them with ``prepare`` with ``imaging.model_input = "phase"`` (it writes what the model
-sees, the canonical rendering), trains the ``offline`` preset, and copies the resulting
+sees, the canonical rendering), trains the ``offline`` preset, calibrates the frame decision
+on quiet synthetic patches of another seed (``CALIBRATION_PATCHES``: the validation split's
+few dozen quiet tiles can only vouch for frames of a handful of tiles, so in a 30-tile frame
+no isolated tile could ever alert; ``--recalibrate VERSION_DIR`` redoes only this step), and
+copies the resulting
 version (``captioner/`` safetensors, ``index.faiss``, ``index.jsonl``, the index's whitening
 transform, ``calibration.json``, ``metrics.json``, ``train_config.json``, ``checksums.json``)
 into ``insarwatch/models/offline``, which ``ModelStore.in_use`` falls back
@@ -13,21 +17,59 @@ them with ``insarwatch evaluate --tiles`` before committing the weights (issue 1
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import tempfile
 from pathlib import Path
+
+from PIL import Image
 
 from insarwatch import console
 from insarwatch.config import Settings
 from insarwatch.errors import InsarwatchError
-from insarwatch.registry import SHIPPED
+from insarwatch.registry import SHIPPED, ModelVersion
 
 from .factory import load_preset
-from .pipeline import train
+from .pipeline import calibrate, evaluation_settings, train
 
 PRESET = "offline"
-PATCHES = 1200
+PATCHES = 3000
 SEED = 17
+CALIBRATION_PATCHES = 1200
 MAX_BYTES = 20 * 2**20
+
+
+def quiet_patches(patches: int, seed: int, settings: Settings) -> list[Image.Image]:
+    """The quiet, defect-free patches among ``patches`` synthetic ones of ``seed``, read as the
+    service reads them (``reading.read_model_image``, phase input)."""
+    from insarwatch.reading import read_model_image
+    from insarwatch.synthetic.patches import make_patch, write_patch
+
+    images = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for index in range(patches):
+            patch = make_patch(seed, index)
+            if patch.spec.deformation or patch.spec.defect != "none":
+                continue
+            image = read_model_image(write_patch(Path(scratch), patch), settings.imaging, "phase")
+            if image.unknown is None:
+                images.append(Image.fromarray(image.pixels))
+    return images
+
+
+def recalibrate(version: ModelVersion, settings: Settings, patches: int = CALIBRATION_PATCHES,
+                seed: int = SEED + 1) -> None:
+    """Rewrite ``version``'s ``calibration.json`` from quiet synthetic patches it never trained on."""
+    from insarwatch.describe import load_bundle
+
+    settings = evaluation_settings(settings)
+    quiet = quiet_patches(patches, seed, settings)
+    with console.progress() as progress:
+        calibration = calibrate(load_bundle(version, settings), quiet,
+                                f"{len(quiet)} quiet synthetic patches of seed {seed} (python -m training.ship)",
+                                settings, progress)
+    if calibration is not None:
+        version.calibration_file.write_text(json.dumps(calibration.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
 def ship(workdir: Path, patches: int = PATCHES, seed: int = SEED, target: Path = SHIPPED) -> Path:
@@ -46,6 +88,7 @@ def ship(workdir: Path, patches: int = PATCHES, seed: int = SEED, target: Path =
         prepare(hephaestus, dataset, settings.imaging)
         outcome = train(dataset, load_preset(PRESET), settings, progress)
     version = outcome.version
+    recalibrate(version, settings)
     # Everything the version holds (captioner, index and its whitening transform, calibration, metrics,
     # train_config, checksums) but predictions.jsonl, which is evidence, not model.
     shipped = tuple(path for path in sorted(version.path.iterdir()) if path != version.predictions_file)
@@ -72,7 +115,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("ship-work"), help="Where data and the run go.")
     parser.add_argument("--patches", type=int, default=PATCHES, help="Synthetic patches to make.")
     parser.add_argument("--seed", type=int, default=SEED, help="Seed of the synthetic patches.")
+    parser.add_argument("--recalibrate", type=Path, metavar="VERSION_DIR",
+                        help="Only recalibrate this model version's frame decision, in place.")
     args = parser.parse_args()
+    if args.recalibrate is not None:
+        version = ModelVersion.at(args.recalibrate)
+        recalibrate(version, Settings(var_dir=args.workdir / "var", drop_dir=args.workdir / "drop"))
+        print(version.calibration_file)
+        return
     print(ship(args.workdir, args.patches, args.seed))
 
 

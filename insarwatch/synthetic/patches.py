@@ -11,7 +11,8 @@ LiCSAR's: the phase is made on a grid three times finer than the patch, with ran
 over fractal-edged decorrelated ground, masked water and empty swath corners, then drawn as
 a LiCSAR preview (``pha``/``phaold`` tables, shrunk in colour, 3-bit reduced) or as
 grey-level phase; quiet patches often carry concentric stratified fringes on a volcanic
-edifice, the hard negative. Everything is deterministic for a seed, and sample ``i`` draws
+edifice or sinuous ones along rugged relief, the hard negatives; RGBA patches are a
+rainbow over a SAR amplitude, as LiCSAR's older products are. Everything is deterministic for a seed, and sample ``i`` draws
 from its own child seed so it does not depend on how many are made.
 """
 from __future__ import annotations
@@ -55,7 +56,8 @@ from .physics import (
     scaled,
     topography,
 )
-from .render import PREVIEW_SCALE, colour_bar, grey_levels, hue_wheel, png8, preview, shrink_phase, write_palette_png, write_rgba_png
+from .render import (PREVIEW_SCALE, colour_bar, grey_levels, png8, preview, rainbow_on_amplitude, shrink_phase,
+                     write_palette_png, write_rgba_png)
 
 INTENSITY_FRINGES = {"Low": (1.2, 2.2), "Medium": (3.0, 5.0), "High": (6.0, 15.0)}
 PATCH = 224
@@ -202,6 +204,13 @@ def _edifice(rng: np.random.Generator, size: int) -> np.ndarray:
     return cone ** rng.uniform(0.8, 1.6) + 0.15 * fractal_field(rng, (size, size), 3.3)
 
 
+def _rugged(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Metres: rough mountain relief (ridges and valleys, no cone): its stratified delay draws
+    sinuous fringes that follow the contours, dense on steep slopes — real quiet interferograms'
+    commonest look-alike of deformation after the cone's rings."""
+    return rng.uniform(1500, 3500) * fractal_field(rng, (size, size), rng.uniform(2.3, 2.9))
+
+
 def _atmosphere(rng: np.random.Generator, spec: PatchSpec, size: int,
                 deformation: np.ndarray) -> tuple[np.ndarray, str]:
     """Atmospheric LOS delay (m) and the sentence(s) an expert would write about it (real
@@ -211,7 +220,8 @@ def _atmosphere(rng: np.random.Generator, spec: PatchSpec, size: int,
         summit = np.unravel_index(np.argmax(np.abs(deformation)), shape)[::-1] + rng.normal(0, 8, 2)
         relief = topography(rng, shape, tuple(summit))
     else:
-        relief = _edifice(rng, size) if rng.random() < 0.6 else topography(rng, shape, tuple(rng.uniform(0, 1, 2) * size))
+        relief = _edifice(rng, size) if rng.random() < 0.5 else _rugged(rng, size) if rng.random() < 0.4 else \
+            topography(rng, shape, tuple(rng.uniform(0, 1, 2) * size))
     turbulence = fractal_field(rng, shape, rng.uniform(2.6, 3.4))
     # Weak low-intensity deformation stays the strongest signal an expert sees.
     cap = 0.6 if "Low" in spec.intensities else 1.0
@@ -314,7 +324,18 @@ def _draw(rng: np.random.Generator, spec: PatchSpec, grid: np.ndarray,
     phase, nodata = shrink_phase(grid, valid)
     if spec.rendering == "grey":
         return grey_levels(phase, nodata), nodata, GREY
-    return hue_wheel(phase, nodata), nodata, GREY
+    return rainbow_on_amplitude(phase, nodata, _amplitude(rng, phase.shape[0])), nodata, GREY
+
+
+def _amplitude(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A SAR amplitude image (0-1): fractal relief lit from one side (slopes facing the radar are
+    bright) times multilooked speckle (gamma, 4 looks)."""
+    relief = fractal_field(rng, (size, size), rng.uniform(2.6, 3.4)) * rng.uniform(20, 60)
+    slope_y, slope_x = np.gradient(relief)
+    azimuth = rng.uniform(0, 2 * np.pi)
+    shade = np.clip(0.6 + slope_x * np.cos(azimuth) + slope_y * np.sin(azimuth), 0.05, None)
+    amplitude = shade * rng.gamma(4.0, 0.25, (size, size))
+    return np.clip(0.3 + 0.7 * amplitude / np.quantile(amplitude, 0.9), 0, 1)
 
 
 def _damage(rng: np.random.Generator, defect: str, rgb: np.ndarray, nodata: np.ndarray, table: ColourTable) -> None:

@@ -92,6 +92,17 @@ def hue_wheel(phase: np.ndarray, nodata: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def rainbow_on_amplitude(phase: np.ndarray, nodata: np.ndarray, amplitude: np.ndarray) -> np.ndarray:
+    """LiCSAR's older RGBA products: the phase as the hue, the SAR amplitude (0-1) as the brightness,
+    full saturation; HxWx3, no data black. Reading them back (``phase.from_rgb``'s rainbow path)
+    loses the phase where the amplitude is dark, as it does on the real ones."""
+    hsv = np.stack([np.mod(phase + np.pi, 2 * np.pi) / (2 * np.pi) * 255, np.full(phase.shape, 255.0),
+                    np.clip(amplitude, 0, 1) * 255], axis=-1)
+    rgb = np.asarray(Image.fromarray(np.rint(hsv).astype(np.uint8), "HSV").convert("RGB")).copy()
+    rgb[nodata] = 0
+    return rgb
+
+
 def colour_bar(rgb: np.ndarray, table: ColourTable, rng: np.random.Generator) -> None:
     """Paint a legend band (10-14 px, sweeping ``table``, framed in white) along one edge."""
     edge = str(rng.choice(["top", "bottom", "left", "right"]))

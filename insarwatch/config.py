@@ -260,6 +260,8 @@ class WatchSettings(Section):
         description="Decoded pixels held ahead of the model, at most (read from each PNG header before "
                     "decoding; one interferogram is always let through)")
     model_check_seconds: float = Field(300, gt=0)
+    storage_retry_seconds: float = Field(
+        5, gt=0, description="While the state database cannot be written (a full disk), how often to try again")
 
 
 class BatchSettings(Section):

@@ -4,12 +4,13 @@ Owns the side effects that make the pieces a service: the watchdog observer and 
 start-up scan (``intake``), the processing loop (``processor.Processor``) in a worker
 thread, delivery in a thread of its own (so a slow channel never holds up frames; the loop
 wakes it when a commit adds a message, and it retries what is due every
-``DELIVERY_INTERVAL_SECONDS``), the APScheduler jobs (batch flush, rescan, the daily digest, the
-model check that swaps a newly registered ``models/current`` in between batches), signals
-(SIGTERM/SIGINT stop intake and finish or requeue the running batch within
-``shutdown_timeout``; SIGHUP reloads the configuration), and systemd's notify protocol
-(READY once the model is loaded and the first scan is queued, WATCHDOG heartbeats from the
-processing loop so a hung GPU call gets the service restarted, a STATUS line).
+``DELIVERY_INTERVAL_SECONDS``, or every ``notify.retry_base_seconds`` when that is shorter),
+the APScheduler jobs (batch flush, rescan, the daily digest, the model check that swaps a
+newly registered ``models/current`` in between batches), signals (SIGTERM/SIGINT stop intake
+and finish or requeue the running batch within ``shutdown_timeout``; SIGHUP reloads the
+configuration), and systemd's notify protocol (READY once the model is loaded and the first
+scan is queued, WATCHDOG heartbeats from the processing loop so a hung GPU call gets the
+service restarted, a STATUS line).
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 1.0
 IDLE_WAIT_SECONDS = 0.2
 DELIVERY_INTERVAL_SECONDS = 15.0
-STORAGE_RETRY_SECONDS = 5.0
 
 
 class Daemon:
@@ -153,9 +153,9 @@ class Daemon:
         except (sqlite3.Error, OSError) as exc:
             # Soon, not at the next scheduled rescan: a refused start-up scan (a full disk)
             # would otherwise leave the drop unread for rescan_interval_seconds.
-            log.error("rescan of %s failed (%s); trying again in %.0f s", self.settings.drop_dir, exc,
-                      STORAGE_RETRY_SECONDS)
-            retry = threading.Timer(STORAGE_RETRY_SECONDS, self.intake.events_lost)  # a scan is due
+            retry_seconds = self.settings.watch.storage_retry_seconds
+            log.error("rescan of %s failed (%s); trying again in %g s", self.settings.drop_dir, exc, retry_seconds)
+            retry = threading.Timer(retry_seconds, self.intake.events_lost)  # a scan is due
             retry.daemon = True
             retry.start()
         self.intake.wake.set()
@@ -232,12 +232,13 @@ class Daemon:
 
     def _pause_for_storage(self, exc: Exception) -> None:
         """The state database cannot be written (a full disk, most often). Results are only
-        ever stored whole, so nothing half-done remains: every ``STORAGE_RETRY_SECONDS``
+        ever stored whole, so nothing half-done remains: every ``watch.storage_retry_seconds``
         try to give the claimed frames back to the queue and rescan for files whose
         admission failed, and carry on as soon as that write succeeds."""
-        log.error("%s: cannot record progress (%s); retrying every %.0f s — unfinished frames will be redone",
-                  self.settings.state_db, exc, STORAGE_RETRY_SECONDS)
-        while not self.stopping.wait(STORAGE_RETRY_SECONDS):
+        retry_seconds = self.settings.watch.storage_retry_seconds
+        log.error("%s: cannot record progress (%s); retrying every %g s — unfinished frames will be redone",
+                  self.settings.state_db, exc, retry_seconds)
+        while not self.stopping.wait(retry_seconds):
             try:
                 self.processor.release_all()
                 self.intake.reconcile(self.clock())
@@ -358,9 +359,11 @@ class Daemon:
 
     def _delivery_loop(self) -> None:
         """The one sender of this daemon: woken by a commit that adds a message, or every
-        ``DELIVERY_INTERVAL_SECONDS`` for retries that have come due."""
+        ``DELIVERY_INTERVAL_SECONDS`` for retries that have come due. No retry comes due sooner
+        than ``retry_base_seconds`` after a failure, so a shorter base is honoured by looking
+        that often (a failed run whose outcome could not even be recorded is tried again then too)."""
         while not self.stopping.is_set():
-            self._deliver_now.wait(DELIVERY_INTERVAL_SECONDS)
+            self._deliver_now.wait(min(DELIVERY_INTERVAL_SECONDS, self.settings.notify.retry_base_seconds))
             self._deliver_now.clear()
             if not self.stopping.is_set():
                 self.deliver()

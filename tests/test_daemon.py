@@ -169,7 +169,7 @@ def test_a_full_disk_pauses_the_daemon_and_loses_nothing(
     shutil.copytree(tiny_var_dir, var_dir, symlinks=True)
     drop = tmp_path / "drop"
     drop.mkdir()
-    config = write_config(tmp_path / "insarwatch.toml", var_dir, drop, settle_seconds=0.2)
+    config = write_config(tmp_path / "insarwatch.toml", var_dir, drop, settle_seconds=0.2, storage_retry_seconds=0.5)
     daemon = Daemon(load_settings(config), config)
     runner = threading.Thread(target=daemon.run)
     with caplog.at_level(logging.ERROR):

@@ -24,7 +24,7 @@ from helpers import (INSARWATCH, TERMINAL, NotifySocket, Webhook, drop_all, fill
                      write_config)
 
 from insarwatch.config import load_settings
-from insarwatch.daemon import STORAGE_RETRY_SECONDS, Daemon
+from insarwatch.daemon import Daemon
 from insarwatch.registry import ModelStore
 from insarwatch.store import Store
 
@@ -234,8 +234,10 @@ def test_space_running_out_during_a_commit_requeues_as_soon_as_it_returns(
     models = ModelStore(tmp_path / "models")
     drop = tmp_path / "drop"
     drop.mkdir()
-    config = write_config(tmp_path / "insarwatch.toml", var_dir, drop, settle_seconds=0.2, model_check_seconds=0.5)
-    daemon = Daemon(load_settings(config), config)
+    config = write_config(tmp_path / "insarwatch.toml", var_dir, drop, settle_seconds=0.2, model_check_seconds=0.5,
+                          storage_retry_seconds=0.5)
+    settings = load_settings(config)
+    daemon = Daemon(settings, config)
     runner = threading.Thread(target=daemon.run)
     with caplog.at_level(logging.INFO):
         runner.start()
@@ -248,7 +250,7 @@ def test_space_running_out_during_a_commit_requeues_as_soon_as_it_returns(
                 stream.truncate(ballast.stat().st_size - (128 << 10))
             models.register(tiny_version_stager(models, tiny_blip_dir), make_current=True)
             wait_for(lambda: "cannot record progress" in caplog.text, 120, "a refused commit")
-            time.sleep(3 * STORAGE_RETRY_SECONDS)  # the disk stays full while the daemon retries
+            time.sleep(3 * settings.watch.storage_retry_seconds)  # the disk stays full while the daemon retries
             ballast.unlink()
             wait_for(lambda: len(states(var_dir)) == total and set(states(var_dir).values()) <= TERMINAL,
                      120, "every frame finished once the disk has room again, without a restart")
@@ -451,8 +453,9 @@ def test_a_full_disk_at_a_write_site_loses_and_repeats_nothing_once_space_return
     (var_dir / "models").symlink_to(tiny_var_dir / "models")
     drop = tmp_path / "drop"
     drop_one(frames, drop)
-    config = write_config(tmp_path / "insarwatch.toml", var_dir, drop, settle_seconds=0,
-                          extra=f'[notify]\nretry_base_seconds = 1\n[notify.webhook]\nurl = "{webhook.url}"\n'
+    # Short retry intervals: what is awaited is the retry, not the administrator's default wait.
+    config = write_config(tmp_path / "insarwatch.toml", var_dir, drop, settle_seconds=0, storage_retry_seconds=0.5,
+                          extra=f'[notify]\nretry_base_seconds = 0.5\n[notify.webhook]\nurl = "{webhook.url}"\n'
                                 'timeout_seconds = 60\n')
     daemon = run_until(config, point)
     log = tmp_path / "daemon.log"

@@ -262,9 +262,10 @@ class Daemon:
             self._flush.clear()
             try:
                 self.intake.admit(self.clock())
-                before = self.store.pending_deliveries()
+                # Not the pending count: the sender may finish as many meanwhile as this step adds.
+                before = self.store.newest_delivery()
                 worked = self.processor.step(flush, time.monotonic())
-                if self.store.pending_deliveries() > before:
+                if self.store.newest_delivery() > before:
                     self._deliver_now.set()
             except (sqlite3.Error, OSError) as exc:
                 self._pause_for_storage(exc)
@@ -325,6 +326,7 @@ class Daemon:
         worker.start()
         sender = threading.Thread(target=self._delivery_loop, name="insarwatch-deliver", daemon=True)
         if not self.once:  # --once delivers everything when the work is done
+            self._deliver_now.set()  # what the last run left pending goes now, not at the first interval
             sender.start()
         try:
             while worker.is_alive() and not self.stopping.is_set():

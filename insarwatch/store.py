@@ -569,6 +569,12 @@ class Store:
             params = (error, _to_text(next_attempt))
         self._finish_delivery(delivery_id, sql, params)
 
+    def newest_delivery(self) -> int:
+        """The id of the newest delivery (0 before the first): it grows with every message
+        stored, however many deliveries a sender finishes meanwhile."""
+        row = self._one("SELECT max(id) FROM deliveries")
+        return row[0] or 0 if row else 0
+
     def pending_deliveries(self) -> int:
         row = self._one("SELECT count(*) FROM deliveries WHERE status = 'pending'")
         return row[0] if row else 0

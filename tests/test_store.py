@@ -97,6 +97,21 @@ def test_retry_bookkeeping_until_delivered(store: Store) -> None:
     assert store.due_deliveries(T0 + timedelta(days=1)) == []
 
 
+def test_the_newest_delivery_grows_with_each_message_while_the_pending_count_may_not(store: Store) -> None:
+    """The daemon wakes its sender when a step stores a message; a sender finishing two
+    deliveries while the step stores two more leaves the pending count where it was."""
+    assert store.newest_delivery() == 0
+    store.enqueue_message("alert:1", "alert", {}, TARGETS, T0)
+    before, pending = store.newest_delivery(), store.pending_deliveries()
+    for delivery in store.due_deliveries(T0):
+        store.mark_delivered(delivery.id, T0)
+    store.enqueue_message("alert:2", "alert", {}, TARGETS, T0)
+    assert store.pending_deliveries() == pending
+    assert store.newest_delivery() == before + len(TARGETS)
+    assert store.enqueue_message("alert:2", "alert", {}, TARGETS, T0) is False
+    assert store.newest_delivery() == before + len(TARGETS)
+
+
 def test_giving_up_keeps_the_error_and_stops_retries(store: Store) -> None:
     store.enqueue_message("alert:1", "alert", {}, TARGETS[:1], T0)
     (delivery,) = store.due_deliveries(T0)

@@ -107,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     archive = work / "archive"
     write_drop(archive, frames=args.frames, seed=5, size=(448, 448), pairs=args.pairs)
     generation = CaptioningSettings(num_beams=args.beams, min_new_tokens=args.tokens, max_new_tokens=args.tokens)
-    register_tiny_model(work / "model", clean_patches(work / "patches", 32, seed=11), generation)
+    # The index's quiet examples: 32, or one per interferogram of a smaller archive (the
+    # search over either is a negligible part of a tile's cost).
+    examples = clean_patches(work / "patches", min(32, args.frames * args.pairs), seed=11)
+    register_tiny_model(work / "model", examples, generation)
     models = work / "model" / "models"
 
     runs = []

@@ -23,15 +23,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from helpers import NotifySocket, Webhook
 
-from insarwatch.registry import ModelStore, ModelVersion
-
-# Tests run toy-sized models on a shared CPU: one OpenMP thread is faster than several
-# spinning against each other (25x on the 2-core CI host under load). Set before torch loads.
+# Tests run toy-sized models on a shared CPU: one OpenMP/BLAS thread is faster than several
+# spinning against each other (25x on the 2-core CI host under load; numpy's SVD of a
+# 2,000-vector index took 5.8 s against 0.05 s). Set before numpy loads OpenBLAS, which reads
+# it then (as torch does); subprocesses inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402 (after the thread count)
+from helpers import NotifySocket, Webhook  # noqa: E402
+
+from insarwatch.registry import ModelStore, ModelVersion  # noqa: E402
 
 # (caption, deformation, activity types, intensities): the tiny index's expert records.
 # Even positions deform and odd ones do not, which tests rely on.

@@ -46,11 +46,16 @@ def ray_address() -> Iterator[str]:
         ray.shutdown()
 
 
+# Enough that a kill finds some interferograms done and others processing, in each run.
+FRAMES, PAIRS = 4, 3
+INTERFEROGRAMS = FRAMES * PAIRS
+
+
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """24 interferograms of 448 px (four tiles each) and one pair whose dates run backwards."""
+    """``INTERFEROGRAMS`` of 448 px (four tiles each) and one pair whose dates run backwards."""
     root = tmp_path_factory.mktemp("archive")
-    write_drop(root, frames=8, seed=5, size=(448, 448), pairs=3)
+    write_drop(root, frames=FRAMES, seed=5, size=(448, 448), pairs=PAIRS)
     bad = root / "124D_04854_171313" / "interferograms" / "20200101_20190101"
     bad.mkdir(parents=True)
     (bad / "20200101_20190101.geo.diff.png").write_bytes(b"")
@@ -132,14 +137,14 @@ def test_backfill_killed_part_way_and_resumed_matches_watch_once(
     resumed = json.loads(output.read_text())
     done_before = sum(row[0] in TERMINAL for key, row in killed.items() if not key.startswith("/"))
     assert resumed["already held for this version"] == done_before
-    assert sum(resumed["counts"].values()) == 24 - done_before
+    assert sum(resumed["counts"].values()) == INTERFEROGRAMS - done_before
 
     watch = subprocess.run([INSARWATCH, "--config", str(write_config(tmp_path / "watch.toml", watched, archive)),
                             "watch", "--once"], capture_output=True, text=True, timeout=600)
     assert watch.returncode == 0, watch.stderr[-3000:]
 
     backfilled, expected = snapshot(tiny_var_dir), snapshot(watched)
-    assert len(backfilled) == 25 and {row[0] for row in backfilled.values()} <= TERMINAL
+    assert len(backfilled) == INTERFEROGRAMS + 1 and {row[0] for row in backfilled.values()} <= TERMINAL
     assert backfilled == expected
     assert all(row[4] for row in backfilled.values() if row[0] == "done")
     with Store(tiny_var_dir / "state.db", readonly=True) as store:
@@ -156,7 +161,7 @@ def test_backfill_killed_part_way_and_resumed_matches_watch_once(
     third = subprocess.run([INSARWATCH, "--config", str(config), "backfill", str(archive), "--json"],
                            capture_output=True, text=True, timeout=120)
     assert third.returncode == 0, third.stderr[-3000:]
-    assert json.loads(third.stdout)["already held for this version"] == 24
+    assert json.loads(third.stdout)["already held for this version"] == INTERFEROGRAMS
     assert "Ray" not in third.stderr
     assert snapshot(tiny_var_dir) == backfilled
 

@@ -262,9 +262,10 @@ def real_annotations_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return annotations.parent
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def frames(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path]:
-    """Synthetic interferograms with coherence siblings: paths relative to their root, and the root."""
+    """Synthetic interferograms with coherence siblings: paths relative to their root, and the
+    root; shared by the session (tests copy them into their drop), so treat them as read-only."""
     from insarwatch.synthetic.drop import write_drop
 
     source = tmp_path_factory.mktemp("frames")

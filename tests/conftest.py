@@ -10,7 +10,8 @@ transformers code in milliseconds. ``tiny_blip_dir`` is built once per session; 
 index of six expert-captioned tiles (``tiny_index_images``/``TINY_RECORDS``), for tests of
 anything that loads a model version; ``tiny_version_stager`` stages more versions.
 ``frames`` (synthetic interferograms to drop), ``notify_socket`` and ``small_disk`` (a
-real 48 MB tmpfs to fill) serve the tests that run the daemon.
+real 48 MB tmpfs to fill) serve the tests that run the daemon; ``micro_demo`` is one
+``insarwatch demo`` run (a trained micro model) for the demo and triage tests.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402 (after the thread count)
-from helpers import NotifySocket, Webhook  # noqa: E402
+from helpers import MICRO_PRESET, NotifySocket, Webhook  # noqa: E402
 
 from insarwatch.registry import ModelStore, ModelVersion  # noqa: E402
 
@@ -247,6 +248,25 @@ def tiny_var_dir(tmp_path: Path, tiny_blip_dir: Path) -> Path:
     store = ModelStore(var_dir / "models")
     store.register(stage_tiny_version(store, tiny_blip_dir), make_current=True)
     return var_dir
+
+
+@pytest.fixture(scope="session")
+def micro_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], str]:
+    """``insarwatch demo`` run once for the session at test size (one frame, 40 patches, the
+    micro preset): its work directory (drop, training set, trained model, reports), the
+    arguments it was run with and what it printed. Tests that write to it copy it first."""
+    from typer.testing import CliRunner
+
+    from insarwatch.cli import app
+
+    root = tmp_path_factory.mktemp("micro-demo")
+    preset = root / "micro.json"
+    preset.write_text(json.dumps(MICRO_PRESET), encoding="utf-8")
+    workdir = root / "demo"
+    args = ["demo", "--workdir", str(workdir), "--frames", "1", "--patches", "40", "--preset", str(preset)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    return workdir, args, first.output
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ completes on real components and reports its headline ratio as its last line.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import runpy
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import MICRO_PRESET, rainbow
+from helpers import rainbow
 from PIL import Image
 
 from insarwatch.phase import GREY, SYNTHETIC
@@ -70,15 +69,9 @@ def test_daemon_load_small_flood_is_processed_exactly_once_and_reports_a_ratio(c
     assert re.search(r"every key tracked exactly once\s*│\s*True", table), table
 
 
-def test_triage_with_a_micro_model_reports_each_threshold_and_a_ratio(capsys, tmp_path) -> None:
-    preset = tmp_path / "micro.json"
-    preset.write_text(json.dumps(MICRO_PRESET), encoding="utf-8")
-    lines = run_script(
-        "triage.py",
-        ["--workdir", str(tmp_path / "demo"), "--frames", "1", "--patches", "40", "--preset", str(preset),
-         "--thresholds", "0.5", "0.99"],
-        capsys,
-    )
+def test_triage_with_a_micro_model_reports_each_threshold_and_a_ratio(capsys, micro_demo) -> None:
+    workdir, _, _ = micro_demo  # the demo's drop, training set and model, as the script expects; it only reads them
+    lines = run_script("triage.py", ["--workdir", str(workdir), "--thresholds", "0.5", "0.99"], capsys)
     assert RATIO.match(lines[-1]), lines[-1]
     output = "\n".join(lines)
     assert "chosen min_similarity" in output

@@ -10,7 +10,8 @@
   PNG with concentric (Mogi-like) fringes written into a LiCSAR layout.
 - A running daemon (daemon and fault tests): its configuration, frames dropped the ways a
   real drop receives them, the store's states, systemd's notify socket, a full disk.
-- ``process`` (a Processor run in the test's thread), ``wait_for`` (daemon and intake tests),
+- ``process`` (a Processor run in the test's thread), ``watch_once`` (the daemon's ``--once``
+  run in this process, for restarts after a fault), ``wait_for`` (daemon and intake tests),
   the micro training presets (training and demo tests) and ``systemd-analyze verify`` (systemd
   and deploy tests).
 - ``shared_path``: a file or folder of the project's real data in ``../shared`` (real LiCSAR
@@ -278,6 +279,21 @@ def drop_all(frames: tuple[list[Path], Path], drop: Path, only: Callable[[int], 
         place(source, relative, drop, ways[number % 3] if relative.name.endswith(".geo.diff.png") else "copy")
         count += relative.name.endswith(".geo.diff.png")
     return count
+
+
+def watch_once(config: Path) -> int:
+    """``insarwatch watch --once`` run in this process (the daemon the command builds), in a
+    thread of its own so it installs no signal handlers here. For the restart after a fault,
+    where what counts is the state the fault left; a fresh process would only add its ~5 s of
+    imports. A fault the daemon must survive (a kill) still hits a real subprocess."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from insarwatch.config import load_settings
+    from insarwatch.daemon import Daemon
+
+    daemon = Daemon(load_settings(config), config, once=True)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(daemon.run).result(timeout=600)
 
 
 def states(var_dir: Path) -> dict[str, str]:

@@ -20,7 +20,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import wait_for, watch_once
 
 from insarwatch.backfill import Selection, backfill_settings, parse_frames
 from insarwatch.config import load_settings
@@ -139,9 +139,7 @@ def test_backfill_killed_part_way_and_resumed_matches_watch_once(
     assert resumed["already held for this version"] == done_before
     assert sum(resumed["counts"].values()) == INTERFEROGRAMS - done_before
 
-    watch = subprocess.run([INSARWATCH, "--config", str(write_config(tmp_path / "watch.toml", watched, archive)),
-                            "watch", "--once"], capture_output=True, text=True, timeout=600)
-    assert watch.returncode == 0, watch.stderr[-3000:]
+    assert watch_once(write_config(tmp_path / "watch.toml", watched, archive)) == 0  # the daemon's results
 
     backfilled, expected = snapshot(tiny_var_dir), snapshot(watched)
     assert len(backfilled) == INTERFEROGRAMS + 1 and {row[0] for row in backfilled.values()} <= TERMINAL

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from helpers import (INSARWATCH, TERMINAL, NotifySocket, Webhook, drop_all, fill, start, states, wait_for,
-                     write_config)
+                     watch_once, write_config)
 
 from insarwatch.config import load_settings
 from insarwatch.daemon import Daemon
@@ -198,24 +198,24 @@ def test_a_state_database_deleted_under_the_daemon_stops_it_with_one_line(
 
 def test_alerts_are_not_sent_again_after_the_state_database_is_lost(
     tmp_path: Path, tiny_var_dir: Path, frames: tuple[list[Path], Path], webhook: Webhook,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     drop = tmp_path / "drop"
     drop.mkdir()
     drop_all(frames, drop, lambda n: True)
     config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop, settle_seconds=0,
                           extra=f'[notify.webhook]\nurl = "{webhook.url}"\ntimeout_seconds = 60\n')
-    once = [INSARWATCH, "--config", str(config), "watch", "--once"]
-    assert subprocess.run(once, capture_output=True, timeout=300).returncode == 0
+    assert watch_once(config) == 0
     sent = sorted(webhook.keys())
     assert sent and sorted(alert_keys(tiny_var_dir)) == sent
 
     for suffix in ("", "-wal", "-shm"):  # lost; the reports directory survives
         (tiny_var_dir / f"state.db{suffix}").unlink(missing_ok=True)
-    again = subprocess.run(once, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
+    with caplog.at_level(logging.WARNING, logger="insarwatch.notify"):
+        assert watch_once(config) == 0
     assert sorted(alert_keys(tiny_var_dir)) == sent  # the same stable keys were raised again
     assert sorted(webhook.keys()) == sent  # and none was sent a second time
-    assert "not sending it again" in again.stderr
+    assert "not sending it again" in caplog.text
     with Store(tiny_var_dir / "state.db", readonly=True) as store:
         assert store.pending_deliveries() == 0
 
@@ -319,9 +319,10 @@ def test_decoded_pixels_in_flight_stay_within_their_budget(
 # --------------------------------------------------------------------------- commit boundaries and write sites
 #
 # The daemon is stopped at a named point (insarwatch.stops: INSARWATCH_STOP_AT) the first
-# time it reaches it, then either SIGKILLed there (a crash at that exact boundary) or let go
-# on after the disk under it is filled to the brim. Each case drops one interferogram (one
-# alert, so one delivery per channel: the reports directory and a loopback webhook).
+# time it reaches it, then either SIGKILLed there (a crash at that exact boundary, then the
+# daemon started again: ``watch_once``, in this process) or let go on after the disk under it
+# is filled to the brim. Each case drops one interferogram (one alert, so one delivery per
+# channel: the reports directory and a loopback webhook).
 
 
 def drop_one(frames: tuple[list[Path], Path], drop: Path, truncated: bool = False) -> None:
@@ -400,9 +401,7 @@ def test_a_daemon_killed_at_a_commit_boundary_loses_and_repeats_nothing(
     killed = run_until(config, point, "--once")
     killed.kill()
     killed.wait()
-    again = subprocess.run([INSARWATCH, "--config", str(config), "watch", "--once"], capture_output=True,
-                           text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
+    assert watch_once(config) == 0  # started again
     check_invariant(tiny_var_dir, webhook, 1, 0 if bad else 1)
 
 
@@ -413,8 +412,7 @@ def test_a_daemon_killed_while_publishing_a_digest_sends_it_once(
     drop_one(frames, drop)
     config = write_config(tmp_path / "insarwatch.toml", tiny_var_dir, drop, settle_seconds=0,
                           extra=f'[notify.webhook]\nurl = "{webhook.url}"\ntimeout_seconds = 60\n')
-    assert subprocess.run([INSARWATCH, "--config", str(config), "watch", "--once"], capture_output=True,
-                          timeout=300).returncode == 0
+    assert watch_once(config) == 0
     env = {**os.environ, "INSARWATCH_STOP_AT": "after commit Store.enqueue_message"}
     today = datetime.now(timezone.utc).date().isoformat()
     digest = [INSARWATCH, "--config", str(config), "report", "--since", today, "--send"]
@@ -423,8 +421,7 @@ def test_a_daemon_killed_while_publishing_a_digest_sends_it_once(
     killed.kill()
     killed.wait()
     assert subprocess.run(digest, capture_output=True, timeout=120).returncode == 0
-    assert subprocess.run([INSARWATCH, "--config", str(config), "watch", "--once"], capture_output=True,
-                          timeout=300).returncode == 0
+    assert watch_once(config) == 0
     digests = [body for body in webhook.bodies if body["kind"] == "digest"]
     assert len(digests) == 1
     with Store(tiny_var_dir / "state.db", readonly=True) as store:

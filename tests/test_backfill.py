@@ -46,8 +46,8 @@ def ray_address() -> Iterator[str]:
         ray.shutdown()
 
 
-# Enough that a kill finds some interferograms done and others processing, in each run.
-FRAMES, PAIRS = 4, 3
+# Issue 15's "few dozen": a kill finds some interferograms done and others processing, in each run.
+FRAMES, PAIRS = 8, 3
 INTERFEROGRAMS = FRAMES * PAIRS
 
 

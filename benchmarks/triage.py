@@ -41,7 +41,7 @@ from insarwatch.describe import load_bundle
 from insarwatch.findings import parse_caption
 from insarwatch.imaging import decode_png, tile, to_rgb
 from insarwatch.manifest import MANIFEST
-from insarwatch.synthetic.drop import write_drop
+from insarwatch.synthetic.drop import TRUTH_FILE, write_drop
 
 
 def frame_tiles(drop: Path, settings) -> list[np.ndarray]:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = demo_settings(workdir)
     with iw_console.progress(transient=True) as bars:
         version, _ = ensure_model(workdir, bars, patches=args.patches, preset=args.preset)
-    if not (settings.drop_dir / "synth-truth.jsonl").exists():
+    if not (settings.drop_dir / TRUTH_FILE).exists():
         write_drop(settings.drop_dir, args.frames, 7, pairs=2)
     sets = {"frames": frame_tiles(settings.drop_dir, settings), "patches": patch_tiles(workdir / "dataset")}
 

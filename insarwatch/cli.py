@@ -530,7 +530,7 @@ def synth(
     intensity, the tiles (imaging.tile_size / tile_stride from the settings) that hold
     the deformation and the volcano the frame is placed around (volcano_name).
     """
-    from .synthetic.drop import write_drop
+    from .synthetic.drop import TRUTH_FILE, write_drop
 
     imaging = settings_of(ctx).imaging
     width, height = _pair(size, "x", "WIDTHxHEIGHT")
@@ -544,7 +544,7 @@ def synth(
                                        advance=lambda: bar.advance(task))
     deforming = sum(frame.deforming for frame in written)
     typer.echo(f"{drop}: {frames} frames ({deforming} deforming), {frames * pairs} interferograms; "
-               f"truth in {drop / 'synth-truth.jsonl'}")
+               f"truth in {drop / TRUTH_FILE}")
 
 
 @command(examples=[

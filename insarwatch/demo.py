@@ -11,7 +11,6 @@ and the only delivery channel is the reports directory.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -53,8 +52,9 @@ def demo_settings(workdir: Path) -> Settings:
 
 
 def _truth(drop: Path) -> dict[str, dict]:
-    lines = (drop / "synth-truth.jsonl").read_text(encoding="utf-8").splitlines()
-    return {row["key"]: row for row in map(json.loads, lines)}
+    from .synthetic.drop import read_truth
+
+    return {row["key"]: row for row in read_truth(drop)}
 
 
 def _describe_truth(row: dict) -> str:
@@ -93,7 +93,7 @@ def run_demo(workdir: Path, progress: Progress, *, frames: int = 4, patches: int
              preset: str = "tiny") -> DemoSummary:
     """Run every step of the service once on synthetic data under ``workdir``."""
     from . import reports
-    from .synthetic.drop import write_drop
+    from .synthetic.drop import TRUTH_FILE, write_drop
     from .daemon import Daemon
     from .store import Store
 
@@ -101,7 +101,7 @@ def run_demo(workdir: Path, progress: Progress, *, frames: int = 4, patches: int
     workdir = Path(workdir).resolve()
     settings = demo_settings(workdir)
     drop = settings.drop_dir
-    if not (drop / "synth-truth.jsonl").exists():
+    if not (drop / TRUTH_FILE).exists():
         task = progress.add_task("synthetic drop", total=frames * 2)
         write_drop(drop, frames, seed, pairs=2, advance=lambda: progress.advance(task))
     version, trained = ensure_model(workdir, progress, patches=patches, seed=seed, preset=preset)

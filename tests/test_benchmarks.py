@@ -186,3 +186,15 @@ def test_real_tiles_scores_every_call_on_labelled_folders_and_reports_a_ratio(ca
     rows = [line.split("│")[1:4] for line in lines if line.startswith("│")]
     assert [[cell.strip() for cell in row] for row in rows] == [
         ["c1", "3/3", call] for call in ("caption", "vote", "alert", "alert_or_review")]
+
+
+def test_drop_alerts_counts_every_interferogram_of_the_drop_once_and_reports_a_ratio(capsys, tmp_path,
+                                                                                     tiny_var_dir) -> None:
+    lines = run_script("drop_alerts.py", ["--model", str(tiny_var_dir / "models" / "current"), "--frames", "2",
+                                          "--seed", "3", "--workdir", str(tmp_path / "bench")], capsys)
+    assert RATIO.match(lines[-1]), lines[-1]
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    # Frame 0 deforms, frame 1 does not (write_drop alternates); each row counts its interferograms.
+    assert [row[0] for row in rows][0] == "quiet" and rows[1][0].startswith("deforming, ")
+    assert sum(int(row[1]) for row in rows) == 2
+    assert re.match(r"quiet alert rate \d\.\d{3} \(target <= 0\.05\), any-tile rule \d\.\d{3}$", lines[-2]), lines[-2]

@@ -32,6 +32,7 @@ from ..phase import PHA
 from .render import PREVIEW_SCALE, png8, preview, write_coherence_png, write_palette_png
 
 FRAME_SIZE = (1200, 1000)  # width, height in pixels
+TRUTH_FILE = "synth-truth.jsonl"  # in the drop: one SynthInterferogram.to_dict() per line
 PREVIEW_STEP = 0.001 / 0.3  # degrees per preview pixel: LiCSAR's 0.001° grid shown at 30%
 
 
@@ -191,5 +192,10 @@ def write_drop(drop: Path, frames: int, seed: int, *, size: tuple[int, int] = FR
         written = [_write_frame(drop, number, seed, size, volcano, pairs, (tile_size, tile_stride), advance)
                    for number in range(frames)]
         lines = [json.dumps(item.to_dict()) for frame in written for item in frame.interferograms]
-        (drop / "synth-truth.jsonl").write_text("".join(line + "\n" for line in lines))
+        (drop / TRUTH_FILE).write_text("".join(line + "\n" for line in lines))
     return written
+
+
+def read_truth(drop: Path) -> list[dict]:
+    """The drop's truth, one ``SynthInterferogram.to_dict()`` per interferogram, in writing order."""
+    return [json.loads(line) for line in (Path(drop) / TRUTH_FILE).read_text(encoding="utf-8").splitlines()]

@@ -642,10 +642,10 @@ def demo(
     frames: Annotated[int, typer.Option("--frames", min=1, help="Synthetic frames (2 interferograms each).")] = 4,
     patches: Annotated[int, typer.Option("--patches", min=20, help="Synthetic training patches.")] = 1200,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic data.")] = 7,
-    preset: Annotated[str, typer.Option("--preset", help="Training preset name or JSON file.")] = "tiny",
+    preset: Annotated[str, typer.Option("--preset", help="Training preset name or JSON file.")] = "offline",
 ) -> None:
     """Run the whole service once on built-in synthetic data: make a LiCSAR-style drop and a
-    training set, train the tiny model (reused when WORKDIR already has one), process the
+    training set, train the offline recipe's model (reused when WORKDIR already has one), process the
     drop as `watch --once` would, write the reports, and compare the decisions with the truth.
 
     Needs no network, no GPU and no configuration; /etc/insarwatch is not read.

@@ -2,7 +2,8 @@
 
 Makes a synthetic LiCSAR drop (frames of both orbit directions, half of them deforming
 near a volcano), a synthetic Hephaestus-style training set, curates it with ``prepare``,
-trains the tiny model (reused when the working directory already has one), runs the
+trains the ``offline`` recipe on wrapped phase (reused when the working directory already has
+one), runs the
 daemon ``--once`` over the drop, writes the digest, and compares what the service decided
 with the truth the generator recorded. It needs no network, no GPU and no configuration:
 settings are the defaults with ``var_dir`` and ``drop_dir`` inside the working directory,
@@ -48,7 +49,10 @@ class DemoSummary:
 
 
 def demo_settings(workdir: Path) -> Settings:
-    return Settings(var_dir=workdir / "var", drop_dir=workdir / "drop")
+    """Defaults, inside ``workdir``; the model sees wrapped phase (``imaging.model_input``), as the
+    ``offline`` recipe it trains expects (its augmentation moves phase, not colours)."""
+    base = Settings(var_dir=workdir / "var", drop_dir=workdir / "drop")
+    return base.model_copy(update={"imaging": base.imaging.model_copy(update={"model_input": "phase"})})
 
 
 def _truth(drop: Path) -> dict[str, dict]:
@@ -66,7 +70,7 @@ def _describe_truth(row: dict) -> str:
 
 
 def ensure_model(workdir: Path, progress: Progress, *, patches: int = 1200, seed: int = 7,
-                 preset: str = "tiny") -> tuple[ModelVersion, bool]:
+                 preset: str = "offline") -> tuple[ModelVersion, bool]:
     """The demo's current model: the package's shipped model when it has one, else trained on a
     synthetic training set if there is none yet; returns it and whether it was trained now."""
     from .synthetic.patches import write_dataset
@@ -90,7 +94,7 @@ def ensure_model(workdir: Path, progress: Progress, *, patches: int = 1200, seed
 
 
 def run_demo(workdir: Path, progress: Progress, *, frames: int = 4, patches: int = 1200, seed: int = 7,
-             preset: str = "tiny") -> DemoSummary:
+             preset: str = "offline") -> DemoSummary:
     """Run every step of the service once on synthetic data under ``workdir``."""
     from . import reports
     from .synthetic.drop import TRUTH_FILE, write_drop

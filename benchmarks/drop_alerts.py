@@ -46,7 +46,7 @@ TARGET_QUIET_ALERT_RATE = 0.05
 
 def register(model: Path, settings: Settings) -> str:
     """Copy the version directory ``model`` into a fresh store and make it current."""
-    store = ModelStore(settings.models_dir, shipped=Path("/nonexistent"))
+    store = ModelStore(settings.models_dir)
     staged = store.stage()
     shutil.copytree(model, staged, dirs_exist_ok=True)
     return store.register(staged, make_current=True).name

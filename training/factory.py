@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from insarwatch.captioner import Captioner, read_architecture
-from insarwatch.captioners.blip import BlipWithStem
+from insarwatch.captioners.blip import BlipWithStem, stem_problem
 from insarwatch.config import CaptioningSettings
 from insarwatch.errors import InputError, one_line
 
@@ -64,10 +64,9 @@ class ModelSpec(_Spec):
         if widths is not None:
             if self.architecture != "blip":
                 raise ValueError("vision.conv_stem is a BLIP option")
-            patch = int(self.vision.get("patch_size", 16))
-            if patch & (patch - 1) or len(widths) != patch.bit_length() - 1:
-                raise ValueError(f"vision.conv_stem needs one width per halving of patch_size {patch} "
-                                 f"({patch.bit_length() - 1} for a power of two), got {len(widths)}")
+            problem = stem_problem(list(widths), int(self.vision.get("patch_size", 16)))
+            if problem is not None:
+                raise ValueError(f"vision.{problem}")
         return self
 
 

@@ -33,12 +33,11 @@ from transformers import get_linear_schedule_with_warmup
 from insarwatch.captioner import Captioner, autocast_dtype
 from insarwatch.captioners import architecture_of
 from insarwatch.config import CaptioningSettings
+from insarwatch.findings import parse_caption
 from insarwatch.manifest import Sample
 
 from .dataset import CaptionCollator, load_images
 from .factory import TrainingSpec
-from insarwatch.findings import parse_caption
-
 from .metrics import caption_scores, deformation_scores
 
 log = logging.getLogger(__name__)

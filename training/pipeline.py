@@ -142,6 +142,11 @@ def calibrate(bundle: Bundle, quiet: Sequence[Image.Image], source: str, setting
     return FrameCalibration(tuple(scores), source)
 
 
+def write_calibration(version: ModelVersion, calibration: FrameCalibration) -> None:
+    """``version``'s ``calibration.json``, written whole or not at all."""
+    _write_json(version.calibration_file, calibration.to_dict())
+
+
 def evaluation_settings(settings: Settings) -> Settings:
     """``settings`` with triage off: evaluation scores what the model writes for every image."""
     triage = settings.captioning.triage.model_copy(update={"enabled": False})
@@ -300,7 +305,7 @@ def _finish(
     except InsarwatchError as exc:
         raise EvaluationFailed(exc, store.register(staged, make_current=False)) from exc
     if calibration is not None:
-        _write_json(layout.calibration_file, calibration.to_dict())
+        write_calibration(layout, calibration)
     write_predictions(evaluation.predictions, layout.predictions_file)
     _write_json(layout.metrics_file, evaluation.metrics)
     if result.interrupted:

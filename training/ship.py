@@ -17,7 +17,6 @@ them with ``insarwatch evaluate --tiles`` before committing the weights (issue 1
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,11 +25,12 @@ from PIL import Image
 
 from insarwatch import console
 from insarwatch.config import Settings
+from insarwatch.demo import demo_settings
 from insarwatch.errors import InsarwatchError
 from insarwatch.registry import SHIPPED, ModelVersion
 
 from .factory import load_preset
-from .pipeline import calibrate, evaluation_settings, train
+from .pipeline import calibrate, evaluation_settings, train, write_calibration
 
 PRESET = "offline"
 PATCHES = 3000
@@ -69,7 +69,7 @@ def recalibrate(version: ModelVersion, settings: Settings, patches: int = CALIBR
                                 f"{len(quiet)} quiet synthetic patches of seed {seed} (python -m training.ship)",
                                 settings, progress)
     if calibration is not None:
-        version.calibration_file.write_text(json.dumps(calibration.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_calibration(version, calibration)
 
 
 def ship(workdir: Path, patches: int = PATCHES, seed: int = SEED, target: Path = SHIPPED) -> Path:
@@ -78,9 +78,9 @@ def ship(workdir: Path, patches: int = PATCHES, seed: int = SEED, target: Path =
     from insarwatch.synthetic.patches import write_dataset
 
     workdir = Path(workdir).resolve()
-    base = Settings(var_dir=workdir / "var", drop_dir=workdir / "drop")
-    # The shipped model sees wrapped phase, whatever the rendering (its train_config.json says so).
-    settings = base.model_copy(update={"imaging": base.imaging.model_copy(update={"model_input": "phase"})})
+    # The demo trains this recipe too: defaults inside the work directory, wrapped phase as the
+    # model input whatever the rendering (the version's train_config.json says so).
+    settings = demo_settings(workdir)
     hephaestus, dataset = workdir / "hephaestus", workdir / "dataset"
     with console.progress() as progress:
         task = progress.add_task("synthetic patches", total=patches)
@@ -120,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.recalibrate is not None:
         version = ModelVersion.at(args.recalibrate)
-        recalibrate(version, Settings(var_dir=args.workdir / "var", drop_dir=args.workdir / "drop"))
+        recalibrate(version, demo_settings(args.workdir.resolve()))
         print(version.calibration_file)
         return
     print(ship(args.workdir, args.patches, args.seed))

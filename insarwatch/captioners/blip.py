@@ -54,6 +54,16 @@ def decoder_cache(decoder: Any, hidden: torch.Tensor, beams: int) -> EncoderDeco
     return cache
 
 
+def stem_problem(widths: list[int], patch_size: int) -> str | None:
+    """Why ``widths`` cannot be a stem for ``patch_size`` (one stride-2 layer per halving of a
+    power-of-two patch), or None when they can."""
+    halvings = patch_size.bit_length() - 1
+    if 2 ** halvings != patch_size or len(widths) != halvings:
+        return (f"conv_stem needs one width per halving of patch_size {patch_size} "
+                f"({halvings} for a power of two), got {len(widths)}")
+    return None
+
+
 class ConvStem(nn.Sequential):
     """Early convolutions (Xiao et al., "Early convolutions help transformers see better", 2021):
     3x3 stride-2 convolutions with batch norm and ReLU, one per halving of ``patch_size``, widening
@@ -61,10 +71,9 @@ class ConvStem(nn.Sequential):
     ``BlipVisionEmbeddings.patch_embedding`` was, so it maps an image to the same token grid."""
 
     def __init__(self, widths: list[int], hidden_size: int, patch_size: int) -> None:
-        halvings = patch_size.bit_length() - 1
-        if 2 ** halvings != patch_size or len(widths) != halvings:
-            raise ValueError(f"conv_stem needs one width per halving of patch_size {patch_size} "
-                             f"({halvings}), got {len(widths)}")
+        problem = stem_problem(widths, patch_size)
+        if problem is not None:
+            raise ValueError(problem)
         layers: list[nn.Module] = []
         channels = 3
         for width in widths:

@@ -289,6 +289,12 @@ def sent_record(reports_dir: Path, delivery: Delivery) -> Path:
     return Path(reports_dir) / "sent" / f"{digest[:40]}.json"
 
 
+# Sent records of the deliveries this process sent but could not yet record (a full disk
+# refused both the sent record and the delivered commit): the next pass marks them delivered
+# without sending. Only a process killed inside that window forgets one (at least once).
+_sent_unrecorded: set[Path] = set()
+
+
 def _record_sent(reports_dir: Path, delivery: Delivery, now: datetime) -> None:
     record = sent_record(reports_dir, delivery)
     try:
@@ -349,10 +355,18 @@ def deliver_due(store: Store, settings: Settings, now: datetime,
         for delivery in batch:
             if not store.claim_delivery(delivery.id, sender, now, now + CLAIM_LEASE):
                 continue  # another sender has it
-            if sent_record(settings.reports_dir, delivery).is_file():
+            record = sent_record(settings.reports_dir, delivery)
+            if record in _sent_unrecorded:
+                _record_sent(settings.reports_dir, delivery, now)
+                store.mark_delivered(delivery.id, now)
+                _sent_unrecorded.discard(record)
+                log.warning("%s was sent via %s before storage refused its outcome; recorded it now, "
+                            "not sending it again", delivery.key, delivery.channel)
+                continue
+            if record.is_file():
                 store.mark_delivered(delivery.id, now)
                 log.warning("%s was sent via %s before this outbox was rebuilt (%s); not sending it again",
-                            delivery.key, delivery.channel, sent_record(settings.reports_dir, delivery))
+                            delivery.key, delivery.channel, record)
                 continue
             try:
                 _send(delivery, settings, environ, now)
@@ -370,8 +384,10 @@ def deliver_due(store: Store, settings: Settings, now: datetime,
                     log.warning("delivering %s via %s failed (%s); next attempt %s",
                                 delivery.key, delivery.channel, error, retry.isoformat())
             else:
+                _sent_unrecorded.add(record)
                 _record_sent(settings.reports_dir, delivery, now)
                 store.mark_delivered(delivery.id, now)
+                _sent_unrecorded.discard(record)
                 delivered += 1
                 log.info("delivered %s via %s", delivery.key, delivery.channel)
     return DeliveryRun(delivered, retrying, given_up)

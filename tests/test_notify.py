@@ -8,6 +8,7 @@ import ipaddress
 import json
 import logging
 import socket
+import sqlite3
 import ssl
 import subprocess
 import threading
@@ -24,10 +25,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import FRAME, VOLCANO, Webhook, make_alert
+from helpers import FRAME, VOLCANO, Webhook, make_alert, wait_for
 from typer.testing import CliRunner
 
 from insarwatch import notify, reports
+from insarwatch import store as store_module
 from insarwatch.cli import app
 from insarwatch.config import Settings, Volcano
 from insarwatch.store import Store
@@ -531,3 +533,47 @@ def test_a_delivery_claimed_by_a_killed_sender_is_due_again_at_once(tmp_path: Pa
         assert notify.deliver_due(store, settings, T0) == notify.DeliveryRun()  # held: not sent
         assert notify.release_dead_claims(store) == 1
         assert notify.deliver_due(store, settings, T0).delivered == 1
+
+
+def test_a_send_whose_outcome_storage_refuses_is_recorded_not_sent_again(
+    tmp_path: Path, webhook: Webhook, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full disk right after a webhook was sent refuses both its sent record and the delivered
+    commit: once storage is back the same process records it delivered and does not post it again."""
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 200)  # the refused commit fails fast
+    settings = settings_for(tmp_path, webhook={"url": webhook.url, "timeout_seconds": 60})
+    webhook.gate.clear()
+    with Store(settings.state_db) as store:
+        alert = publish_alert(store, settings, tmp_path)
+        blocked = settings.reports_dir / "sent"
+        blocked.parent.mkdir(parents=True, exist_ok=True)
+        blocked.write_text("not a directory: the sent record cannot be written\n")
+        failures: list[BaseException] = []
+        storage_back = threading.Event()
+
+        def delivery_thread() -> None:  # as the daemon's: one thread, a pass whenever due
+            try:
+                notify.deliver_due(store, settings, T0)
+            except sqlite3.OperationalError as exc:
+                failures.append(exc)
+            storage_back.wait(60)
+            notify.deliver_due(store, settings, T0 + timedelta(seconds=30))
+
+        sender = threading.Thread(target=delivery_thread)
+        sender.start()
+        assert webhook.arrived.wait(60), "the sender never reached the webhook"
+        writer = sqlite3.connect(settings.state_db, isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")  # another writer holds the database: the outcome's commit is refused
+        webhook.gate.set()
+        wait_for(lambda: failures, 60, "the delivered commit refused")
+        writer.execute("ROLLBACK")
+        writer.close()
+        assert [str(exc) for exc in failures] == ["database is locked"]
+        blocked.unlink()
+        storage_back.set()
+        sender.join(60)
+        assert webhook.keys() == [alert.key]  # posted once
+        assert {d.channel: d.status for d in store.deliveries_for(alert.key)} == {
+            "file": "delivered", "webhook": "delivered"}
+        (sent,) = (d for d in store.deliveries_for(alert.key) if d.channel == "webhook")
+        assert notify.sent_record(settings.reports_dir, sent).is_file()

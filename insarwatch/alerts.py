@@ -9,7 +9,10 @@ box); the de-duplication key (one alert per frame, date pair and model version);
 key's uniqueness, the daemon supplies the clock.
 
 Rules, per tile (the vote is the similarity-weighted share of voting neighbours whose
-label is deformation; neighbours below ``alerts.min_similarity`` do not vote):
+label is deformation; neighbours below ``alerts.min_similarity`` do not vote; the tile's
+score, which a frame threshold is calibrated on, is the index detector's probability of
+deformation when the caption reports deformation — the vote for a model without a
+detector — and 0 otherwise):
   alert  — the caption reports deformation and vote >= ``alert_vote``;
   review — the caption reports deformation but the neighbours do not confirm it, or the
            caption reports none (or is not an interferogram description) while
@@ -19,7 +22,7 @@ An unrecognised caption never reports deformation, so it is never an alert.
 
 Rules, per interferogram (a frame of 30-100 tiles must not alert on one marginal tile):
   alert  — at least ``min_cluster_tiles`` alert tiles touch each other (a coherent
-           cluster), or an isolated alert tile's score (its vote) exceeds the frame
+           cluster), or an isolated alert tile's score exceeds the frame
            threshold calibrated on the model's validation split for the frame's size and
            ``frame_false_alarm_rate`` (``FrameCalibration``), or, for a model without a
            calibration, reaches ``isolated_tile_vote``;
@@ -66,10 +69,14 @@ class TileDecision:
 
     @property
     def score(self) -> float:
-        """The tile's evidence for deformation: its neighbours' vote when the caption reports
-        deformation, else 0 (the scale a frame threshold is calibrated on)."""
-        vote = self.reasons["vote"]
-        return float(vote) if self.reasons["caption_deformation"] and vote is not None else 0.0
+        """The tile's evidence for deformation when the caption reports deformation (the index
+        detector's probability, else its neighbours' vote), else 0: the scale a frame threshold
+        is calibrated on."""
+        if not self.reasons["caption_deformation"]:
+            return 0.0
+        evidence = self.reasons.get("detection")
+        evidence = self.reasons["vote"] if evidence is None else evidence
+        return 0.0 if evidence is None else float(evidence)
 
     def place(self) -> dict[str, Any]:
         """Where the tile lies, as JSON: ``bounds`` and ``volcano`` when georeferenced, else nothing."""
@@ -139,7 +146,7 @@ class FrameCalibration:
         return math.inf if rank > len(scores) else scores[rank - 1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"quiet_scores": [round(score, 6) for score in self.quiet_scores], "source": self.source}
+        return {"quiet_scores": list(self.quiet_scores), "source": self.source}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrameCalibration:
@@ -190,9 +197,11 @@ def decide_tile(
     *,
     bounds: Bounds | None = None,
     volcano: tuple[str, float] | None = None,
+    detection: float | None = None,
 ) -> TileDecision:
     """Combine a tile's caption finding with its neighbours' labels into a level; ``bounds``
-    and ``volcano`` say where the tile lies, when the frame is georeferenced."""
+    and ``volcano`` say where the tile lies, when the frame is georeferenced; ``detection`` is
+    the index detector's probability (``describe.Described.detection``), kept for the score."""
     neighbours = tuple(neighbours)
     voters = [neighbour for neighbour in neighbours if neighbour.similarity >= settings.min_similarity]
     # A negative cosine similarity is evidence of nothing: it weighs zero.
@@ -224,6 +233,8 @@ def decide_tile(
     else:
         explanation = (f"{subject} {link} {len(deforming_voters)} of {len(voters)} voting neighbours show "
                        f"deformation (weighted vote {vote:.2f} {threshold}).")
+    if detection is not None:
+        explanation += f" The index's detector gives deformation a probability of {detection:.4g}."
 
     severity, severity_from = None, None
     if level != "quiet":
@@ -238,6 +249,7 @@ def decide_tile(
         "caption_recognized": finding.recognized,
         "caption_deformation": caption_deforms,
         "vote": None if vote is None else round(vote, 4),
+        "detection": detection,  # unrounded: a frame threshold may sit in its sixth decimal
         "alert_vote": settings.alert_vote,
         "review_vote": settings.review_vote,
         "min_similarity": settings.min_similarity,
@@ -303,7 +315,7 @@ def decide_interferogram(tiles: Iterable[TileDecision], settings: AlertSettings 
         "tiles": len(tiles), "alert_tiles": [tile.tile_index for tile in alerting],
         "clusters": [[tile.tile_index for tile in group] for group in groups],
         "min_cluster_tiles": settings.min_cluster_tiles,
-        "isolated_threshold": None if math.isinf(threshold) else round(threshold, 4),
+        "isolated_threshold": None if math.isinf(threshold) else threshold,
         "isolated_threshold_from": threshold_from,
     }
     if len(largest) >= settings.min_cluster_tiles:
@@ -317,13 +329,13 @@ def decide_interferogram(tiles: Iterable[TileDecision], settings: AlertSettings 
             calibration is None and strongest_isolated.score >= threshold)):
         level, top = "alert", strongest_isolated
         reasons["rule"] = "strong_isolated_tile"
-        reasons["explanation"] = (f"Tile {top.tile_index} alone: its score {top.score:.2f} reaches the frame "
-                                  f"threshold {threshold:.2f} ({threshold_from}).")
+        reasons["explanation"] = (f"Tile {top.tile_index} alone: its score {top.score:.6g} reaches the frame "
+                                  f"threshold {threshold:.6g} ({threshold_from}).")
     else:
         level, top = "review", max(contributing, key=strength)
         if alerting:
             reasons["rule"] = "isolated_tiles_below_threshold"
-            bound = "no isolated tile can alert alone" if math.isinf(threshold) else f"threshold {threshold:.2f}"
+            bound = "no isolated tile can alert alone" if math.isinf(threshold) else f"threshold {threshold:.6g}"
             reasons["explanation"] = (f"{len(alerting)} alert tile(s), none adjacent to another and none above the "
                                       f"frame's {bound} ({threshold_from}): review.")
         else:

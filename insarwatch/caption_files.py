@@ -109,6 +109,6 @@ def describe_tiles(tiles: Sequence[tuple[Path, Tile]], bundle: Bundle, k: int, a
             nearest, distance = catalogue.nearest((south + north) / 2, (west + east) / 2)
             volcano = (nearest.name, distance)
         decision = decide_tile(piece.index, piece.box, item.caption.text, parse_caption(item.caption.text),
-                               item.neighbours, alerts, bounds=bounds, volcano=volcano)
+                               item.neighbours, alerts, bounds=bounds, volcano=volcano, detection=item.detection)
         captioned.append(CaptionedTile(path, piece, item, decision))
     return captioned

@@ -30,10 +30,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Described:
-    """One tile's caption with the indexed examples most like it."""
+    """One tile's caption with the indexed examples most like it and, when the index has a
+    detector, the probability it gives the tile of showing deformation."""
 
     caption: Caption
     neighbours: tuple[Neighbour, ...]
+    detection: float | None = None
 
 
 def confidently_quiet(neighbours: Sequence[Neighbour], triage: TriageSettings) -> bool:
@@ -74,14 +76,16 @@ class Bundle:
         for vision in self.captioner.encode(images):
             searched = vision.features(self.index.feature) if self.index else vision.embeddings
             found = self.index.search(searched, wanted) if self.index else [[] for _ in range(len(vision))]
+            detected = self.index.detect(searched) if self.index else [None] * len(vision)
             quiet = [use_triage and confidently_quiet(row, triage) for row in found]
             generated = iter(self.captioner.describe(vision, [i for i, q in enumerate(quiet) if not q]))
             yield [
                 Described(
                     Caption(row[0].record.caption if retrieved else next(generated), embedding, retrieved),
                     tuple(row[:k]),
+                    detection,
                 )
-                for embedding, row, retrieved in zip(searched, found, quiet, strict=True)
+                for embedding, row, detection, retrieved in zip(searched, found, detected, quiet, strict=True)
             ]
 
 

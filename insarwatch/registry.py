@@ -55,6 +55,7 @@ class ModelVersion:
     INDEX_FILE: ClassVar[str] = "index.faiss"
     RECORDS_FILE: ClassVar[str] = "index.jsonl"
     INDEX_TRANSFORM_FILE: ClassVar[str] = "index_transform.safetensors"
+    INDEX_DETECTOR_FILE: ClassVar[str] = "index_detector.safetensors"
     METRICS_FILE: ClassVar[str] = "metrics.json"
     CALIBRATION_FILE: ClassVar[str] = "calibration.json"
     PREDICTIONS_FILE: ClassVar[str] = "predictions.jsonl"
@@ -90,6 +91,12 @@ class ModelVersion:
         return self.path / self.INDEX_TRANSFORM_FILE
 
     @property
+    def index_detector_file(self) -> Path:
+        """The index's deformation detector (``retrieval.LinearDetector``); absent in versions
+        made before it existed, whose tiles are scored by their neighbours' vote."""
+        return self.path / self.INDEX_DETECTOR_FILE
+
+    @property
     def metrics_file(self) -> Path:
         return self.path / self.METRICS_FILE
 
@@ -114,7 +121,8 @@ class ModelVersion:
     def loaded_files(self) -> list[Path]:
         """The files ``describe.load_bundle`` reads: the captioner's and the index's."""
         found = [path for path in sorted(self.captioner_dir.rglob("*")) if path.is_file()]
-        return found + [path for path in (self.index_file, self.records_file) if path.is_file()]
+        index = (self.index_file, self.records_file, self.index_transform_file, self.index_detector_file)
+        return found + [path for path in index if path.is_file()]
 
     def checksums(self) -> dict[str, str]:
         return {path.relative_to(self.path).as_posix(): _sha256(path) for path in self.loaded_files()}

@@ -37,8 +37,8 @@ def quiet(similarity: float) -> Neighbour:
 
 
 def decide(caption: str, neighbours: list[Neighbour], settings: AlertSettings = SETTINGS, index: int = 1,
-           box: tuple[int, int, int, int] = BOX) -> TileDecision:
-    return decide_tile(index, box, caption, parse_caption(caption), neighbours, settings)
+           box: tuple[int, int, int, int] = BOX, detection: float | None = None) -> TileDecision:
+    return decide_tile(index, box, caption, parse_caption(caption), neighbours, settings, detection=detection)
 
 
 def test_caption_confirmed_by_neighbours_is_an_alert_with_its_numbers() -> None:
@@ -51,6 +51,7 @@ def test_caption_confirmed_by_neighbours_is_an_alert_with_its_numbers() -> None:
         "caption_recognized": True,
         "caption_deformation": True,
         "vote": 0.75,
+        "detection": None,
         "alert_vote": 0.5,
         "review_vote": 0.5,
         "min_similarity": 0.0,
@@ -291,6 +292,30 @@ def test_an_isolated_tile_alerts_alone_only_above_the_calibrated_threshold() -> 
     # Uncalibrated, an isolated tile needs alerts.isolated_tile_vote.
     assert decide_interferogram(single, AlertSettings(isolated_tile_vote=1.0)).level == "alert"
     assert decide_interferogram(grid({14: MARGINAL}), AlertSettings(isolated_tile_vote=0.6)).level == "alert"
+
+
+def test_with_a_detector_a_strong_isolated_tile_stands_above_quiet_tiles_whose_vote_saturates_too() -> None:
+    """Unanimous neighbours vote 1.0 for deforming tiles and for the top quiet ones alike; the
+    index detector's probability is the score then, and separates them."""
+    unanimous = [deforming(0.9)] * 5
+    quiet_top = decide(SILL_LOW, unanimous, detection=0.93)
+    assert quiet_top.score == 0.93 and quiet_top.reasons["vote"] == 1.0
+    assert "probability of 0.93" in quiet_top.reasons["explanation"]
+    assert decide(QUIET, unanimous, detection=0.99).score == 0.0  # the caption reports none
+    calibration = FrameCalibration(tuple([0.0] * 590 + [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.93]), "test")
+
+    def frame(detection: float) -> list[TileDecision]:  # 30 tiles, tile 14 flagged
+        tiles = grid({})
+        tiles[14] = decide(SILL_LOW, unanimous, index=14, box=tiles[14].box, detection=detection)
+        return tiles
+
+    decided = decide_interferogram(frame(0.9999), SETTINGS, calibration)
+    assert (decided.level, decided.reasons["rule"]) == ("alert", "strong_isolated_tile")
+    # 598 quiet scores, 30 tiles at 5 %: the largest quiet score must be exceeded.
+    assert "score 0.9999 reaches the frame threshold 0.93" in decided.reasons["explanation"]
+    assert decide_interferogram(frame(0.92), SETTINGS, calibration).level == "review"
+    # Without the detector both would score their vote, 1.0: alike.
+    assert decide(SILL_LOW, unanimous).score == 1.0
 
 
 def test_the_calibrated_threshold_keeps_quiet_frames_below_the_target_rate() -> None:

@@ -220,3 +220,37 @@ def test_a_damaged_transform_is_an_input_error_naming_it(tmp_path) -> None:
     with pytest.raises(InputError) as error:
         RetrievalIndex.load(tmp_path, expected_dim=8)
     assert error.value.path == str(tmp_path / ModelVersion.INDEX_TRANSFORM_FILE)
+
+
+def test_the_detector_is_fitted_with_the_index_stored_beside_it_and_scores_queries(tmp_path) -> None:
+    # Deforming examples lean along one axis, quiet ones the other way: a line separates them.
+    rng = np.random.default_rng(12)
+    labels = np.arange(400) % 2 == 0  # records_for's labels
+    vectors = unit(rng.normal(size=(400, 16)) + np.where(labels, 2.5, -2.5)[:, None] * np.eye(16)[0])
+    index = RetrievalIndex.build(vectors, records_for(400), RetrievalSettings(embedding="whitened"))
+    queries = unit(rng.normal(size=(200, 16)) + np.repeat([2.5, -2.5], 100)[:, None] * np.eye(16)[0])
+    scores = np.array(index.detect(queries))
+    assert (scores[:100] > 0.5).mean() > 0.9 and (scores[100:] < 0.5).mean() > 0.9
+    assert np.all((scores > 0) & (scores < 1))
+    index.save(tmp_path)
+    assert (tmp_path / ModelVersion.INDEX_DETECTOR_FILE).is_file()
+    assert RetrievalIndex.load(tmp_path, expected_dim=16).detect(queries) == pytest.approx(list(scores))
+
+
+def test_an_index_of_one_label_or_saved_before_the_detector_detects_nothing(tmp_path) -> None:
+    vectors = clustered(40, 8, 2, seed=13)
+    quiet_only = [IndexRecord("quiet", False, (), (), str(i)) for i in range(40)]
+    index = RetrievalIndex.build(vectors, quiet_only, RetrievalSettings(embedding="centred"))
+    assert index.detector is None and index.detect(vectors[:3]) == [None, None, None]
+    RetrievalIndex.build(vectors, records_for(40), RetrievalSettings(embedding="centred")).save(tmp_path)
+    (tmp_path / ModelVersion.INDEX_DETECTOR_FILE).unlink()  # what an older version holds
+    assert RetrievalIndex.load(tmp_path, expected_dim=8).detect(vectors[:2]) == [None, None]
+
+
+def test_a_damaged_detector_is_an_input_error_naming_it(tmp_path) -> None:
+    RetrievalIndex.build(clustered(40, 8, 2, seed=14), records_for(40), RetrievalSettings(embedding="centred")).save(tmp_path)
+    detector = tmp_path / ModelVersion.INDEX_DETECTOR_FILE
+    detector.write_bytes(b"garbage")
+    with pytest.raises(InputError) as error:
+        RetrievalIndex.load(tmp_path, expected_dim=8)
+    assert error.value.path == str(detector)

@@ -138,6 +138,10 @@ def test_train_registers_a_complete_version_and_makes_it_current(trained: tuple[
     assert len(calibration["quiet_scores"]) == quiet_val > 0
     assert all(0.0 <= score <= 1.0 for score in calibration["quiet_scores"])
     assert version.index_transform_file.is_file()
+    # Both labels are indexed, so the index carries its detector, checksummed with the rest.
+    assert version.index_detector_file.is_file()
+    assert {ModelVersion.INDEX_TRANSFORM_FILE, ModelVersion.INDEX_DETECTOR_FILE} <= set(
+        json.loads(version.checksums_file.read_text()))
 
 
 STEMMED_PRESET = {

@@ -136,7 +136,7 @@ def calibrate(bundle: Bundle, quiet: Sequence[Image.Image], source: str, setting
     scores = []
     for batch in bundle.describe_batches(list(quiet), settings.retrieval.k):
         scores += [decide_tile(0, (0, 0, 1, 1), item.caption.text, parse_caption(item.caption.text), item.neighbours,
-                               settings.alerts).score for item in batch]
+                               settings.alerts, detection=item.detection).score for item in batch]
         progress.advance(task, len(batch))
     progress.remove_task(task)
     return FrameCalibration(tuple(scores), source)

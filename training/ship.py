@@ -5,7 +5,8 @@ curates them with ``prepare`` with ``imaging.model_input = "phase"`` (it writes 
 sees, the canonical rendering), trains the ``offline`` preset, calibrates the frame decision
 on quiet synthetic patches of another seed (``CALIBRATION_PATCHES``: the validation split's
 few dozen quiet tiles can only vouch for frames of a handful of tiles, so in a 30-tile frame
-no isolated tile could ever alert; ``--recalibrate VERSION_DIR`` redoes only this step), and
+no isolated tile could ever alert; ``--recalibrate VERSION_DIR`` redoes only the steps after
+training: the index's detector, refitted on the stored index, and this calibration), and
 copies the resulting
 version (``captioner/`` safetensors, ``index.faiss``, ``index.jsonl``, the index's whitening
 transform, ``calibration.json``, ``metrics.json``, ``train_config.json``, ``checksums.json``)
@@ -59,10 +60,19 @@ def quiet_patches(patches: int, seed: int, settings: Settings) -> list[Image.Ima
 
 def recalibrate(version: ModelVersion, settings: Settings, patches: int = CALIBRATION_PATCHES,
                 seed: int = SEED + 1) -> None:
-    """Rewrite ``version``'s ``calibration.json`` from quiet synthetic patches it never trained on."""
+    """Refit ``version``'s index detector on its index (a version trained before the detector
+    existed gains one) and rewrite its ``calibration.json`` from quiet synthetic patches it
+    never trained on; recorded checksums are recorded again."""
     from insarwatch.describe import load_bundle
+    from insarwatch.retrieval import LinearDetector, RetrievalIndex
 
     settings = evaluation_settings(settings)
+    index = RetrievalIndex.load(version.path, settings=settings.retrieval)
+    detector = LinearDetector.fit(index.vectors(), [record.deformation for record in index.records])
+    if detector is not None:
+        detector.save(version.index_detector_file)
+    if version.checksums_file.is_file():
+        version.record_checksums()
     quiet = quiet_patches(patches, seed, settings)
     with console.progress() as progress:
         calibration = calibrate(load_bundle(version, settings), quiet,

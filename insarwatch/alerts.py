@@ -18,7 +18,9 @@ detector — and 0 otherwise):
            caption reports none (or is not an interferogram description) while
            vote >= ``review_vote``;
   quiet  — otherwise: neither reports deformation.
-An unrecognised caption never reports deformation, so it is never an alert.
+An unrecognised caption never reports deformation, so it is never an alert; nor is a tile of
+a file whose colours fit no known table (a phase model shown raw RGB it was never trained on):
+review at most.
 
 Rules, per interferogram (a frame of 30-100 tiles must not alert on one marginal tile):
   alert  — at least ``min_cluster_tiles`` alert tiles touch each other (a coherent
@@ -198,10 +200,12 @@ def decide_tile(
     bounds: Bounds | None = None,
     volcano: tuple[str, float] | None = None,
     detection: float | None = None,
+    unread: str | None = None,
 ) -> TileDecision:
     """Combine a tile's caption finding with its neighbours' labels into a level; ``bounds``
     and ``volcano`` say where the tile lies, when the frame is georeferenced; ``detection`` is
-    the index detector's probability (``describe.Described.detection``), kept for the score."""
+    the index detector's probability (``describe.Described.detection``), kept for the score;
+    ``unread`` says why the file's colours fit no known table (``reading.ModelImage.unknown``)."""
     neighbours = tuple(neighbours)
     voters = [neighbour for neighbour in neighbours if neighbour.similarity >= settings.min_similarity]
     # A negative cosine similarity is evidence of nothing: it weighs zero.
@@ -215,8 +219,9 @@ def decide_tile(
 
     if caption_deforms:
         confirmed = vote is not None and vote >= settings.alert_vote
-        level: Level = "alert" if confirmed else "review"
-        rule = "caption_and_neighbours_agree" if confirmed else "neighbours_do_not_confirm"
+        level: Level = "alert" if confirmed and unread is None else "review"
+        rule = ("rendering_unknown" if unread is not None else "caption_and_neighbours_agree") if confirmed \
+            else "neighbours_do_not_confirm"
         subject = f"The caption reports {_reported(finding)}"
         link, threshold = ("and", ">=") if confirmed else ("but", "<")
         threshold = f"{threshold} alert_vote {settings.alert_vote:.2f}"
@@ -235,6 +240,9 @@ def decide_tile(
                        f"deformation (weighted vote {vote:.2f} {threshold}).")
     if detection is not None:
         explanation += f" The index's detector gives deformation a probability of {detection:.4g}."
+    if unread is not None:
+        explanation += (f" The colours fit no known table ({unread}): the model saw raw RGB, which it was not "
+                        "trained on, so this tile is for review at most.")
 
     severity, severity_from = None, None
     if level != "quiet":
@@ -250,6 +258,7 @@ def decide_tile(
         "caption_deformation": caption_deforms,
         "vote": None if vote is None else round(vote, 4),
         "detection": detection,  # unrounded: a frame threshold may sit in its sixth decimal
+        "unread_rendering": unread,
         "alert_vote": settings.alert_vote,
         "review_vote": settings.review_vote,
         "min_similarity": settings.min_similarity,

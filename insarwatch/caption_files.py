@@ -39,6 +39,7 @@ class FileTiles:
     refused: tuple[InputError, ...]
     grids: dict[Path, Grid] = field(default_factory=dict)  # the georeferenced files' PNG grids
     problems: tuple[str, ...] = ()  # siblings refused (the PNG was read all the same)
+    unread: dict[Path, str] = field(default_factory=dict)  # why a file's colours fit no known table
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def read_tiles(paths: Sequence[Path], imaging: ImagingSettings, model_input: Mod
     refused: list[InputError] = []
     grids: dict[Path, Grid] = {}
     problems: list[str] = []
+    unread: dict[Path, str] = {}
     for path in paths:
         licsar = Path(path).name.endswith(DIFF_SUFFIX)
         try:
@@ -85,16 +87,19 @@ def read_tiles(paths: Sequence[Path], imaging: ImagingSettings, model_input: Mod
         problems += read.siblings.problems
         if read.siblings.grid is not None:
             grids[path] = read.siblings.grid
+        if read.unknown is not None:
+            unread[path] = read.unknown
         tiles += [(path, piece) for piece in tile(read.pixels, imaging.tile_size, imaging.tile_stride)]
-    return FileTiles(tuple(tiles), tuple(refused), grids, tuple(problems))
+    return FileTiles(tuple(tiles), tuple(refused), grids, tuple(problems), unread)
 
 
 def describe_tiles(tiles: Sequence[tuple[Path, Tile]], bundle: Bundle, k: int, alerts: AlertSettings,
                    advance: Callable[[int], object] = lambda done: None,
-                   grids: Mapping[Path, Grid] | None = None, catalogue: Catalogue | None = None) -> list[CaptionedTile]:
+                   grids: Mapping[Path, Grid] | None = None, catalogue: Catalogue | None = None,
+                   unread: Mapping[Path, str] | None = None) -> list[CaptionedTile]:
     """Caption ``tiles``, find their ``k`` nearest examples and decide each one's level,
     calling ``advance(n)`` after each model batch of ``n`` tiles; tiles of a file in ``grids`` get their bounds and, with a
-    ``catalogue``, their nearest volcano."""
+    ``catalogue``, their nearest volcano; tiles of a file in ``unread`` (``FileTiles.unread``) are for review at most."""
     described: list[Described] = []
     for batch in bundle.describe_batches([piece.pixels for _, piece in tiles], k):
         described += batch
@@ -109,6 +114,7 @@ def describe_tiles(tiles: Sequence[tuple[Path, Tile]], bundle: Bundle, k: int, a
             nearest, distance = catalogue.nearest((south + north) / 2, (west + east) / 2)
             volcano = (nearest.name, distance)
         decision = decide_tile(piece.index, piece.box, item.caption.text, parse_caption(item.caption.text),
-                               item.neighbours, alerts, bounds=bounds, volcano=volcano, detection=item.detection)
+                               item.neighbours, alerts, bounds=bounds, volcano=volcano, detection=item.detection,
+                               unread=(unread or {}).get(path))
         captioned.append(CaptionedTile(path, piece, item, decision))
     return captioned

@@ -475,7 +475,7 @@ def caption(
         task = bar.add_task(f"captioning with {bundle.version.name}", total=len(read.tiles))
         captioned = describe_tiles(read.tiles, bundle, settings.retrieval.k, settings.alerts,
                                    lambda done: bar.advance(task, done),
-                                   read.grids, catalogue_for(settings.volcanoes) if read.grids else None)
+                                   read.grids, catalogue_for(settings.volcanoes) if read.grids else None, read.unread)
 
     def table() -> Table | None:
         if not captioned:

@@ -204,7 +204,7 @@ def conclude(tiled: Tiled, described: Sequence[Described], settings: Settings, m
         decision = decide_tile(piece.index, piece.box, found.caption.text, finding, found.neighbours,
                                settings.alerts, bounds=bounds,
                                volcano=None if nearest is None else (nearest[0].name, nearest[1]),
-                               detection=found.detection)
+                               detection=found.detection, unread=tiled.input_notes.get("unknown_rendering"))
         if nearest is not None and _near(bounds, *nearest):
             near[piece.index] = nearest[0].name
         decisions.append(decision)

@@ -52,6 +52,7 @@ def test_caption_confirmed_by_neighbours_is_an_alert_with_its_numbers() -> None:
         "caption_deformation": True,
         "vote": 0.75,
         "detection": None,
+        "unread_rendering": None,
         "alert_vote": 0.5,
         "review_vote": 0.5,
         "min_similarity": 0.0,
@@ -316,6 +317,16 @@ def test_with_a_detector_a_strong_isolated_tile_stands_above_quiet_tiles_whose_v
     assert decide_interferogram(frame(0.92), SETTINGS, calibration).level == "review"
     # Without the detector both would score their vote, 1.0: alike.
     assert decide(SILL_LOW, unanimous).score == 1.0
+
+
+def test_a_tile_of_colours_that_fit_no_known_table_is_for_review_at_most() -> None:
+    unanimous = [deforming(0.9)] * 5
+    why = "colours fit no known table: pixels on each table's curve pha 3% (need 20%)"
+    tile = decide_tile(1, BOX, DYKE_HIGH, parse_caption(DYKE_HIGH), unanimous, SETTINGS, unread=why)
+    assert (tile.level, tile.reasons["rule"], tile.reasons["unread_rendering"]) == ("review", "rendering_unknown", why)
+    assert why in tile.reasons["explanation"] and "review at most" in tile.reasons["explanation"]
+    assert decide(DYKE_HIGH, unanimous).level == "alert"  # the same tile, read through a known table
+    assert decide_tile(1, BOX, QUIET, parse_caption(QUIET), [quiet(0.9)], SETTINGS, unread=why).level == "quiet"
 
 
 def test_the_calibrated_threshold_keeps_quiet_frames_below_the_target_rate() -> None:

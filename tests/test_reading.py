@@ -84,6 +84,7 @@ def test_the_daemon_shows_a_phase_model_each_frame_as_phase_and_records_the_rend
         assert Intake(settings.drop_dir, store, settle_seconds=0).reconcile(NOW) == 3
         process(settings, store, lambda: bundle, NOW)
         records = {name: store.get(key(path)) for name, path in drop.items()}
+        tiles = {name: store.results_for(key(path), version.name) for name, path in drop.items()}
     assert all(record.state == "done" for record in records.values()), records
     assert records["geotiff"].notes["rendering"] == "diff_pha"
     assert records["png"].notes["rendering"] == "pha"  # synthetic drops are drawn with LiCSAR's pha.cpt
@@ -91,6 +92,10 @@ def test_the_daemon_shows_a_phase_model_each_frame_as_phase_and_records_the_rend
     assert unknown["rendering"] == "rgb"
     assert unknown["unknown_rendering"].startswith("colours fit no known table")
     assert "brightness deviation" in unknown["unknown_rendering"]
+    # Each of its tiles carries why into its decision (for review at most); the others nothing.
+    assert tiles["unknown"] and {tile.decision["reasons"]["unread_rendering"] for tile in tiles["unknown"]} == {
+        unknown["unknown_rendering"]}
+    assert {tile.decision["reasons"]["unread_rendering"] for tile in tiles["png"]} == {None}
 
 
 def test_phase_tiles_are_the_canonical_rendering_of_the_geotiff_or_of_the_png(

@@ -126,17 +126,21 @@ def evaluate_tiles(bundle: Bundle, root: Path, settings: Settings,
     pieces: list[tuple[Path, Tile]] = []
     labels: list[bool] = []
     refused: list[InputError] = []
+    unread: dict[Path, str] = {}
     for path, label in labelled_files(root):
         try:
-            pixels = read_model_image(path, settings.imaging, bundle.model_input).pixels
+            read = read_model_image(path, settings.imaging, bundle.model_input)
         except InputError as exc:
             refused.append(exc)
             continue
+        pixels = read.pixels
+        if read.unknown is not None:
+            unread[path] = read.unknown
         height, width = pixels.shape[:2]
         pieces.append((path, Tile(0, (0, 0, width, height), pixels)))
         labels.append(label)
     alerts: AlertSettings = settings.alerts
-    captioned = describe_tiles(pieces, bundle, settings.retrieval.k, alerts, advance)
+    captioned = describe_tiles(pieces, bundle, settings.retrieval.k, alerts, advance, unread=unread)
     results = tuple(TileResult(label, item, alerts.review_vote) for label, item in zip(labels, captioned, strict=True))
     return TileEvaluation(bundle.version.name, Path(root), results, tuple(refused))
 

@@ -60,6 +60,7 @@ class CaptionedTile:
             "caption": self.described.caption.text,
             "level": self.decision.level,
             "vote": self.decision.reasons["vote"],
+            "detection": self.decision.reasons["detection"],
             "retrieved": self.described.caption.retrieved,
             "neighbours": [
                 {"similarity": round(n.similarity, 4), "caption": n.record.caption, "source": n.record.source,

@@ -98,3 +98,4 @@ def test_json_gives_each_tile_the_daemons_level_and_vote(tiny_var_dir, pngs) -> 
         deforms = parse_caption(row["caption"]).deformation
         expected = ("alert" if vote >= 0.5 else "review") if deforms else ("review" if vote >= 0.5 else "quiet")
         assert row["level"] == expected
+        assert 0 < row["detection"] < 1  # the index's detector, fitted when the index was built

@@ -86,6 +86,7 @@ def test_every_image_gets_a_line_and_the_table_is_recomputable_from_them(tiny_va
         assert line["level"] in ("alert", "review", "quiet")
         assert len(line["similarities"]) == 5 == len(line["neighbour_deformation"])
         assert line["finding"] == parse_caption(line["caption"]).to_dict()
+        assert 0 < line["detection"] < 1 and line["unread_rendering"] is None  # the paper's RGB input reads anything
     indexed = next(l for l in lines if l["path"].endswith("indexed0.png"))
     # The tile is in the index: its nearest neighbour is itself, a deforming record.
     assert indexed["similarities"][0] == pytest.approx(1.0, abs=1e-3) and indexed["neighbour_deformation"][0]

@@ -69,6 +69,8 @@ class TileResult:
             "vote": decision.reasons["vote"],
             "review_vote": self.review_vote,
             "level": decision.level,
+            "detection": decision.reasons["detection"],
+            "unread_rendering": decision.reasons["unread_rendering"],  # why a level was held at review
             "similarities": decision.reasons["similarities"],
             "neighbour_deformation": [bool(n.record.deformation) for n in decision.neighbours],
         }

@@ -135,26 +135,14 @@ class EmbeddingTransform:
         return normalised((rows - self.mean) @ self.projection)
 
     def save(self, path: Path) -> None:
-        from safetensors.numpy import save_file
-
-        with files.replacing(path) as temporary:
-            save_file({"mean": self.mean, "projection": np.ascontiguousarray(self.projection)}, str(temporary),
-                      metadata={"feature": self.feature})
+        _save_tensors(path, {"mean": self.mean, "projection": self.projection}, {"feature": self.feature})
 
     @classmethod
     def load(cls, path: Path) -> EmbeddingTransform:
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="np") as stored:
-                tensors = {name: stored.get_tensor(name) for name in stored.keys()}
-                feature = (stored.metadata() or {}).get("feature", "pooled")
-        except (SafetensorError, OSError) as exc:
-            raise InputError(path, f"not a readable embedding transform ({exc})") from None
+        tensors, metadata = _load_tensors(path, "embedding transform", TRANSFORM_TENSORS)
+        feature = metadata.get("feature", "pooled")
         if feature not in FEATURES:
             raise InputError(path, f"unknown feature {feature!r} (known: {', '.join(FEATURES)})")
-        if set(tensors) != set(TRANSFORM_TENSORS):
-            raise InputError(path, f"an embedding transform holds {', '.join(TRANSFORM_TENSORS)}, not {sorted(tensors)}")
         mean, projection = tensors["mean"], tensors["projection"]
         if mean.ndim != 1 or projection.ndim != 2 or projection.shape[0] != mean.shape[0]:
             raise InputError(path, f"mean {mean.shape} and projection {projection.shape} do not fit together")
@@ -197,7 +185,8 @@ class LinearDetector:
             theta, current = theta - rate * step, min(trial, current)
             if np.abs(rate * step).max() < 1e-9:
                 break
-        return cls(theta[:-1].astype(np.float32), float(theta[-1]))
+        # float32, as saved: the detector a training run calibrates with is the one the daemon loads.
+        return cls(theta[:-1].astype(np.float32), float(np.float32(theta[-1])))
 
     def probability(self, vectors: np.ndarray) -> np.ndarray:
         """One probability per row of index vectors (float64: the top of the quiet scores and a
@@ -205,27 +194,40 @@ class LinearDetector:
         return _sigmoid(np.asarray(vectors, dtype=np.float64) @ self.weights.astype(np.float64) + self.bias)
 
     def save(self, path: Path) -> None:
-        from safetensors.numpy import save_file
-
-        with files.replacing(path) as temporary:
-            save_file({"weights": np.ascontiguousarray(self.weights), "bias": np.array([self.bias], np.float32)},
-                      str(temporary))
+        _save_tensors(path, {"weights": self.weights, "bias": np.array([self.bias], np.float32)})
 
     @classmethod
     def load(cls, path: Path) -> LinearDetector:
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="np") as stored:
-                tensors = {name: stored.get_tensor(name) for name in stored.keys()}
-        except (SafetensorError, OSError) as exc:
-            raise InputError(path, f"not a readable index detector ({exc})") from None
-        if set(tensors) != set(DETECTOR_TENSORS):
-            raise InputError(path, f"an index detector holds {', '.join(DETECTOR_TENSORS)}, not {sorted(tensors)}")
+        tensors, _ = _load_tensors(path, "index detector", DETECTOR_TENSORS)
         weights, bias = tensors["weights"], tensors["bias"]
         if weights.ndim != 1 or bias.shape != (1,):
             raise InputError(path, f"weights {weights.shape} and bias {bias.shape} are not a linear detector")
         return cls(weights.astype(np.float32), float(bias[0]))
+
+
+def _save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """``tensors`` as a safetensors file, written whole or not at all."""
+    from safetensors.numpy import save_file
+
+    with files.replacing(path) as temporary:
+        save_file({name: np.ascontiguousarray(tensor) for name, tensor in tensors.items()}, str(temporary),
+                  metadata=metadata)
+
+
+def _load_tensors(path: Path, what: str, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors and metadata of a safetensors file that must hold exactly ``names``; otherwise a
+    one-line ``InputError`` saying it is not a readable ``what`` (a noun starting with a vowel)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as stored:
+            tensors = {name: stored.get_tensor(name) for name in stored.keys()}
+            metadata = stored.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise InputError(path, f"not a readable {what} ({exc})") from None
+    if set(tensors) != set(names):
+        raise InputError(path, f"an {what} holds {', '.join(names)}, not {sorted(tensors)}")
+    return tensors, metadata
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -196,6 +196,19 @@ def test_recalibrating_on_quiet_synthetic_patches_scores_each_of_them(trained: t
     version.verify()  # the calibration is not a checksummed file: rewriting it keeps the version loadable
 
 
+def test_recalibrating_a_version_built_before_the_detector_gives_it_the_one_building_would_have(
+        trained: tuple[Path, dict], tmp_path: Path) -> None:
+    var, outcome = trained
+    version = ModelVersion.at(shutil.copytree(var / "models" / outcome["version"], tmp_path / "version"))
+    built = version.index_detector_file.read_bytes()
+    version.index_detector_file.unlink()  # what an older version holds
+    version.record_checksums()
+    recalibrate(version, load_settings(None, {"INSARWATCH_VAR_DIR": str(tmp_path / "var")}), patches=8, seed=5)
+    assert version.index_detector_file.read_bytes() == built  # refitted on the stored vectors: the same
+    assert ModelVersion.INDEX_DETECTOR_FILE in json.loads(version.checksums_file.read_text())
+    version.verify()
+
+
 def test_metrics_json_is_recomputable_from_predictions(trained: tuple[Path, dict]) -> None:
     var, outcome = trained
     version = ModelVersion.at(var / "models" / outcome["version"])

@@ -6,10 +6,10 @@ sees, the canonical rendering), trains the ``offline`` preset, calibrates the fr
 on quiet synthetic patches of another seed (``CALIBRATION_PATCHES``: the validation split's
 few dozen quiet tiles can only vouch for frames of a handful of tiles, so in a 30-tile frame
 no isolated tile could ever alert; ``--recalibrate VERSION_DIR`` redoes only the steps after
-training: the index's detector, refitted on the stored index, and this calibration), and
+training: the index's detector for a version built without one, and this calibration), and
 copies the resulting
 version (``captioner/`` safetensors, ``index.faiss``, ``index.jsonl``, the index's whitening
-transform, ``calibration.json``, ``metrics.json``, ``train_config.json``, ``checksums.json``)
+transform and detector, ``calibration.json``, ``metrics.json``, ``train_config.json``, ``checksums.json``)
 into ``insarwatch/models/offline``, which ``ModelStore.in_use`` falls back
 to while no model is registered. Real interferograms are never used to train it; measure it on
 them with ``insarwatch evaluate --tiles`` before committing the weights (issue 11's targets).
@@ -60,19 +60,20 @@ def quiet_patches(patches: int, seed: int, settings: Settings) -> list[Image.Ima
 
 def recalibrate(version: ModelVersion, settings: Settings, patches: int = CALIBRATION_PATCHES,
                 seed: int = SEED + 1) -> None:
-    """Refit ``version``'s index detector on its index (a version trained before the detector
-    existed gains one) and rewrite its ``calibration.json`` from quiet synthetic patches it
-    never trained on; recorded checksums are recorded again."""
+    """Give ``version``'s index a detector when it was built before detectors existed (fitted on
+    the stored index, as building it would have; its checksums recorded again) and rewrite its
+    ``calibration.json`` from quiet synthetic patches it never trained on."""
     from insarwatch.describe import load_bundle
     from insarwatch.retrieval import LinearDetector, RetrievalIndex
 
     settings = evaluation_settings(settings)
     index = RetrievalIndex.load(version.path, settings=settings.retrieval)
-    detector = LinearDetector.fit(index.vectors(), [record.deformation for record in index.records])
-    if detector is not None:
-        detector.save(version.index_detector_file)
-    if version.checksums_file.is_file():
-        version.record_checksums()
+    if index.detector is None:  # a version trained now has one, fitted on these very vectors
+        detector = LinearDetector.fit(index.vectors(), [record.deformation for record in index.records])
+        if detector is not None:
+            detector.save(version.index_detector_file)
+            if version.checksums_file.is_file():
+                version.record_checksums()
     quiet = quiet_patches(patches, seed, settings)
     with console.progress() as progress:
         calibration = calibrate(load_bundle(version, settings), quiet,
@@ -126,7 +127,8 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=PATCHES, help="Synthetic patches to make.")
     parser.add_argument("--seed", type=int, default=SEED, help="Seed of the synthetic patches.")
     parser.add_argument("--recalibrate", type=Path, metavar="VERSION_DIR",
-                        help="Only recalibrate this model version's frame decision, in place.")
+                        help="Only redo what follows training for this version, in place: its index "
+                             "detector when it has none, and the frame calibration.")
     args = parser.parse_args()
     if args.recalibrate is not None:
         version = ModelVersion.at(args.recalibrate)
